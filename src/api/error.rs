@@ -1,0 +1,68 @@
+//! REST errors: an HTTP status and a JSON body `{"error": {"code", "message"}}` whose `code`
+//! is the same stable [`ErrorCode`] a WebSocket `error` frame carries.
+
+use axum::{
+    Json,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde_json::json;
+
+use crate::{auth::AuthError, chat::ChatError, protocol::ErrorCode};
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn status_of(code: ErrorCode) -> StatusCode {
+    use ErrorCode::*;
+    match code {
+        BadJson | UnknownType | BadField | EmptyText | TextTooLong | BinaryUnsupported
+        | BadRequest => StatusCode::BAD_REQUEST,
+        Unauthorized | TokenExpired => StatusCode::UNAUTHORIZED,
+        Forbidden => StatusCode::FORBIDDEN,
+        RoomNotFound | NotFound => StatusCode::NOT_FOUND,
+        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        FrameTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
+        StoreUnavailable | BusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (status_of(self.code), Json(body)).into_response()
+    }
+}
+
+impl From<ChatError> for ApiError {
+    fn from(e: ChatError) -> Self {
+        if matches!(e.code(), ErrorCode::Internal) {
+            tracing::error!(error = %e, "request failed");
+        }
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let code = match e {
+            AuthError::Expired => ErrorCode::TokenExpired,
+            _ => ErrorCode::Unauthorized,
+        };
+        Self::new(code, e.to_string())
+    }
+}

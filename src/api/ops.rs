@@ -1,0 +1,74 @@
+//! Operations and identity: health, readiness, metrics, the dev login, "who am I".
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json,
+    extract::State,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{ApiError, ApiJson, AuthUser};
+use crate::{domain::UserId, protocol::ErrorCode, startup::Node, telemetry};
+
+/// Liveness: the process answers.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: the store and the bus answer. A load balancer sends no new clients otherwise,
+/// and none to a node that is draining.
+pub async fn readyz(State(node): State<Arc<Node>>) -> Response {
+    let within = Duration::from_secs(2);
+    let store = tokio::time::timeout(within, node.store.ping()).await;
+    let bus = tokio::time::timeout(within, node.bus.ping()).await;
+    let describe = |ok: bool| if ok { "ok" } else { "unavailable" };
+    let store_ok = matches!(store, Ok(Ok(())));
+    let bus_ok = matches!(bus, Ok(Ok(())));
+    let draining = node.shutdown.is_cancelled();
+    let ready = store_ok && bus_ok && !draining;
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = json!({
+        "status": if ready { "ready" } else if draining { "draining" } else { "unavailable" },
+        "store": describe(store_ok),
+        "bus": describe(bus_ok),
+        "node": node.id,
+    });
+    (status, Json(body)).into_response()
+}
+
+pub async fn metrics() -> String {
+    telemetry::render_metrics()
+}
+
+pub async fn me(AuthUser(user): AuthUser) -> Json<serde_json::Value> {
+    Json(json!({"user": user}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevLogin {
+    user: String,
+}
+
+/// Development only: a token for any user name. 404 when `auth.dev_login` is off.
+pub async fn dev_login(
+    State(node): State<Arc<Node>>,
+    ApiJson(body): ApiJson<DevLogin>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    if !node.settings.auth.dev_login {
+        return Err(ApiError::new(ErrorCode::NotFound, "dev login is disabled"));
+    }
+    let user = UserId::parse(&body.user)
+        .map_err(|e| ApiError::new(ErrorCode::BadField, format!("user: {e}")))?;
+    let ttl = Duration::from_secs(node.settings.auth.dev_token_ttl_secs);
+    let token = node.auth.mint(&user, ttl);
+    Ok(Json(json!({"token": token, "user": user})))
+}

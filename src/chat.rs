@@ -1,0 +1,436 @@
+//! The service layer: the message pipeline and room management of shared/design.md §2.
+//! WebSocket and REST both come through here; it sees the store, the bus and the clock only
+//! through their traits.
+//!
+//! The pipeline of a send: validate -> authorize (member?) -> store (which deduplicates by
+//! clientMsgId and assigns seq and createdAt atomically) -> publish -> ack. The ack is only
+//! given once the message is both durable and announced; if announcing fails the sender gets
+//! a retryable error, and its retry (same clientMsgId) finds the stored message and announces
+//! it again.
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use crate::{
+    bus::{Bus, BusEvent, Topic},
+    clock::Clock,
+    config::Limits,
+    domain::{Message, Room, RoomId, RoomKind, RoomSummary, Seq, UserId},
+    protocol::ErrorCode,
+    store::{Appended, HistoryQuery, NewGroup, NewMessage, Store, StoreError},
+};
+
+/// The most messages one history page returns.
+pub const MAX_PAGE: usize = 200;
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+pub const MAX_GROUP_NAME: usize = 100;
+/// Unread counts stop here ("999+").
+pub const UNREAD_CAP: u64 = 999;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    #[error("{message}")]
+    Invalid { code: ErrorCode, message: String },
+    /// No such room, or the caller is not a member (indistinguishable on purpose).
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("message stored but not yet delivered: {0}")]
+    Bus(String),
+}
+
+impl ChatError {
+    fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
+        ChatError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_field(message: impl Into<String>) -> Self {
+        Self::invalid(ErrorCode::BadField, message)
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ChatError::Invalid { code, .. } => *code,
+            ChatError::RoomNotFound => ErrorCode::RoomNotFound,
+            ChatError::Forbidden(_) => ErrorCode::Forbidden,
+            ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
+            ChatError::Store(StoreError::Internal(_)) => ErrorCode::Internal,
+            ChatError::Bus(_) => ErrorCode::BusUnavailable,
+        }
+    }
+}
+
+pub type ChatResult<T> = Result<T, ChatError>;
+
+/// What a resume replays for one room.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub room: RoomId,
+    pub messages: Vec<Message>,
+    /// More messages follow the replayed ones (page them over REST).
+    pub more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    /// More messages match beyond this page.
+    pub more: bool,
+}
+
+pub struct Chat {
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    clock: Arc<dyn Clock>,
+    limits: Limits,
+}
+
+impl Chat {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            clock,
+            limits,
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The message pipeline. Returns the stored message (the first one, for a retry).
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        room: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> ChatResult<Appended> {
+        let room = parse_room(room)?;
+        validate_client_msg_id(client_msg_id)?;
+        self.validate_text(text)?;
+        self.require_member(&room, sender).await?;
+        let new = NewMessage {
+            room: room.clone(),
+            sender: sender.clone(),
+            client_msg_id: client_msg_id.to_owned(),
+            text: text.to_owned(),
+        };
+        let appended = self.store.append(new, self.clock.now()).await?;
+        metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
+            .increment(1);
+        // Announced again on a retry: the first attempt may have failed right here.
+        let event = BusEvent::Message {
+            message: appended.message.clone(),
+        };
+        self.bus
+            .publish(&Topic::Room(room), event.encode())
+            .await
+            .map_err(|e| ChatError::Bus(e.to_string()))?;
+        Ok(appended)
+    }
+
+    pub fn validate_text(&self, text: &str) -> ChatResult<()> {
+        if text.trim().is_empty() {
+            return Err(ChatError::invalid(ErrorCode::EmptyText, "text is empty"));
+        }
+        let max = self.limits.max_text_chars;
+        // Cheap upper bound first: a char is at most 4 bytes.
+        if text.len() > max && text.chars().count() > max {
+            return Err(ChatError::invalid(
+                ErrorCode::TextTooLong,
+                format!("text is longer than {max} characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn require_member(&self, room: &RoomId, user: &UserId) -> ChatResult<()> {
+        match self.store.membership(room, user).await? {
+            Some(_) => Ok(()),
+            None => Err(ChatError::RoomNotFound),
+        }
+    }
+
+    /// The room, if `user` is a member.
+    pub async fn room(&self, user: &UserId, room: &str) -> ChatResult<Room> {
+        let room = parse_room(room)?;
+        self.require_member(&room, user).await?;
+        self.store.room(&room).await?.ok_or(ChatError::RoomNotFound)
+    }
+
+    /// Messages after `after` for a reconnecting client, up to the configured replay limit.
+    pub async fn replay(&self, user: &UserId, room: &str, after: Seq) -> ChatResult<Replay> {
+        let room = parse_room(room)?;
+        self.require_member(&room, user).await?;
+        let limit = self.limits.resume_max_per_room;
+        let mut messages = self
+            .store
+            .history(&room, &HistoryQuery::after(after, limit + 1))
+            .await?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(Replay {
+            room,
+            messages,
+            more,
+        })
+    }
+
+    pub async fn history(
+        &self,
+        user: &UserId,
+        room: &str,
+        mut query: HistoryQuery,
+    ) -> ChatResult<HistoryPage> {
+        let room = parse_room(room)?;
+        if query.limit == 0 || query.limit > MAX_PAGE {
+            return Err(ChatError::bad_field(format!(
+                "limit must be 1 to {MAX_PAGE}"
+            )));
+        }
+        self.require_member(&room, user).await?;
+        let limit = query.limit;
+        query.limit += 1;
+        let mut messages = self.store.history(&room, &query).await?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(HistoryPage { messages, more })
+    }
+
+    /// Opens (or finds) the direct room of `user` and `peer`.
+    pub async fn open_direct(&self, user: &UserId, peer: &str) -> ChatResult<(Room, bool)> {
+        let peer = UserId::parse(peer).map_err(|e| ChatError::bad_field(format!("peer: {e}")))?;
+        if &peer == user {
+            return Err(ChatError::bad_field(
+                "peer: cannot open a direct room with yourself",
+            ));
+        }
+        let id = RoomId::direct(user, &peer);
+        let existed = self.store.room(&id).await?.is_some();
+        let room = self
+            .store
+            .ensure_direct_room(user, &peer, self.clock.now())
+            .await?;
+        if !existed {
+            self.announce_added(&room, &room.members).await;
+        }
+        Ok((room, !existed))
+    }
+
+    pub async fn create_group(
+        &self,
+        creator: &UserId,
+        name: &str,
+        members: &[String],
+    ) -> ChatResult<Room> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_GROUP_NAME {
+            return Err(ChatError::bad_field(format!(
+                "name must be 1 to {MAX_GROUP_NAME} characters"
+            )));
+        }
+        let mut all = self.parse_users(members)?;
+        all.insert(creator.clone());
+        if all.len() > self.limits.max_group_members {
+            return Err(ChatError::bad_field(format!(
+                "a group has at most {} members",
+                self.limits.max_group_members
+            )));
+        }
+        let group = NewGroup {
+            id: RoomId::new_group(),
+            name: name.to_owned(),
+            created_by: creator.clone(),
+            members: all.into_iter().collect(),
+        };
+        let room = self.store.create_group(group, self.clock.now()).await?;
+        self.announce_added(&room, &room.members).await;
+        Ok(room)
+    }
+
+    pub async fn add_members(
+        &self,
+        user: &UserId,
+        room: &str,
+        members: &[String],
+    ) -> ChatResult<Room> {
+        let room = self.room(user, room).await?;
+        if room.kind == RoomKind::Direct {
+            return Err(ChatError::Forbidden(
+                "a direct room's members cannot change".into(),
+            ));
+        }
+        let wanted = self.parse_users(members)?;
+        if wanted.is_empty() {
+            return Err(ChatError::bad_field("members must name at least one user"));
+        }
+        let total =
+            room.members.len() + wanted.iter().filter(|u| !room.members.contains(u)).count();
+        if total > self.limits.max_group_members {
+            return Err(ChatError::bad_field(format!(
+                "a group has at most {} members",
+                self.limits.max_group_members
+            )));
+        }
+        let wanted: Vec<UserId> = wanted.into_iter().collect();
+        let added = self
+            .store
+            .add_members(&room.id, &wanted, self.clock.now())
+            .await?;
+        let room = self
+            .store
+            .room(&room.id)
+            .await?
+            .ok_or(ChatError::RoomNotFound)?;
+        if !added.is_empty() {
+            self.announce_added(&room, &added).await;
+            self.announce_members(&room).await;
+        }
+        Ok(room)
+    }
+
+    /// Removes `target` from a group; members may remove anyone, including themselves.
+    pub async fn remove_member(&self, user: &UserId, room: &str, target: &str) -> ChatResult<()> {
+        let room = self.room(user, room).await?;
+        if room.kind == RoomKind::Direct {
+            return Err(ChatError::Forbidden(
+                "a direct room's members cannot change".into(),
+            ));
+        }
+        let target =
+            UserId::parse(target).map_err(|e| ChatError::bad_field(format!("user: {e}")))?;
+        if self.store.remove_member(&room.id, &target).await? {
+            let event = BusEvent::RoomRemoved {
+                room: room.id.clone(),
+            };
+            self.publish_quietly(&Topic::User(target.clone()), &event)
+                .await;
+            if let Some(room) = self.store.room(&room.id).await? {
+                self.announce_members(&room).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// The user's rooms, most recently active first.
+    pub async fn list_rooms(&self, user: &UserId) -> ChatResult<Vec<RoomSummary>> {
+        let memberships = self.store.memberships_of(user).await?;
+        let summaries = memberships.into_iter().map(|m| async move {
+            let room = self
+                .store
+                .room(&m.room)
+                .await?
+                .ok_or(ChatError::RoomNotFound)?;
+            let last_message = self
+                .store
+                .history(&m.room, &HistoryQuery::latest(1))
+                .await?
+                .pop();
+            let unread = self
+                .store
+                .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
+                .await?;
+            Ok::<_, ChatError>(RoomSummary {
+                last_seq: last_message.as_ref().map_or(0, |msg| msg.seq),
+                room,
+                last_message,
+                read_seq: m.read_seq,
+                unread,
+            })
+        });
+        let mut rooms = futures_util::future::try_join_all(summaries).await?;
+        let activity = |s: &RoomSummary| {
+            s.last_message
+                .as_ref()
+                .map_or(s.room.created_at, |m| m.created_at)
+        };
+        rooms.sort_by_key(|s| std::cmp::Reverse(activity(s)));
+        Ok(rooms)
+    }
+
+    /// The ids of the user's rooms (what a new connection subscribes to).
+    pub async fn room_ids(&self, user: &UserId) -> ChatResult<Vec<RoomId>> {
+        Ok(self
+            .store
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .map(|m| m.room)
+            .collect())
+    }
+
+    /// Moves the user's read position forward and tells the room.
+    pub async fn mark_read(&self, user: &UserId, room: &str, seq: Seq) -> ChatResult<Seq> {
+        let room = parse_room(room)?;
+        self.require_member(&room, user).await?;
+        let read_seq = self.store.mark_read(&room, user, seq).await?;
+        let event = BusEvent::Receipt {
+            room: room.clone(),
+            user: user.clone(),
+            read_seq,
+        };
+        self.publish_quietly(&Topic::Room(room), &event).await;
+        Ok(read_seq)
+    }
+
+    fn parse_users(&self, users: &[String]) -> ChatResult<BTreeSet<UserId>> {
+        users
+            .iter()
+            .map(|u| UserId::parse(u).map_err(|e| ChatError::bad_field(format!("members: {e}"))))
+            .collect()
+    }
+
+    async fn announce_added(&self, room: &Room, users: &[UserId]) {
+        let event = BusEvent::RoomAdded { room: room.clone() };
+        for user in users {
+            self.publish_quietly(&Topic::User(user.clone()), &event)
+                .await;
+        }
+    }
+
+    async fn announce_members(&self, room: &Room) {
+        let event = BusEvent::Members {
+            room: room.id.clone(),
+            members: room.members.clone(),
+        };
+        self.publish_quietly(&Topic::Room(room.id.clone()), &event)
+            .await;
+    }
+
+    /// For events whose loss a client repairs by itself (room lists and receipts are
+    /// re-read on reconnect): logged, not failed.
+    async fn publish_quietly(&self, topic: &Topic, event: &BusEvent) {
+        if let Err(e) = self.bus.publish(topic, event.encode()).await {
+            tracing::warn!(error = %e, ?topic, "event not published");
+        }
+    }
+}
+
+/// A room id from a client. Malformed ids name no room, so they get the same answer as
+/// unknown rooms.
+fn parse_room(room: &str) -> ChatResult<RoomId> {
+    RoomId::parse(room).map_err(|_| ChatError::RoomNotFound)
+}
+
+fn validate_client_msg_id(id: &str) -> ChatResult<()> {
+    let printable = |c: char| c.is_ascii_graphic();
+    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID || !id.chars().all(printable) {
+        return Err(ChatError::bad_field(format!(
+            "clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}

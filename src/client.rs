@@ -1,0 +1,480 @@
+//! A Rust client for chatd: REST calls, a WebSocket connection, and [`RoomLog`], which holds
+//! one room's messages by the same rules as the JS SDK (web/sdk/chatd.js): keep them sorted by
+//! seq, drop duplicates, know the highest seq below which nothing is missing, and report gaps.
+//!
+//! The integration tests and `chatd-check` use it, so the rules are exercised in Rust too.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use anyhow::{Context, anyhow, bail};
+use futures_util::{SinkExt, StreamExt};
+use serde::{Deserialize, de::DeserializeOwned};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::{
+    MaybeTlsStream, WebSocketStream,
+    tungstenite::{self, client::IntoClientRequest, protocol::frame::coding::CloseCode},
+};
+
+use crate::domain::{Message, Room, RoomId, RoomSummary, Seq, UserId};
+
+/// One room's messages as a client should show them.
+#[derive(Debug, Default, Clone)]
+pub struct RoomLog {
+    messages: BTreeMap<Seq, Message>,
+    /// Every seq up to this one is present.
+    contiguous: Seq,
+    duplicates: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    New,
+    /// Already held (same seq): dropped.
+    Duplicate,
+}
+
+impl RoomLog {
+    pub fn insert(&mut self, message: Message) -> Inserted {
+        if message.seq <= self.contiguous || self.messages.contains_key(&message.seq) {
+            self.duplicates += 1;
+            return Inserted::Duplicate;
+        }
+        self.messages.insert(message.seq, message);
+        while self.messages.contains_key(&(self.contiguous + 1)) {
+            self.contiguous += 1;
+        }
+        Inserted::New
+    }
+
+    /// The seq to resume from: everything up to it is held.
+    pub fn contiguous(&self) -> Seq {
+        self.contiguous
+    }
+
+    /// The first missing range as (after, before), both exclusive.
+    pub fn gap(&self) -> Option<(Seq, Seq)> {
+        self.messages
+            .range(self.contiguous + 1..)
+            .next()
+            .map(|(&seq, _)| (self.contiguous, seq))
+    }
+
+    pub fn messages(&self) -> impl Iterator<Item = &Message> {
+        self.messages.values()
+    }
+
+    pub fn seqs(&self) -> Vec<Seq> {
+        self.messages.keys().copied().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Messages that arrived again and were dropped.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+}
+
+/// Frames the server sends, as a client reads them.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerEvent {
+    Welcome {
+        v: u32,
+        conn_id: String,
+        user: UserId,
+        node: String,
+        heartbeat_ms: u64,
+        resume_wait_ms: u64,
+        max_text_chars: usize,
+    },
+    Ack {
+        client_msg_id: String,
+        room: RoomId,
+        id: String,
+        seq: Seq,
+        created_at: String,
+        duplicate: bool,
+    },
+    Message(Message),
+    Resumed {
+        rooms: BTreeMap<RoomId, ResumedRoom>,
+    },
+    Pong {
+        #[serde(default)]
+        id: Option<Value>,
+    },
+    Receipt {
+        room: RoomId,
+        user: UserId,
+        read_seq: Seq,
+    },
+    RoomAdded {
+        room: Room,
+    },
+    RoomRemoved {
+        room: RoomId,
+    },
+    Members {
+        room: RoomId,
+        members: Vec<UserId>,
+    },
+    Error {
+        code: String,
+        message: String,
+        #[serde(default)]
+        client_msg_id: Option<String>,
+        #[serde(default)]
+        room: Option<String>,
+        #[serde(default)]
+        retry_after_ms: Option<u64>,
+    },
+    /// A frame type this client does not know (a newer server).
+    #[serde(other)]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumedRoom {
+    pub last_seq: Seq,
+    pub more: bool,
+}
+
+/// What reading a connection produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Event(ServerEvent),
+    /// The server closed the connection (code 1006 if it vanished without a close frame).
+    Closed {
+        code: u16,
+        reason: String,
+    },
+}
+
+/// A REST client for one user.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    /// `base` is `http://host:port`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.into(),
+            token: token.into(),
+        }
+    }
+
+    /// Logs in through the development endpoint.
+    pub async fn dev_login(base: &str, user: &str) -> anyhow::Result<Self> {
+        let reply: Value = reqwest::Client::new()
+            .post(format!("{base}/v1/dev/login"))
+            .json(&json!({"user": user}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let token = reply["token"].as_str().context("no token")?;
+        Ok(Self::new(base, token))
+    }
+
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `ws://host:port/ws?token=...`
+    pub fn ws_url(&self) -> String {
+        format!(
+            "{}/ws?token={}",
+            self.base.replacen("http", "ws", 1),
+            self.token
+        )
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        Connection::open(&self.ws_url()).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> anyhow::Result<T> {
+        let response = request.bearer_auth(&self.token).send().await?;
+        let status = response.status();
+        let body = response.text().await?;
+        if !status.is_success() {
+            bail!("HTTP {status}: {body}");
+        }
+        serde_json::from_str(&body).with_context(|| format!("decoding {body}"))
+    }
+
+    pub async fn open_direct(&self, peer: &str) -> anyhow::Result<Room> {
+        let url = format!("{}/v1/rooms/direct", self.base);
+        self.call(self.http.post(url).json(&json!({"peer": peer})))
+            .await
+    }
+
+    pub async fn create_group(&self, name: &str, members: &[&str]) -> anyhow::Result<Room> {
+        let url = format!("{}/v1/rooms", self.base);
+        self.call(
+            self.http
+                .post(url)
+                .json(&json!({"name": name, "members": members})),
+        )
+        .await
+    }
+
+    pub async fn rooms(&self) -> anyhow::Result<Vec<RoomSummary>> {
+        self.call(self.http.get(format!("{}/v1/rooms", self.base)))
+            .await
+    }
+
+    /// One page of history; `query` is the query string, e.g. `after=10&limit=200`.
+    pub async fn history_page(
+        &self,
+        room: &RoomId,
+        query: &str,
+    ) -> anyhow::Result<(Vec<Message>, bool)> {
+        #[derive(Deserialize)]
+        struct Page {
+            messages: Vec<Message>,
+            more: bool,
+        }
+        let url = format!("{}/v1/rooms/{room}/messages?{query}", self.base);
+        let page: Page = self.call(self.http.get(url)).await?;
+        Ok((page.messages, page.more))
+    }
+
+    /// The whole history after `after`, oldest first.
+    pub async fn history_after(
+        &self,
+        room: &RoomId,
+        mut after: Seq,
+    ) -> anyhow::Result<Vec<Message>> {
+        let mut all = Vec::new();
+        loop {
+            let (page, more) = self
+                .history_page(room, &format!("after={after}&limit=200"))
+                .await?;
+            if let Some(last) = page.last() {
+                after = last.seq;
+            }
+            all.extend(page);
+            if !more {
+                return Ok(all);
+            }
+        }
+    }
+}
+
+type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// One WebSocket connection, frame by frame. [`split`](Self::split) it to read and write
+/// from different tasks.
+pub struct Connection {
+    sender: ConnSender,
+    receiver: ConnReceiver,
+}
+
+/// The writing half of a [`Connection`].
+pub struct ConnSender {
+    sink: futures_util::stream::SplitSink<WsStream, tungstenite::Message>,
+}
+
+/// The reading half of a [`Connection`].
+pub struct ConnReceiver {
+    stream: futures_util::stream::SplitStream<WsStream>,
+}
+
+impl Connection {
+    pub async fn open(url: &str) -> anyhow::Result<Self> {
+        Self::open_with_headers(url, &[]).await
+    }
+
+    /// Opens with extra handshake headers (e.g. `Sec-WebSocket-Protocol`).
+    pub async fn open_with_headers(url: &str, headers: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let mut request = url.into_client_request()?;
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                tungstenite::http::HeaderName::from_bytes(name.as_bytes())?,
+                value.parse()?,
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await?;
+        let (sink, stream) = ws.split();
+        Ok(Self {
+            sender: ConnSender { sink },
+            receiver: ConnReceiver { stream },
+        })
+    }
+
+    pub fn split(self) -> (ConnSender, ConnReceiver) {
+        (self.sender, self.receiver)
+    }
+
+    pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
+        self.sender.send_text(text).await
+    }
+
+    pub async fn send_json(&mut self, frame: &Value) -> anyhow::Result<()> {
+        self.sender.send_json(frame).await
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.sender.send_binary(bytes).await
+    }
+
+    pub async fn send_message(
+        &mut self,
+        room: &RoomId,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        self.sender.send_message(room, client_msg_id, text).await
+    }
+
+    pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {
+        self.sender.resume(rooms).await
+    }
+
+    pub async fn next(&mut self, wait: Duration) -> anyhow::Result<Incoming> {
+        self.receiver.next(wait).await
+    }
+
+    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerEvent> {
+        self.receiver.event(wait).await
+    }
+
+    pub async fn closed(&mut self, wait: Duration) -> anyhow::Result<u16> {
+        self.receiver.closed(wait).await
+    }
+
+    pub async fn close(mut self) {
+        self.sender.close().await
+    }
+}
+
+impl ConnSender {
+    pub async fn send_text(&mut self, text: impl Into<String>) -> anyhow::Result<()> {
+        self.sink
+            .send(tungstenite::Message::text(text.into()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn send_json(&mut self, frame: &Value) -> anyhow::Result<()> {
+        self.send_text(frame.to_string()).await
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) -> anyhow::Result<()> {
+        self.sink.send(tungstenite::Message::binary(bytes)).await?;
+        Ok(())
+    }
+
+    pub async fn send_message(
+        &mut self,
+        room: &RoomId,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<()> {
+        self.send_json(
+            &json!({"type": "send", "room": room, "clientMsgId": client_msg_id, "text": text}),
+        )
+        .await
+    }
+
+    pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {
+        self.send_json(&json!({"type": "resume", "rooms": rooms}))
+            .await
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self
+            .sink
+            .send(tungstenite::Message::Close(Some(
+                tungstenite::protocol::CloseFrame {
+                    code: CloseCode::Normal,
+                    reason: "bye".into(),
+                },
+            )))
+            .await;
+        let _ = self.sink.close().await;
+    }
+}
+
+impl ConnReceiver {
+    /// The next frame, skipping pings; `Err` if nothing arrives within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> anyhow::Result<Incoming> {
+        let vanished = || Incoming::Closed {
+            code: 1006,
+            reason: String::new(),
+        };
+        loop {
+            let frame = tokio::time::timeout(wait, self.stream.next())
+                .await
+                .map_err(|_| anyhow!("no frame within {wait:?}"))?;
+            let frame = match frame {
+                None => return Ok(vanished()),
+                Some(Err(
+                    tungstenite::Error::ConnectionClosed
+                    | tungstenite::Error::AlreadyClosed
+                    | tungstenite::Error::Protocol(_)
+                    | tungstenite::Error::Io(_),
+                )) => return Ok(vanished()),
+                Some(frame) => frame?,
+            };
+            match frame {
+                tungstenite::Message::Text(text) => {
+                    let event = serde_json::from_str(&text)
+                        .with_context(|| format!("undecodable frame {text}"))?;
+                    return Ok(Incoming::Event(event));
+                }
+                tungstenite::Message::Close(close) => {
+                    let (code, reason) = close.map_or((1005, String::new()), |c| {
+                        (u16::from(c.code), c.reason.to_string())
+                    });
+                    return Ok(Incoming::Closed { code, reason });
+                }
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next event; an error if the connection closed instead.
+    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerEvent> {
+        match self.next(wait).await? {
+            Incoming::Event(event) => Ok(event),
+            Incoming::Closed { code, reason } => bail!("closed {code} {reason}"),
+        }
+    }
+
+    /// Reads until the connection closes; returns the close code.
+    pub async fn closed(&mut self, wait: Duration) -> anyhow::Result<u16> {
+        loop {
+            if let Incoming::Closed { code, .. } = self.next(wait).await? {
+                return Ok(code);
+            }
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Layered settings: the compiled-in `config/default.toml`, then `config/default.toml` and
+//! `config/<CHATD_ENV>.toml` from the config directory, then `CHATD__SECTION__KEY` variables.
+//!
+//! Every mistake stops start-up with one line that names the key: unknown keys, wrong types
+//! (both reported by figment), and combinations that cannot work (checked in [`Settings::validate`]).
+
+use std::path::{Path, PathBuf};
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Toml},
+};
+use serde::Deserialize;
+
+use crate::auth::DEV_SECRET;
+
+/// The defaults, compiled in so the binary runs from any working directory.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The value of CHATD_ENV this was loaded for ("development" unless set).
+    #[serde(skip)]
+    pub environment: String,
+    pub server: ServerSettings,
+    pub auth: AuthSettings,
+    pub store: StoreSettings,
+    pub bus: BusSettings,
+    pub limits: Limits,
+    pub websocket: WebSocketSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub node_id: String,
+    pub shutdown_grace_ms: u64,
+    pub clock_offset_ms: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub jwt_secret: String,
+    pub leeway_secs: u64,
+    pub dev_login: bool,
+    pub dev_token_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Sqlite,
+    Mongodb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Normal,
+    Full,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub kind: StoreKind,
+    pub sqlite_path: PathBuf,
+    pub sqlite_synchronous: SqliteSynchronous,
+    pub mongodb_uri: String,
+    pub mongodb_database: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    pub kind: BusKind,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub recent_cache_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_text_chars: usize,
+    pub max_frame_bytes: usize,
+    pub max_body_bytes: usize,
+    pub outbound_queue: usize,
+    pub resume_max_per_room: usize,
+    pub max_group_members: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketSettings {
+    pub read_buffer_bytes: usize,
+    pub heartbeat_interval_ms: u64,
+    pub idle_timeout_ms: u64,
+    pub resume_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// One line: the key (as written in the TOML files), the problem, and where the value came from.
+fn describe(error: figment::Error) -> ConfigError {
+    let key = error.path.join(".").to_lowercase();
+    let origin = error
+        .metadata
+        .as_ref()
+        .map(|m| match &m.source {
+            Some(source) => format!(" (in {source})"),
+            None => format!(" (in {})", m.name),
+        })
+        .unwrap_or_default();
+    let key = if key.is_empty() {
+        "settings".into()
+    } else {
+        key
+    };
+    ConfigError(format!("{key}: {}{origin}", error.kind))
+}
+
+impl Settings {
+    /// Loads the layers for `environment` from `config_dir`, then the process environment.
+    pub fn load(config_dir: &Path, environment: &str) -> Result<Self, ConfigError> {
+        let figment = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::file(config_dir.join("default.toml")))
+            .merge(Toml::file(config_dir.join(format!("{environment}.toml"))))
+            .merge(Env::prefixed("CHATD__").split("__"));
+        Self::extract(figment, environment)
+    }
+
+    /// The compiled-in defaults alone, ignoring files and environment: the base of every test.
+    pub fn defaults() -> Self {
+        Self::extract(Figment::new().merge(Toml::string(DEFAULT_TOML)), "test")
+            .expect("compiled-in defaults are valid")
+    }
+
+    fn extract(figment: Figment, environment: &str) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment.extract().map_err(describe)?;
+        settings.environment = environment.to_owned();
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn is_production(&self) -> bool {
+        self.environment == "production"
+    }
+
+    /// Combinations that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: &str| Err(ConfigError(format!("{key}: {problem}")));
+        if self.auth.jwt_secret.len() < 16 {
+            return fail("auth.jwt_secret", "must be at least 16 bytes");
+        }
+        if self.is_production() {
+            if self.auth.jwt_secret == DEV_SECRET {
+                return fail(
+                    "auth.jwt_secret",
+                    "is the built-in development secret; set CHATD__AUTH__JWT_SECRET",
+                );
+            }
+            if self.auth.dev_login {
+                return fail("auth.dev_login", "must be false in production");
+            }
+        }
+        match self.store.kind {
+            StoreKind::Mongodb if self.store.mongodb_uri.is_empty() => {
+                return fail(
+                    "store.mongodb_uri",
+                    "required when store.kind = \"mongodb\"",
+                );
+            }
+            StoreKind::Mongodb if self.bus.kind == BusKind::Local => {
+                // A shared store with an in-process bus: nodes would never hear each other.
+                return fail(
+                    "bus.kind",
+                    "\"local\" cannot serve a shared MongoDB store; use \"redis\"",
+                );
+            }
+            StoreKind::Sqlite if self.store.sqlite_path.as_os_str().is_empty() => {
+                return fail("store.sqlite_path", "must not be empty");
+            }
+            StoreKind::Sqlite if self.bus.kind == BusKind::Redis => {
+                // Several nodes on one Redis but separate SQLite files would each assign their
+                // own seq to the same room: there would be no single order.
+                return fail(
+                    "store.kind",
+                    "\"sqlite\" is one node's private store; cluster mode (bus.kind = \"redis\") needs \"mongodb\"",
+                );
+            }
+            _ => {}
+        }
+        if self.bus.kind == BusKind::Redis && self.bus.redis_url.is_empty() {
+            return fail("bus.redis_url", "required when bus.kind = \"redis\"");
+        }
+        if self.bus.redis_prefix.is_empty() || self.bus.redis_prefix.contains(char::is_whitespace) {
+            return fail("bus.redis_prefix", "must be non-empty, without spaces");
+        }
+        let positive = [
+            ("limits.max_text_chars", self.limits.max_text_chars),
+            ("limits.max_frame_bytes", self.limits.max_frame_bytes),
+            ("limits.max_body_bytes", self.limits.max_body_bytes),
+            ("limits.outbound_queue", self.limits.outbound_queue),
+            (
+                "limits.resume_max_per_room",
+                self.limits.resume_max_per_room,
+            ),
+            ("limits.max_group_members", self.limits.max_group_members),
+            (
+                "websocket.read_buffer_bytes",
+                self.websocket.read_buffer_bytes,
+            ),
+            ("bus.recent_cache_size", self.bus.recent_cache_size),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return fail(key, "must be greater than 0");
+            }
+        }
+        // A text of max_text_chars characters (up to 4 bytes each) must fit in a frame.
+        if self.limits.max_frame_bytes < self.limits.max_text_chars + 512 {
+            return fail(
+                "limits.max_frame_bytes",
+                "must leave room for a frame carrying limits.max_text_chars of text",
+            );
+        }
+        if self.websocket.heartbeat_interval_ms == 0
+            || self.websocket.idle_timeout_ms <= self.websocket.heartbeat_interval_ms
+        {
+            return fail(
+                "websocket.idle_timeout_ms",
+                "must be greater than websocket.heartbeat_interval_ms (> 0)",
+            );
+        }
+        Ok(())
+    }
+
+    /// This node's name: the configured one or "<hostname>-<pid>".
+    pub fn node_id(&self) -> String {
+        if !self.server.node_id.is_empty() {
+            return self.server.node_id.clone();
+        }
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "node".into());
+        format!("{host}-{}", std::process::id())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` with exactly these CHATD__ variables set (figment's Jail serializes such tests).
+    #[allow(clippy::result_large_err)] // figment's own closure signature
+    fn with_env<R>(vars: &[(&str, &str)], f: impl FnOnce() -> R) -> R {
+        let mut result = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            result = Some(f());
+            Ok(())
+        });
+        result.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let s = Settings::defaults();
+        assert_eq!(s.store.kind, StoreKind::Sqlite);
+        assert_eq!(s.bus.kind, BusKind::Local);
+        assert_eq!(s.server.port, 8080);
+    }
+
+    #[test]
+    fn environment_overrides_files() {
+        let s = with_env(&[("CHATD__SERVER__PORT", "9001")], || {
+            Settings::load(Path::new("/nonexistent"), "development").unwrap()
+        });
+        assert_eq!(s.server.port, 9001);
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = with_env(&[("CHATD__SERVER__PORT", "eighty")], || {
+            Settings::load(Path::new("/nonexistent"), "development").unwrap_err()
+        });
+        assert!(err.0.contains("server.port"), "{err}");
+        assert!(!err.0.contains('\n'), "one line: {err}");
+    }
+
+    #[test]
+    fn unknown_key_is_refused() {
+        let err = with_env(&[("CHATD__SERVER__PROT", "1")], || {
+            Settings::load(Path::new("/nonexistent"), "development").unwrap_err()
+        });
+        assert!(err.0.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn production_refuses_the_dev_secret() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let err = with_env(&[], || Settings::load(&dir, "production").unwrap_err());
+        assert!(err.0.contains("auth.jwt_secret"), "{err}");
+        let ok = with_env(
+            &[("CHATD__AUTH__JWT_SECRET", "a-real-secret-of-enough-length")],
+            || Settings::load(&dir, "production"),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn shared_store_needs_a_shared_bus() {
+        let err = with_env(
+            &[
+                ("CHATD__STORE__KIND", "mongodb"),
+                ("CHATD__STORE__MONGODB_URI", "mongodb://127.0.0.1:1"),
+            ],
+            || Settings::load(Path::new("/nonexistent"), "development").unwrap_err(),
+        );
+        assert!(err.0.contains("bus.kind"), "{err}");
+    }
+}

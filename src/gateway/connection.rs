@@ -1,0 +1,349 @@
+//! One client connection, from the accepted upgrade to the close: authenticate, go live in
+//! the user's rooms, then read frames until the client leaves, misbehaves, falls silent, its
+//! token expires, or the node shuts down.
+//!
+//! Frames of one connection are handled one at a time, so a client's sends are stored in the
+//! order it sent them.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use chrono::Utc;
+use futures_util::{StreamExt, stream::SplitStream};
+use tokio::{sync::mpsc, time::Instant};
+
+use super::writer;
+use crate::{
+    auth::{AuthError, Verified},
+    chat::ChatError,
+    domain::{RoomId, UserId},
+    hub::{ConnHandle, Outbound},
+    protocol::{
+        ClientFrame, CloseReason, ErrorCode, PROTOCOL_VERSION, ResumeFrame, ResumedRoom,
+        ServerFrame, parse_client_frame,
+    },
+    startup::Node,
+};
+
+/// Consecutive bad frames tolerated before the connection is closed (1008).
+const MAX_CONSECUTIVE_BAD_FRAMES: u32 = 20;
+/// Rooms one resume frame may name.
+const MAX_RESUME_ROOMS: usize = 1000;
+/// How long the connection's own replies may wait for queue space.
+const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+
+pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, AuthError>) {
+    // Shutdown waits for this connection until the token is dropped.
+    let _tracked = node.tasks.token();
+    let verified = match auth {
+        Ok(verified) => verified,
+        Err(e) => return reject(socket, e).await,
+    };
+    let (sink, stream) = socket.split();
+    let (queue, queue_rx) = mpsc::channel(node.settings.limits.outbound_queue);
+    let conn = Arc::new(ConnHandle::new(
+        node.hub.new_conn_id(),
+        verified.user.clone(),
+        queue,
+    ));
+    let heartbeat = Duration::from_millis(node.settings.websocket.heartbeat_interval_ms);
+    let writer = node.tasks.spawn(writer::run(
+        sink,
+        queue_rx,
+        conn.clone(),
+        heartbeat,
+        node.settings.limits.outbound_queue,
+    ));
+    tracing::debug!(conn = conn.id, user = %verified.user, "connected");
+
+    let mut session = Session {
+        node: node.clone(),
+        conn: conn.clone(),
+        user: verified.user.clone(),
+        resumed: false,
+        bad_frames: 0,
+    };
+    session.run(stream, &verified).await;
+
+    node.hub.unregister(&conn);
+    conn.close(CloseReason::Normal); // no-op if a reason was already given
+    let _ = writer.await;
+    tracing::debug!(conn = conn.id, reason = ?conn.close_reason(), "disconnected");
+}
+
+/// Refuses an unauthenticated connection with a readable reason.
+async fn reject(mut socket: WebSocket, error: AuthError) {
+    let (code, reason) = match error {
+        AuthError::Expired => (ErrorCode::TokenExpired, CloseReason::TokenExpired),
+        _ => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
+    };
+    tracing::info!(reason = %error, "websocket refused");
+    let message = error.to_string();
+    let frame = ServerFrame::error(code, &message).encode();
+    let close = WsMessage::Close(Some(CloseFrame {
+        code: reason.code(),
+        reason: Utf8Bytes::from_static(reason.text()),
+    }));
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        socket.send(WsMessage::Text(frame)).await?;
+        socket.send(close).await
+    })
+    .await;
+}
+
+struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    user: UserId,
+    /// Whether live traffic has been released (by a resume or the resume deadline).
+    resumed: bool,
+    bad_frames: u32,
+}
+
+impl Session {
+    async fn run(&mut self, mut stream: SplitStream<WebSocket>, verified: &Verified) {
+        let settings = &self.node.settings;
+        let conn_id = format!("{}:{}", self.node.id, self.conn.id);
+        self.reply(ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            conn_id: &conn_id,
+            user: &self.user,
+            node: &self.node.id,
+            heartbeat_ms: settings.websocket.heartbeat_interval_ms,
+            resume_wait_ms: settings.websocket.resume_wait_ms,
+            max_text_chars: settings.limits.max_text_chars,
+        })
+        .await;
+        if let Err(e) = self.go_live().await {
+            tracing::warn!(error = %e, user = %self.user, "cannot go live");
+            self.reply_error(e.code(), &e.to_string(), None, None).await;
+            self.conn.close(CloseReason::TryAgainLater);
+            return;
+        }
+
+        let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
+        let resume_deadline =
+            Instant::now() + Duration::from_millis(settings.websocket.resume_wait_ms);
+        let leeway = chrono::Duration::seconds(settings.auth.leeway_secs as i64);
+        let token_left = (verified.expires_at + leeway - Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        let token_expiry = tokio::time::sleep(token_left);
+        tokio::pin!(token_expiry);
+        let shutdown = self.node.shutdown.clone();
+
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    self.conn.close(CloseReason::ServiceRestart);
+                    break;
+                }
+                _ = self.conn.closed() => break,
+                _ = &mut token_expiry => {
+                    self.reply_error(ErrorCode::TokenExpired, "token expired", None, None).await;
+                    self.conn.close(CloseReason::TokenExpired);
+                    break;
+                }
+                _ = tokio::time::sleep_until(resume_deadline), if !self.resumed => {
+                    self.resumed = true;
+                    self.conn.send(Outbound::ReleaseLive { floors: Vec::new() }, REPLY_PATIENCE).await;
+                }
+                frame = tokio::time::timeout(idle_timeout, stream.next()) => match frame {
+                    Err(_) => {
+                        self.conn.close(CloseReason::HeartbeatTimeout);
+                        break;
+                    }
+                    Ok(None) => break,
+                    Ok(Some(Err(e))) => {
+                        if is_too_big(e) {
+                            self.conn.close(CloseReason::TooBig);
+                        }
+                        break;
+                    }
+                    Ok(Some(Ok(message))) => {
+                        if !self.on_ws_message(message).await {
+                            break;
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Subscribes the connection to the user's rooms; from here on their messages queue up.
+    async fn go_live(&self) -> Result<(), ChatError> {
+        let rooms = self.node.chat.room_ids(&self.user).await?;
+        self.node
+            .hub
+            .register(&self.conn, &rooms)
+            .await
+            .map_err(|e| match e {
+                crate::hub::JoinError::Store(e) => ChatError::Store(e),
+                crate::hub::JoinError::Bus(e) => ChatError::Bus(e.to_string()),
+            })
+    }
+
+    /// Returns false when the connection should end.
+    async fn on_ws_message(&mut self, message: WsMessage) -> bool {
+        match message {
+            WsMessage::Text(text) => match parse_client_frame(&text) {
+                Ok(frame) => {
+                    self.bad_frames = 0;
+                    self.on_frame(frame).await;
+                }
+                Err(e) => return self.strike(e.code, &e.message).await,
+            },
+            WsMessage::Binary(_) => {
+                return self
+                    .strike(
+                        ErrorCode::BinaryUnsupported,
+                        "binary frames are not supported; send JSON text",
+                    )
+                    .await;
+            }
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            WsMessage::Close(_) => return false,
+        }
+        true
+    }
+
+    /// Answers a bad frame; too many in a row close the connection.
+    async fn strike(&mut self, code: ErrorCode, message: &str) -> bool {
+        self.bad_frames += 1;
+        tracing::debug!(user = %self.user, ?code, message, "bad frame");
+        self.reply_error(code, message, None, None).await;
+        if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
+            tracing::info!(user = %self.user, "closing: too many bad frames");
+            self.conn.close(CloseReason::PolicyViolation);
+            return false;
+        }
+        true
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Send(send) => {
+                let sent = self
+                    .node
+                    .chat
+                    .send(&self.user, &send.room, &send.client_msg_id, &send.text)
+                    .await;
+                match sent {
+                    Ok(appended) => {
+                        let m = &appended.message;
+                        self.reply(ServerFrame::Ack {
+                            client_msg_id: &m.client_msg_id,
+                            room: &m.room,
+                            id: &m.id,
+                            seq: m.seq,
+                            created_at: m.created_at,
+                            duplicate: appended.duplicate,
+                        })
+                        .await;
+                    }
+                    Err(e) => {
+                        self.reply_error(
+                            e.code(),
+                            &e.to_string(),
+                            Some(&send.client_msg_id),
+                            Some(&send.room),
+                        )
+                        .await;
+                    }
+                }
+            }
+            ClientFrame::Resume(resume) => self.resume(resume).await,
+            ClientFrame::Read(read) => {
+                if let Err(e) = self
+                    .node
+                    .chat
+                    .mark_read(&self.user, &read.room, read.seq)
+                    .await
+                {
+                    self.reply_error(e.code(), &e.to_string(), None, Some(&read.room))
+                        .await;
+                }
+            }
+            ClientFrame::Ping(ping) => {
+                self.reply(ServerFrame::Pong {
+                    id: ping.id.as_ref(),
+                })
+                .await
+            }
+        }
+    }
+
+    /// Replays each named room after the client's seq, then releases live traffic above it.
+    async fn resume(&mut self, resume: ResumeFrame) {
+        if resume.rooms.len() > MAX_RESUME_ROOMS {
+            let message = format!("rooms: at most {MAX_RESUME_ROOMS} per resume");
+            return self
+                .reply_error(ErrorCode::BadField, &message, None, None)
+                .await;
+        }
+        self.resumed = true;
+        self.conn.send(Outbound::HoldLive, REPLY_PATIENCE).await;
+        let mut floors = Vec::with_capacity(resume.rooms.len());
+        let mut summary: BTreeMap<RoomId, ResumedRoom> = BTreeMap::new();
+        for (room, &after) in &resume.rooms {
+            match self.node.chat.replay(&self.user, room, after).await {
+                Ok(replay) => {
+                    for message in &replay.messages {
+                        self.reply(ServerFrame::Message(message)).await;
+                    }
+                    let last_seq = replay.messages.last().map_or(after, |m| m.seq);
+                    floors.push((replay.room.clone(), last_seq));
+                    summary.insert(
+                        replay.room,
+                        ResumedRoom {
+                            last_seq,
+                            more: replay.more,
+                        },
+                    );
+                }
+                Err(e) => {
+                    self.reply_error(e.code(), &e.to_string(), None, Some(room))
+                        .await
+                }
+            }
+        }
+        let rooms = summary.iter().map(|(room, r)| (room, *r)).collect();
+        self.reply(ServerFrame::Resumed { rooms }).await;
+        self.conn
+            .send(Outbound::ReleaseLive { floors }, REPLY_PATIENCE)
+            .await;
+    }
+
+    async fn reply(&self, frame: ServerFrame<'_>) {
+        self.conn
+            .send(Outbound::Frame(frame.encode()), REPLY_PATIENCE)
+            .await;
+    }
+
+    async fn reply_error(
+        &self,
+        code: ErrorCode,
+        message: &str,
+        client_msg_id: Option<&str>,
+        room: Option<&str>,
+    ) {
+        self.reply(ServerFrame::Error {
+            code,
+            message,
+            client_msg_id,
+            room,
+            retry_after_ms: None,
+        })
+        .await;
+    }
+}
+
+/// Whether a read failed because a frame or message exceeded the configured maximum.
+fn is_too_big(error: axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    error
+        .into_inner()
+        .downcast_ref::<Error>()
+        .is_some_and(|e| matches!(e, Error::Capacity(_)))
+}

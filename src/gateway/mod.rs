@@ -1,0 +1,65 @@
+//! The WebSocket gateway: `GET /ws` upgrades, then one [`connection`] task reads and one
+//! [`writer`] task writes. The token is checked before anything else; a bad one gets an
+//! `error` frame and close code 4401/4402, which a browser can read (an HTTP 401 on the
+//! upgrade would reach browser code only as an anonymous failure).
+
+use std::sync::Arc;
+
+use axum::{
+    extract::{
+        State,
+        ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection},
+    },
+    http::{HeaderMap, header::SEC_WEBSOCKET_PROTOCOL},
+    response::{IntoResponse, Response},
+};
+use serde::Deserialize;
+
+use crate::{
+    api::{ApiError, ApiQuery},
+    auth::{AuthError, token_from_subprotocols},
+    protocol::{ErrorCode, SUBPROTOCOL},
+    startup::Node,
+};
+
+pub mod connection;
+pub mod writer;
+
+#[derive(Debug, Deserialize)]
+pub struct ConnectParams {
+    token: Option<String>,
+}
+
+pub async fn upgrade(
+    State(node): State<Arc<Node>>,
+    ApiQuery(params): ApiQuery<ConnectParams>,
+    headers: HeaderMap,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let ws = match ws {
+        Ok(ws) => ws,
+        Err(rejection) => {
+            return ApiError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
+        }
+    };
+    let subprotocol_token = headers
+        .get(SEC_WEBSOCKET_PROTOCOL)
+        .and_then(|v| v.to_str().ok())
+        .and_then(token_from_subprotocols)
+        .map(str::to_owned);
+    let verified = match params.token.or(subprotocol_token) {
+        Some(token) => node.auth.verify(&token),
+        None => Err(AuthError::Missing),
+    };
+    let limits = &node.settings.limits;
+    ws.protocols([SUBPROTOCOL])
+        .read_buffer_size(node.settings.websocket.read_buffer_bytes)
+        // Frames are written (and flushed) one at a time by the writer task: no buffering
+        // beyond the frame in flight, and a hard cap in case that ever changes.
+        .write_buffer_size(0)
+        .max_write_buffer_size(limits.max_frame_bytes * 2)
+        .max_message_size(limits.max_frame_bytes)
+        .max_frame_size(limits.max_frame_bytes)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| connection::serve(socket, node, verified))
+}

@@ -1,0 +1,137 @@
+//! The hub's handle on one WebSocket connection: its bounded outbound queue and its kill
+//! switch. Whoever holds a handle may offer it frames; only the connection's writer task
+//! touches the socket.
+
+use std::{
+    collections::HashSet,
+    sync::{Mutex, OnceLock},
+};
+
+use axum::extract::ws::Utf8Bytes;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    domain::{RoomId, Seq, UserId},
+    protocol::CloseReason,
+};
+
+pub type ConnId = u64;
+
+/// What a connection's writer is asked to do, in queue order.
+#[derive(Debug, Clone)]
+pub enum Outbound {
+    /// A frame for this connection alone (welcome, ack, error, pong, replayed history...).
+    Frame(Utf8Bytes),
+    /// A live message of a room, shared by every local recipient. Held while a resume is in
+    /// progress and dropped if the resume already replayed it.
+    Live {
+        room: RoomId,
+        seq: Seq,
+        frame: Utf8Bytes,
+    },
+    /// A resume starts: hold live messages from here on.
+    HoldLive,
+    /// The resume is done: per room, the seq it replayed up to. Held live messages above
+    /// those floors go out (in seq order), the rest are dropped.
+    ReleaseLive { floors: Vec<(RoomId, Seq)> },
+}
+
+#[derive(Default)]
+struct Rooms {
+    closed: bool,
+    joined: HashSet<RoomId>,
+}
+
+pub struct ConnHandle {
+    pub id: ConnId,
+    pub user: UserId,
+    queue: mpsc::Sender<Outbound>,
+    close: CancellationToken,
+    reason: OnceLock<CloseReason>,
+    rooms: Mutex<Rooms>,
+}
+
+impl ConnHandle {
+    pub fn new(id: ConnId, user: UserId, queue: mpsc::Sender<Outbound>) -> Self {
+        Self {
+            id,
+            user,
+            queue,
+            close: CancellationToken::new(),
+            reason: OnceLock::new(),
+            rooms: Mutex::default(),
+        }
+    }
+
+    /// Queues without waiting: the fan-out path never awaits a recipient. A full queue means
+    /// the client is not keeping up; it is closed (4100) and will resume without loss.
+    pub fn offer(&self, item: Outbound) {
+        match self.queue.try_send(item) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.is_closed() {
+                    tracing::info!(conn = self.id, user = %self.user, "closing slow consumer: queue full");
+                    metrics::counter!("chatd_slow_consumer_closes_total").increment(1);
+                }
+                self.close(CloseReason::SlowConsumer);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Queues, waiting for room: for the connection's own replies, which should slow down
+    /// that client rather than be dropped. Gives up (and closes) after `patience`.
+    pub async fn send(&self, item: Outbound, patience: std::time::Duration) {
+        match tokio::time::timeout(patience, self.queue.send(item)).await {
+            Ok(_) => {}
+            Err(_) => self.close(CloseReason::SlowConsumer),
+        }
+    }
+
+    /// Asks the writer to close the socket; the first reason wins.
+    pub fn close(&self, reason: CloseReason) {
+        let _ = self.reason.set(reason);
+        self.close.cancel();
+    }
+
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.reason.get().copied()
+    }
+
+    pub async fn closed(&self) {
+        self.close.cancelled().await
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    /// Records that the connection is in `room` and runs `publish` (which makes it findable by
+    /// room) under the same lock, so a concurrent [`exit_all`](Self::exit_all) sees both or
+    /// neither. False if it already was in the room or is shutting down.
+    pub(super) fn enter(&self, room: &RoomId, publish: impl FnOnce()) -> bool {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        let entered = !rooms.closed && rooms.joined.insert(room.clone());
+        if entered {
+            publish();
+        }
+        entered
+    }
+
+    pub(super) fn exit(&self, room: &RoomId) -> bool {
+        self.rooms.lock().expect("rooms lock").joined.remove(room)
+    }
+
+    /// Marks the connection gone and returns the rooms it was in.
+    pub(super) fn exit_all(&self) -> Vec<RoomId> {
+        let mut rooms = self.rooms.lock().expect("rooms lock");
+        rooms.closed = true;
+        rooms.joined.drain().collect()
+    }
+
+    pub fn rooms(&self) -> Vec<RoomId> {
+        let rooms = self.rooms.lock().expect("rooms lock");
+        rooms.joined.iter().cloned().collect()
+    }
+}

@@ -1,0 +1,177 @@
+//! This node's live connections, by room and by user, and the fan-out to them.
+//!
+//! The hub never awaits a recipient: fan-out is `try_send` into each connection's bounded
+//! queue, and a connection whose queue is full is closed as a slow consumer. The maps are
+//! sharded (DashMap), so there is no global lock on the delivery path.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    bus::{Bus, Delivery, Topic},
+    domain::{RoomId, UserId},
+    store::Store,
+};
+
+pub mod conn;
+pub mod cursor;
+pub mod dispatcher;
+pub mod subscriptions;
+
+pub use conn::{ConnHandle, ConnId, Outbound};
+pub use subscriptions::JoinError;
+use subscriptions::Subscriptions;
+
+/// How long a topic stays subscribed after its last local user left.
+const SUBSCRIPTION_LINGER: Duration = Duration::from_secs(2);
+
+pub struct Hub {
+    rooms: DashMap<RoomId, Vec<Arc<ConnHandle>>>,
+    users: DashMap<UserId, Vec<Arc<ConnHandle>>>,
+    subscriptions: Arc<Subscriptions>,
+    next_conn: AtomicU64,
+}
+
+impl Hub {
+    /// Builds the hub and starts its dispatcher, which consumes `deliveries` until `shutdown`.
+    pub fn start(
+        bus: Arc<dyn Bus>,
+        deliveries: mpsc::Receiver<Delivery>,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+        tracker: &TaskTracker,
+    ) -> Arc<Self> {
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let hub = Arc::new(Self {
+            rooms: DashMap::new(),
+            users: DashMap::new(),
+            subscriptions: Subscriptions::new(
+                bus,
+                store.clone(),
+                control_tx.clone(),
+                SUBSCRIPTION_LINGER,
+            ),
+            next_conn: AtomicU64::new(1),
+        });
+        let dispatcher = dispatcher::Dispatcher::new(hub.clone(), store, control_tx);
+        tracker.spawn(dispatcher.run(deliveries, control_rx, shutdown));
+        hub
+    }
+
+    pub fn new_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Makes a new connection live: subscribed to its user's topic and to each of `rooms`.
+    /// Returns once events of all of them reach this node.
+    pub async fn register(
+        &self,
+        conn: &Arc<ConnHandle>,
+        rooms: &[RoomId],
+    ) -> Result<(), JoinError> {
+        self.subscriptions
+            .acquire(&Topic::User(conn.user.clone()))
+            .await?;
+        self.users
+            .entry(conn.user.clone())
+            .or_default()
+            .push(conn.clone());
+        futures_util::future::try_join_all(rooms.iter().map(|room| self.join(conn, room))).await?;
+        metrics::gauge!("chatd_connections").increment(1.0);
+        Ok(())
+    }
+
+    /// Undoes [`register`](Self::register) and every [`join`](Self::join).
+    pub fn unregister(&self, conn: &Arc<ConnHandle>) {
+        for room in conn.exit_all() {
+            self.remove_from_room(conn, &room);
+            self.subscriptions.release(&Topic::Room(room));
+        }
+        let registered = match self.users.entry(conn.user.clone()) {
+            dashmap::Entry::Occupied(mut e) => {
+                let before = e.get().len();
+                e.get_mut().retain(|c| c.id != conn.id);
+                let removed = e.get().len() < before;
+                if e.get().is_empty() {
+                    e.remove();
+                }
+                removed
+            }
+            dashmap::Entry::Vacant(_) => false,
+        };
+        if registered {
+            self.subscriptions.release(&Topic::User(conn.user.clone()));
+            metrics::gauge!("chatd_connections").decrement(1.0);
+        }
+    }
+
+    /// Adds `conn` to the recipients of `room`.
+    pub async fn join(&self, conn: &Arc<ConnHandle>, room: &RoomId) -> Result<(), JoinError> {
+        let topic = Topic::Room(room.clone());
+        self.subscriptions.acquire(&topic).await?;
+        let entered = conn.enter(room, || {
+            self.rooms
+                .entry(room.clone())
+                .or_default()
+                .push(conn.clone());
+        });
+        if !entered {
+            self.subscriptions.release(&topic);
+        }
+        Ok(())
+    }
+
+    pub fn leave(&self, conn: &Arc<ConnHandle>, room: &RoomId) {
+        if conn.exit(room) {
+            self.remove_from_room(conn, room);
+            self.subscriptions.release(&Topic::Room(room.clone()));
+        }
+    }
+
+    fn remove_from_room(&self, conn: &ConnHandle, room: &RoomId) {
+        if let dashmap::Entry::Occupied(mut e) = self.rooms.entry(room.clone()) {
+            e.get_mut().retain(|c| c.id != conn.id);
+            if e.get().is_empty() {
+                e.remove();
+            }
+        }
+    }
+
+    /// Offers `item` to every local connection in `room`; never waits.
+    pub fn offer_room(&self, room: &RoomId, item: &Outbound) -> usize {
+        match self.rooms.get(room) {
+            Some(conns) => {
+                for conn in conns.iter() {
+                    conn.offer(item.clone());
+                }
+                conns.len()
+            }
+            None => 0,
+        }
+    }
+
+    pub fn connections_of(&self, user: &UserId) -> Vec<Arc<ConnHandle>> {
+        self.users
+            .get(user)
+            .map(|conns| conns.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.users.iter().map(|e| e.value().len()).sum()
+    }
+
+    /// Topics this node is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.count()
+    }
+}

@@ -1,0 +1,154 @@
+//! The message store: the source of truth. Everything the service layer needs from storage
+//! is in the [`Store`] trait; the embedded SQLite store and the shared MongoDB store implement
+//! it, and the conformance suite (tests/api/conformance) holds both to the same behaviour.
+//!
+//! The store, not the caller, decides `seq` and `createdAt` (see [`Store::append`]): that is
+//! the one place where concurrent senders, on one node or many, are put into a single order.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The backend cannot be reached or timed out. Nothing was written (or, for an append
+    /// whose outcome is unknown, a retry with the same clientMsgId finds it).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A message as the sender asked for it; the store adds id, seq and createdAt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub sender: UserId,
+    pub client_msg_id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Appended {
+    pub message: Message,
+    /// True when (room, sender, clientMsgId) was already stored: `message` is that first one.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Order {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// A page of one room's history. Bounds are exclusive for seq (`after`, `before`) and
+/// half-open for time (`since` inclusive, `until` exclusive); they combine.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HistoryQuery {
+    pub after: Option<Seq>,
+    pub before: Option<Seq>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub order: Order,
+    pub limit: usize,
+}
+
+impl HistoryQuery {
+    /// Messages after `seq`, oldest first: what resume and gap filling ask for.
+    pub fn after(seq: Seq, limit: usize) -> Self {
+        Self {
+            after: Some(seq),
+            limit,
+            ..Self::default()
+        }
+    }
+
+    /// The newest `limit` messages, newest first.
+    pub fn latest(limit: usize) -> Self {
+        Self {
+            order: Order::Desc,
+            limit,
+            ..Self::default()
+        }
+    }
+}
+
+/// A group as its creator asked for it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewGroup {
+    pub id: RoomId,
+    pub name: String,
+    pub created_by: UserId,
+    /// Includes the creator.
+    pub members: Vec<UserId>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores a message, atomically with respect to every other append to the same room, on
+    /// this node or any other:
+    /// - if (room, sender, clientMsgId) is already stored, returns that message, `duplicate`;
+    /// - else assigns `seq` = previous seq + 1 (1 for the first) and
+    ///   `createdAt` = [`crate::clock::next_created_at`](previous createdAt, `now`).
+    ///
+    /// A seq exists only once its message is stored, so seq N being readable implies every
+    /// seq below N is readable too: the history has no holes, ever.
+    async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended>;
+
+    async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>>;
+
+    /// The newest seq of the room (0 if it has no messages).
+    async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq>;
+
+    /// Messages after `after_seq` not sent by `user`, counted up to `cap`.
+    async fn count_unread(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        after_seq: Seq,
+        cap: u64,
+    ) -> StoreResult<u64>;
+
+    /// Creates the direct room of `a` and `b` (id [`RoomId::direct`]) unless it exists; returns it.
+    async fn ensure_direct_room(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Room>;
+
+    async fn create_group(&self, group: NewGroup, now: DateTime<Utc>) -> StoreResult<Room>;
+
+    /// Adds members; returns those who were not members before.
+    async fn add_members(
+        &self,
+        room: &RoomId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<UserId>>;
+
+    /// Removes a member; false if they were not one.
+    async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool>;
+
+    /// The room with its members, if it exists.
+    async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>>;
+
+    async fn membership(&self, room: &RoomId, user: &UserId) -> StoreResult<Option<Membership>>;
+
+    async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>>;
+
+    /// Raises the user's read position to `seq` (never lowers it); returns the position.
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<Seq>;
+
+    /// Cheap round trip, for readiness checks.
+    async fn ping(&self) -> StoreResult<()>;
+}

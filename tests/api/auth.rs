@@ -1,0 +1,222 @@
+//! Tokens are checked on every connection and request; rooms are invisible to non-members.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use base64::Engine;
+use chatd::{
+    client::{Connection, ServerEvent},
+    domain::RoomId,
+};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn forged(claims: Value, alg: &str, secret: &str) -> String {
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap())
+    };
+    let head = b64(&json!({"alg": alg, "typ": "JWT"}));
+    let body = b64(&claims);
+    if alg == "none" {
+        return format!("{head}.{body}.");
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &key,
+    )
+    .unwrap()
+}
+
+fn bad_tokens(app: &TestApp) -> Vec<(&'static str, Option<String>, &'static str)> {
+    let secret = app.settings.auth.jwt_secret.clone();
+    let future = chrono::Utc::now().timestamp() + 3600;
+    let past = chrono::Utc::now().timestamp() - 3600;
+    vec![
+        ("no token", None, "unauthorized"),
+        ("garbage", Some("not.a.jwt".into()), "unauthorized"),
+        (
+            "expired",
+            Some(forged(
+                json!({"sub": "alice", "exp": past}),
+                "HS256",
+                &secret,
+            )),
+            "token_expired",
+        ),
+        (
+            "bad signature",
+            Some(forged(
+                json!({"sub": "alice", "exp": future}),
+                "HS256",
+                "some-other-secret-xx",
+            )),
+            "unauthorized",
+        ),
+        (
+            "alg none",
+            Some(forged(json!({"sub": "alice", "exp": future}), "none", "")),
+            "unauthorized",
+        ),
+        (
+            "no exp",
+            Some(forged(json!({"sub": "alice"}), "HS256", &secret)),
+            "unauthorized",
+        ),
+        (
+            "bad sub",
+            Some(forged(
+                json!({"sub": "a b", "exp": future}),
+                "HS256",
+                &secret,
+            )),
+            "unauthorized",
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn websocket_refuses_bad_tokens_with_a_readable_close() {
+    let app = TestApp::spawn().await;
+    for (what, token, code) in bad_tokens(&app) {
+        let url = match &token {
+            Some(t) => format!("{}?token={t}", app.ws_url()),
+            None => app.ws_url(),
+        };
+        let mut conn = Connection::open(&url).await.unwrap();
+        match conn.event(WAIT).await.unwrap() {
+            ServerEvent::Error { code: got, .. } => assert_eq!(got, code, "{what}"),
+            other => panic!("{what}: {other:?}"),
+        }
+        let close = conn.closed(WAIT).await.unwrap();
+        let expected = if code == "token_expired" { 4402 } else { 4401 };
+        assert_eq!(close, expected, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn rest_refuses_bad_tokens_with_401() {
+    let app = TestApp::spawn().await;
+    for (what, token, code) in bad_tokens(&app) {
+        let mut request = app.http().get(format!("{}/v1/rooms", app.base));
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{what}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn a_browser_can_send_its_token_as_a_subprotocol() {
+    let app = TestApp::spawn().await;
+    let protocols = format!("chatd.v1, bearer.{}", app.token("alice"));
+    let mut conn =
+        Connection::open_with_headers(&app.ws_url(), &[("sec-websocket-protocol", &protocols)])
+            .await
+            .expect("handshake accepts the selected subprotocol");
+    match conn.event(WAIT).await.unwrap() {
+        ServerEvent::Welcome { user, v, .. } => assert_eq!((user.as_str(), v), ("alice", 1)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn non_members_cannot_read_send_list_or_observe() {
+    let app = TestApp::spawn().await;
+    let room = app.client("alice").open_direct("bob").await.unwrap();
+    let mut bob = app.connect("bob").await;
+    let mut mallory = app.connect("mallory").await;
+    let mallory_rest = app.client("mallory");
+
+    // Sending: the same answer as for a room that does not exist.
+    mallory.send(&room.id, "m1", "let me in").await;
+    let (code, _) = mallory.error().await;
+    assert_eq!(code, "room_not_found");
+    let unknown = RoomId::new_group();
+    mallory.send(&unknown, "m2", "anyone?").await;
+    assert_eq!(mallory.error().await.0, "room_not_found");
+
+    // Reading, details, members, listing.
+    let http = app.http();
+    let token = app.token("mallory");
+    for url in [
+        format!("{}/v1/rooms/{}/messages", app.base, room.id),
+        format!("{}/v1/rooms/{}", app.base, room.id),
+    ] {
+        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{url}");
+    }
+    let r = http
+        .post(format!("{}/v1/rooms/{}/members", app.base, room.id))
+        .bearer_auth(&token)
+        .json(&json!({"members": ["mallory"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = http
+        .post(format!("{}/v1/rooms/{}/messages", app.base, room.id))
+        .bearer_auth(&token)
+        .json(&json!({"clientMsgId": "x", "text": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(mallory_rest.rooms().await.unwrap().is_empty());
+
+    // Resume names the room: refused, nothing replayed.
+    let mut alice = app.connect("alice").await;
+    alice.send_acked(&room.id, "a1", "secret").await;
+    let mut snoop = app.client("mallory").connect().await.unwrap();
+    snoop.event(WAIT).await.unwrap();
+    snoop
+        .resume(&BTreeMap::from([(room.id.clone(), 0)]))
+        .await
+        .unwrap();
+    match snoop.event(WAIT).await.unwrap() {
+        ServerEvent::Error { code, .. } => assert_eq!(code, "room_not_found"),
+        other => panic!("{other:?}"),
+    }
+    match snoop.event(WAIT).await.unwrap() {
+        ServerEvent::Resumed { rooms } => assert!(rooms.is_empty()),
+        other => panic!("{other:?}"),
+    }
+    // Live: bob gets it, mallory's connections get nothing.
+    assert_eq!(bob.messages(&room.id, 1).await[0].text, "secret");
+    mallory.no_message_within(Duration::from_millis(300)).await;
+    assert!(
+        snoop.next(Duration::from_millis(300)).await.is_err(),
+        "snoop got a frame"
+    );
+    // Nothing was stored by the attempts.
+    assert_eq!(
+        app.client("bob")
+            .history_after(&room.id, 0)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn dev_login_is_off_when_disabled() {
+    let app = TestApp::spawn_with(|s| s.auth.dev_login = false).await;
+    let r = app
+        .http()
+        .post(format!("{}/v1/dev/login", app.base))
+        .json(&json!({"user": "alice"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let on = TestApp::spawn().await;
+    let client = chatd::client::Client::dev_login(&on.base, "alice")
+        .await
+        .unwrap();
+    assert!(client.rooms().await.unwrap().is_empty());
+}

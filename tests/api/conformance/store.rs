@@ -1,0 +1,509 @@
+//! What every Store must do. Instantiate with `store_conformance!()` in a module that has
+//! `async fn factory() -> impl StoreFactory`.
+
+use std::{collections::HashSet, sync::Arc};
+
+use chatd::{
+    domain::{RoomId, RoomKind, Seq, UserId},
+    store::{HistoryQuery, NewGroup, NewMessage, Order, Store},
+};
+use chrono::{DateTime, Duration, Utc};
+
+#[async_trait::async_trait]
+pub trait StoreFactory: Send + Sync {
+    /// A store with no data in it (its own file, database or prefix).
+    async fn store(&self) -> Arc<dyn Store>;
+}
+
+#[macro_export]
+macro_rules! store_conformance {
+    () => {
+        $crate::store_conformance!(@tests
+            append_numbers_from_one_without_gaps,
+            append_is_idempotent_per_sender_and_client_msg_id,
+            created_at_never_decreases_when_the_clock_goes_back,
+            concurrent_appends_get_unique_consecutive_seqs,
+            concurrent_retries_store_one_message,
+            history_pages_by_seq_and_time_both_ways,
+            last_seq_and_unread_counts,
+            direct_rooms_are_idempotent_and_symmetric,
+            groups_add_and_remove_members,
+            read_position_never_lowers_nor_passes_the_end,
+            rooms_are_independent,
+            messages_read_back_exactly,
+            unknown_rooms_are_empty
+        );
+    };
+    (@tests $($name:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let factory = factory().await;
+                $crate::conformance::store::$name(&factory).await;
+            }
+        )*
+    };
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).unwrap()
+}
+
+fn new(room: &RoomId, sender: &str, id: &str) -> NewMessage {
+    NewMessage {
+        room: room.clone(),
+        sender: user(sender),
+        client_msg_id: id.into(),
+        text: format!("text of {id}"),
+    }
+}
+
+/// A direct room of alice and bob in `store`.
+async fn room(store: &dyn Store) -> RoomId {
+    store
+        .ensure_direct_room(&user("alice"), &user("bob"), Utc::now())
+        .await
+        .unwrap()
+        .id
+}
+
+fn now() -> DateTime<Utc> {
+    chatd::clock::truncate_to_millis(Utc::now())
+}
+
+pub async fn append_numbers_from_one_without_gaps(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    for i in 1..=5u64 {
+        let a = store
+            .append(new(&room, "alice", &format!("c{i}")), now())
+            .await
+            .unwrap();
+        assert_eq!((a.message.seq, a.duplicate), (i, false));
+    }
+    assert_eq!(store.last_seq(&room).await.unwrap(), 5);
+}
+
+pub async fn append_is_idempotent_per_sender_and_client_msg_id(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let first = store.append(new(&room, "alice", "x"), now()).await.unwrap();
+    let mut retry = new(&room, "alice", "x");
+    retry.text = "different text".into();
+    let again = store
+        .append(retry, now() + Duration::seconds(5))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(
+        again.message, first.message,
+        "the stored message, unchanged"
+    );
+    // Same clientMsgId from another sender, or in another room, is another message.
+    let bob = store.append(new(&room, "bob", "x"), now()).await.unwrap();
+    assert_eq!((bob.message.seq, bob.duplicate), (2, false));
+    let other = store
+        .ensure_direct_room(&user("alice"), &user("carol"), now())
+        .await
+        .unwrap()
+        .id;
+    let elsewhere = store
+        .append(new(&other, "alice", "x"), now())
+        .await
+        .unwrap();
+    assert_eq!((elsewhere.message.seq, elsewhere.duplicate), (1, false));
+    assert_eq!(store.last_seq(&room).await.unwrap(), 2);
+}
+
+pub async fn created_at_never_decreases_when_the_clock_goes_back(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let t0 = now();
+    let a = store
+        .append(new(&room, "alice", "1"), t0)
+        .await
+        .unwrap()
+        .message;
+    let b = store
+        .append(new(&room, "bob", "2"), t0 - Duration::seconds(5))
+        .await
+        .unwrap()
+        .message;
+    let c = store
+        .append(new(&room, "bob", "3"), t0 + Duration::milliseconds(7))
+        .await
+        .unwrap()
+        .message;
+    assert_eq!(a.created_at, t0);
+    assert_eq!(
+        b.created_at, t0,
+        "a clock 5 s behind does not stamp earlier"
+    );
+    assert_eq!(c.created_at, t0 + Duration::milliseconds(7));
+    assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
+}
+
+pub async fn concurrent_appends_get_unique_consecutive_seqs(f: &impl StoreFactory) {
+    const N: usize = 100;
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let (store, room) = (store.clone(), room.clone());
+            tokio::spawn(async move {
+                let sender = if i % 2 == 0 { "alice" } else { "bob" };
+                store
+                    .append(new(&room, sender, &format!("c{i}")), now())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut seqs = HashSet::new();
+    for t in tasks {
+        let a = t.await.unwrap();
+        assert!(!a.duplicate);
+        assert!(
+            seqs.insert(a.message.seq),
+            "seq {} given twice",
+            a.message.seq
+        );
+    }
+    assert_eq!(seqs, (1..=N as Seq).collect());
+    let all = store
+        .history(&room, &HistoryQuery::after(0, 200))
+        .await
+        .unwrap();
+    assert_eq!(all.len(), N);
+    assert!(
+        all.windows(2)
+            .all(|w| w[0].seq + 1 == w[1].seq && w[0].created_at <= w[1].created_at)
+    );
+}
+
+pub async fn concurrent_retries_store_one_message(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (store, room) = (store.clone(), room.clone());
+            tokio::spawn(async move {
+                store
+                    .append(new(&room, "alice", "retry"), now())
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut ids = HashSet::new();
+    let mut originals = 0;
+    for t in tasks {
+        let a = t.await.unwrap();
+        ids.insert(a.message.id.clone());
+        originals += usize::from(!a.duplicate);
+    }
+    assert_eq!((ids.len(), originals), (1, 1));
+    assert_eq!(store.last_seq(&room).await.unwrap(), 1);
+}
+
+pub async fn history_pages_by_seq_and_time_both_ways(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let t0 = now();
+    for i in 0..10i64 {
+        store
+            .append(
+                new(&room, "alice", &format!("c{i}")),
+                t0 + Duration::seconds(i),
+            )
+            .await
+            .unwrap();
+    }
+    let seqs = |v: Vec<chatd::domain::Message>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+    let q = |q: HistoryQuery| {
+        let (store, room) = (store.clone(), room.clone());
+        async move { seqs(store.history(&room, &q).await.unwrap()) }
+    };
+    assert_eq!(q(HistoryQuery::after(0, 3)).await, vec![1, 2, 3]);
+    assert_eq!(q(HistoryQuery::after(8, 100)).await, vec![9, 10]);
+    assert_eq!(q(HistoryQuery::latest(3)).await, vec![10, 9, 8]);
+    assert_eq!(
+        q(HistoryQuery {
+            before: Some(4),
+            order: Order::Desc,
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        vec![3, 2, 1]
+    );
+    assert_eq!(
+        q(HistoryQuery {
+            after: Some(2),
+            before: Some(6),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        vec![3, 4, 5]
+    );
+    let since = t0 + Duration::seconds(7);
+    assert_eq!(
+        q(HistoryQuery {
+            since: Some(since),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        vec![8, 9, 10]
+    );
+    assert_eq!(
+        q(HistoryQuery {
+            until: Some(t0 + Duration::seconds(2)),
+            limit: 10,
+            ..Default::default()
+        })
+        .await,
+        vec![1, 2]
+    );
+    assert_eq!(
+        q(HistoryQuery {
+            since: Some(t0 + Duration::seconds(3)),
+            until: Some(since),
+            order: Order::Desc,
+            limit: 2,
+            ..Default::default()
+        })
+        .await,
+        vec![7, 6]
+    );
+}
+
+pub async fn last_seq_and_unread_counts(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    assert_eq!(store.last_seq(&room).await.unwrap(), 0);
+    for (i, sender) in ["alice", "bob", "bob", "alice", "bob"].iter().enumerate() {
+        store
+            .append(new(&room, sender, &format!("c{i}")), now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.last_seq(&room).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .count_unread(&room, &user("alice"), 0, 100)
+            .await
+            .unwrap(),
+        3
+    );
+    assert_eq!(
+        store
+            .count_unread(&room, &user("alice"), 3, 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .count_unread(&room, &user("bob"), 0, 100)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_unread(&room, &user("alice"), 0, 2)
+            .await
+            .unwrap(),
+        2,
+        "capped"
+    );
+}
+
+pub async fn direct_rooms_are_idempotent_and_symmetric(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let t = now();
+    let a = store
+        .ensure_direct_room(&user("bob"), &user("alice"), t)
+        .await
+        .unwrap();
+    let b = store
+        .ensure_direct_room(&user("alice"), &user("bob"), t + Duration::seconds(9))
+        .await
+        .unwrap();
+    assert_eq!(a, b, "the same room, unchanged");
+    assert_eq!(a.id, RoomId::direct(&user("alice"), &user("bob")));
+    assert_eq!((a.kind, a.name.clone()), (RoomKind::Direct, None));
+    assert_eq!(a.members, vec![user("alice"), user("bob")]);
+    let both = futures_util::future::join_all((0..10).map(|_| {
+        let store = store.clone();
+        async move {
+            store
+                .ensure_direct_room(&user("x"), &user("y"), now())
+                .await
+                .unwrap()
+        }
+    }))
+    .await;
+    assert!(both.windows(2).all(|w| w[0] == w[1]));
+}
+
+pub async fn groups_add_and_remove_members(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let id = RoomId::new_group();
+    let group = NewGroup {
+        id: id.clone(),
+        name: "team".into(),
+        created_by: user("alice"),
+        members: vec![user("alice"), user("bob")],
+    };
+    let room = store.create_group(group, now()).await.unwrap();
+    assert_eq!(
+        (room.kind, room.name.as_deref()),
+        (RoomKind::Group, Some("team"))
+    );
+    assert_eq!(room.created_by, user("alice"));
+    let added = store
+        .add_members(&id, &[user("bob"), user("carol"), user("dave")], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        added,
+        vec![user("carol"), user("dave")],
+        "bob was already in"
+    );
+    assert!(store.remove_member(&id, &user("dave")).await.unwrap());
+    assert!(!store.remove_member(&id, &user("dave")).await.unwrap());
+    let room = store.room(&id).await.unwrap().unwrap();
+    assert_eq!(
+        room.members,
+        vec![user("alice"), user("bob"), user("carol")]
+    );
+    assert!(
+        store
+            .membership(&id, &user("carol"))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        store
+            .membership(&id, &user("dave"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let carols: Vec<_> = store
+        .memberships_of(&user("carol"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.room)
+        .collect();
+    assert_eq!(carols, vec![id]);
+    assert!(
+        store
+            .memberships_of(&user("dave"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    for i in 0..5 {
+        store
+            .append(new(&room, "bob", &format!("c{i}")), now())
+            .await
+            .unwrap();
+    }
+    let alice = user("alice");
+    assert_eq!(store.mark_read(&room, &alice, 3).await.unwrap(), 3);
+    assert_eq!(store.mark_read(&room, &alice, 2).await.unwrap(), 3);
+    assert_eq!(store.mark_read(&room, &alice, 50).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .membership(&room, &alice)
+            .await
+            .unwrap()
+            .unwrap()
+            .read_seq,
+        5
+    );
+    assert_eq!(
+        store
+            .membership(&room, &user("bob"))
+            .await
+            .unwrap()
+            .unwrap()
+            .read_seq,
+        0
+    );
+}
+
+pub async fn rooms_are_independent(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let a = room(&*store).await;
+    let b = store
+        .ensure_direct_room(&user("alice"), &user("zed"), now())
+        .await
+        .unwrap()
+        .id;
+    for i in 0..3 {
+        store
+            .append(new(&a, "alice", &format!("a{i}")), now())
+            .await
+            .unwrap();
+    }
+    let first_b = store.append(new(&b, "alice", "b0"), now()).await.unwrap();
+    assert_eq!(first_b.message.seq, 1);
+    let in_b = store
+        .history(&b, &HistoryQuery::after(0, 10))
+        .await
+        .unwrap();
+    assert_eq!(in_b.len(), 1);
+    assert!(in_b.iter().all(|m| m.room == b));
+}
+
+pub async fn messages_read_back_exactly(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let mut m = new(&room, "alice", "unicode");
+    m.text = "héllo 👋 — \"quoted\" \\ <b>not html</b>\nline two".into();
+    let stored = store.append(m, now()).await.unwrap().message;
+    let read = store
+        .history(&room, &HistoryQuery::after(0, 1))
+        .await
+        .unwrap();
+    assert_eq!(read, vec![stored.clone()]);
+    assert_eq!(
+        stored.created_at.timestamp_subsec_nanos() % 1_000_000,
+        0,
+        "millisecond precision"
+    );
+}
+
+pub async fn unknown_rooms_are_empty(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let nowhere = RoomId::new_group();
+    assert!(store.room(&nowhere).await.unwrap().is_none());
+    assert_eq!(store.last_seq(&nowhere).await.unwrap(), 0);
+    assert!(
+        store
+            .history(&nowhere, &HistoryQuery::after(0, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .membership(&nowhere, &user("alice"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    store.ping().await.unwrap();
+}

@@ -1,0 +1,10 @@
+//! End-to-end tests against real nodes over real sockets. One test binary (linking is slow
+//! on small machines); one module per area.
+
+mod helpers;
+
+mod auth;
+mod bad_input;
+mod conformance;
+mod messaging;
+mod rooms;
