@@ -12,9 +12,11 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use crate::{
     bus::{Bus, BusEvent, Topic},
+    cache::RecentCache,
     clock::Clock,
     config::Limits,
     domain::{Message, Room, RoomId, RoomKind, RoomSummary, Seq, UserId},
+    presence::Presence,
     protocol::ErrorCode,
     store::{Appended, HistoryQuery, NewGroup, NewMessage, Store, StoreError},
 };
@@ -87,20 +89,34 @@ pub struct HistoryPage {
 pub struct Chat {
     store: Arc<dyn Store>,
     bus: Arc<dyn Bus>,
+    /// Cluster mode: serves resumes and newest pages when it can vouch for them.
+    recent: Option<Arc<dyn RecentCache>>,
+    presence: Arc<dyn Presence>,
     clock: Arc<dyn Clock>,
     limits: Limits,
+}
+
+/// A member and whether they are online.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MemberPresence {
+    pub user: UserId,
+    pub online: bool,
 }
 
 impl Chat {
     pub fn new(
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
+        recent: Option<Arc<dyn RecentCache>>,
+        presence: Arc<dyn Presence>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {
         Self {
             store,
             bus,
+            recent,
+            presence,
             clock,
             limits,
         }
@@ -131,7 +147,13 @@ impl Chat {
         let appended = self.store.append(new, self.clock.now()).await?;
         metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
             .increment(1);
-        // Announced again on a retry: the first attempt may have failed right here.
+        // Cached and announced again on a retry: the first attempt may have failed right here.
+        if let Some(recent) = &self.recent {
+            recent
+                .push(&appended.message)
+                .await
+                .map_err(|e| ChatError::Bus(e.to_string()))?;
+        }
         let event = BusEvent::Message {
             message: appended.message.clone(),
         };
@@ -176,10 +198,18 @@ impl Chat {
         let room = parse_room(room)?;
         self.require_member(&room, user).await?;
         let limit = self.limits.resume_max_per_room;
-        let mut messages = self
-            .store
-            .history(&room, &HistoryQuery::after(after, limit + 1))
-            .await?;
+        let cached = match &self.recent {
+            Some(recent) => recent.after(&room, after, limit + 1).await,
+            None => None,
+        };
+        let mut messages = match cached {
+            Some(messages) => messages,
+            None => {
+                self.store
+                    .history(&room, &HistoryQuery::after(after, limit + 1))
+                    .await?
+            }
+        };
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(Replay {
@@ -204,7 +234,7 @@ impl Chat {
         self.require_member(&room, user).await?;
         let limit = query.limit;
         query.limit += 1;
-        let mut messages = self.store.history(&room, &query).await?;
+        let mut messages = self.read(&room, &query).await?;
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(HistoryPage { messages, more })
@@ -334,11 +364,7 @@ impl Chat {
                 .room(&m.room)
                 .await?
                 .ok_or(ChatError::RoomNotFound)?;
-            let last_message = self
-                .store
-                .history(&m.room, &HistoryQuery::latest(1))
-                .await?
-                .pop();
+            let last_message = self.read(&m.room, &HistoryQuery::latest(1)).await?.pop();
             let unread = self
                 .store
                 .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
@@ -384,6 +410,34 @@ impl Chat {
         };
         self.publish_quietly(&Topic::Room(room), &event).await;
         Ok(read_seq)
+    }
+
+    /// The room's members and whether each is online.
+    pub async fn presence(&self, user: &UserId, room: &str) -> ChatResult<Vec<MemberPresence>> {
+        let room = self.room(user, room).await?;
+        let online = self
+            .presence
+            .online(&room.members)
+            .await
+            .map_err(|e| ChatError::Bus(e.to_string()))?;
+        Ok(room
+            .members
+            .into_iter()
+            .zip(online)
+            .map(|(user, online)| MemberPresence { user, online })
+            .collect())
+    }
+
+    /// A history read: the newest page comes from the recent cache when it can vouch for it.
+    async fn read(&self, room: &RoomId, query: &HistoryQuery) -> ChatResult<Vec<Message>> {
+        let newest_page = HistoryQuery::latest(query.limit);
+        if let Some(recent) = &self.recent
+            && *query == newest_page
+            && let Some(messages) = recent.latest(room, query.limit).await
+        {
+            return Ok(messages);
+        }
+        Ok(self.store.history(room, query).await?)
     }
 
     fn parse_users(&self, users: &[String]) -> ChatResult<BTreeSet<UserId>> {

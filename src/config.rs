@@ -33,6 +33,7 @@ pub struct Settings {
     pub bus: BusSettings,
     pub limits: Limits,
     pub websocket: WebSocketSettings,
+    pub presence: PresenceSettings,
     pub log: LogSettings,
 }
 
@@ -113,6 +114,13 @@ pub struct WebSocketSettings {
     pub heartbeat_interval_ms: u64,
     pub idle_timeout_ms: u64,
     pub resume_wait_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSettings {
+    pub ttl_ms: u64,
+    pub refresh_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -260,6 +268,12 @@ impl Settings {
             return fail(
                 "websocket.idle_timeout_ms",
                 "must be greater than websocket.heartbeat_interval_ms (> 0)",
+            );
+        }
+        if self.presence.refresh_ms == 0 || self.presence.refresh_ms >= self.presence.ttl_ms {
+            return fail(
+                "presence.refresh_ms",
+                "must be greater than 0 and less than presence.ttl_ms",
             );
         }
         Ok(())

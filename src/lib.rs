@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod bus;
+pub mod cache;
 pub mod chat;
 pub mod client;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod hub;
+pub mod presence;
 pub mod protocol;
 pub mod startup;
 pub mod store;

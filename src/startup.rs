@@ -4,17 +4,19 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     api,
     auth::TokenAuthority,
     bus::{self, Bus, Delivery},
+    cache::{RecentCache, RedisRecentCache},
     chat::Chat,
     clock::{Clock, SystemClock},
     config::{BusKind, Settings, StoreKind},
     hub::Hub,
+    presence::{LocalPresence, Presence, RedisPresence},
     store::{self, Store},
     telemetry,
 };
@@ -28,6 +30,7 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
+    pub presence: Arc<dyn Presence>,
     /// Cancelled when the node starts to stop.
     pub shutdown: CancellationToken,
     /// Connection and background tasks, awaited (up to the grace period) on shutdown.
@@ -39,29 +42,65 @@ pub struct Application {
     node: Arc<Node>,
 }
 
-/// Connects the configured store.
-pub async fn connect_store(settings: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(match settings.store.kind {
+/// The implementations a node runs on, chosen by configuration.
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    pub deliveries: mpsc::Receiver<Delivery>,
+    pub recent: Option<Arc<dyn RecentCache>>,
+    pub presence: Arc<dyn Presence>,
+}
+
+/// Connects the configured store, bus, cache and presence registry.
+pub async fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
+    let store: Arc<dyn Store> = match settings.store.kind {
         StoreKind::Sqlite => {
             let path = &settings.store.sqlite_path;
             let store = store::SqliteStore::open(path, settings.store.sqlite_synchronous)
                 .with_context(|| format!("opening SQLite store {}", path.display()))?;
             Arc::new(store)
         }
-        StoreKind::Mongodb => anyhow::bail!("todo mongo"),
-    })
-}
-
-/// Connects the configured bus; the receiver carries what it delivers to this node.
-pub async fn connect_bus(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn Bus>, tokio::sync::mpsc::Receiver<Delivery>)> {
+        StoreKind::Mongodb => Arc::new(
+            store::MongoStore::connect(
+                &settings.store.mongodb_uri,
+                &settings.store.mongodb_database,
+            )
+            .await
+            .context("connecting to MongoDB (store.mongodb_uri)")?,
+        ),
+    };
     Ok(match settings.bus.kind {
         BusKind::Local => {
             let (bus, deliveries) = bus::LocalBus::new(Arc::default());
-            (Arc::new(bus), deliveries)
+            Backends {
+                store,
+                bus: Arc::new(bus),
+                deliveries,
+                // The embedded store is local and fast; a cache would only add a copy.
+                recent: None,
+                presence: Arc::new(LocalPresence::default()),
+            }
         }
-        BusKind::Redis => anyhow::bail!("todo redis"),
+        BusKind::Redis => {
+            let bus_settings = &settings.bus;
+            let client =
+                redis::Client::open(bus_settings.redis_url.as_str()).context("bus.redis_url")?;
+            let (bus, deliveries) = bus::RedisBus::connect(&client, &bus_settings.redis_prefix)
+                .await
+                .context("connecting to Redis (bus.redis_url)")?;
+            let conn = bus::redis::connect_manager(&client).await?;
+            Backends {
+                store,
+                bus: Arc::new(bus),
+                deliveries,
+                recent: Some(Arc::new(RedisRecentCache::new(
+                    conn.clone(),
+                    &bus_settings.redis_prefix,
+                    bus_settings.recent_cache_size,
+                ))),
+                presence: Arc::new(RedisPresence::new(conn, &bus_settings.redis_prefix)),
+            }
+        }
     })
 }
 
@@ -77,8 +116,13 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         telemetry::init_metrics();
-        let store = connect_store(&settings).await?;
-        let (bus, deliveries) = connect_bus(&settings).await?;
+        let Backends {
+            store,
+            bus,
+            deliveries,
+            recent,
+            presence,
+        } = connect_backends(&settings).await?;
         let shutdown = CancellationToken::new();
         let tasks = TaskTracker::new();
         let hub = Hub::start(
@@ -88,7 +132,14 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
-        let chat = Chat::new(store.clone(), bus.clone(), clock, settings.limits.clone());
+        let chat = Chat::new(
+            store.clone(),
+            bus.clone(),
+            recent,
+            presence.clone(),
+            clock,
+            settings.limits.clone(),
+        );
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
             .await
@@ -101,9 +152,11 @@ impl Application {
             hub,
             store,
             bus,
+            presence,
             shutdown,
             tasks,
         });
+        node.tasks.spawn(refresh_presence(node.clone()));
         Ok(Self { listener, node })
     }
 
@@ -165,5 +218,33 @@ impl Application {
         }
         tracing::info!(node = %node.id, "stopped");
         Ok(())
+    }
+}
+
+/// The key of a connection in the presence registry: unique across the cluster.
+pub fn presence_key(node: &str, conn: crate::hub::ConnId) -> String {
+    format!("{node}:{conn}")
+}
+
+/// Vouches for this node's connections until the node stops; if the node dies, its users
+/// expire from the registry by themselves.
+async fn refresh_presence(node: Arc<Node>) {
+    let every = Duration::from_millis(node.settings.presence.refresh_ms);
+    let ttl = Duration::from_millis(node.settings.presence.ttl_ms);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let entries: Vec<_> = node
+            .hub
+            .connections()
+            .into_iter()
+            .map(|(user, conn)| (user, presence_key(&node.id, conn)))
+            .collect();
+        if let Err(e) = node.presence.refresh(&entries, ttl).await {
+            tracing::warn!(error = %e, "presence refresh failed");
+        }
     }
 }

@@ -37,6 +37,7 @@ pub fn router(node: Arc<Node>) -> Router {
             get(rooms::history).post(rooms::post_message),
         )
         .route("/v1/rooms/{room}/read", post(rooms::mark_read))
+        .route("/v1/rooms/{room}/presence", get(rooms::presence))
         .route("/v1/me", get(ops::me))
         .route("/v1/dev/login", post(ops::dev_login))
         .route("/healthz", get(ops::healthz))

@@ -199,3 +199,12 @@ pub async fn mark_read(
     let read_seq = node.chat.mark_read(&user, &room, body.seq).await?;
     Ok(Json(json!({"readSeq": read_seq})))
 }
+
+pub async fn presence(
+    State(node): State<Arc<Node>>,
+    AuthUser(user): AuthUser,
+    Path(room): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let members = node.chat.presence(&user, &room).await?;
+    Ok(Json(json!({"members": members})))
+}

@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chrono::Utc;
-use futures_util::{StreamExt, stream::SplitStream};
+use futures_util::{FutureExt, StreamExt, stream::SplitStream};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::writer;
@@ -66,6 +66,10 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
     session.run(stream, &verified).await;
 
     node.hub.unregister(&conn);
+    let key = crate::startup::presence_key(&node.id, conn.id);
+    if let Err(e) = node.presence.remove(&conn.user, &key).await {
+        tracing::debug!(error = %e, "presence not cleared; it expires by itself");
+    }
     conn.close(CloseReason::Normal); // no-op if a reason was already given
     let _ = writer.await;
     tracing::debug!(conn = conn.id, reason = ?conn.close_reason(), "disconnected");
@@ -120,6 +124,16 @@ impl Session {
             self.conn.close(CloseReason::TryAgainLater);
             return;
         }
+        let key = crate::startup::presence_key(&self.node.id, self.conn.id);
+        let ttl = Duration::from_millis(settings.presence.ttl_ms);
+        if let Err(e) = self
+            .node
+            .presence
+            .refresh(&[(self.user.clone(), key)], ttl)
+            .await
+        {
+            tracing::warn!(error = %e, "presence not recorded");
+        }
 
         let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
         let resume_deadline =
@@ -136,6 +150,7 @@ impl Session {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
+                    self.drain_received(&mut stream).await;
                     self.conn.close(CloseReason::ServiceRestart);
                     break;
                 }
@@ -167,6 +182,16 @@ impl Session {
                         }
                     }
                 },
+            }
+        }
+    }
+
+    /// On shutdown: handles the frames that have already arrived (so their sends are acked
+    /// before the close), without waiting for more.
+    async fn drain_received(&mut self, stream: &mut SplitStream<WebSocket>) {
+        while let Some(Some(Ok(message))) = stream.next().now_or_never() {
+            if !self.on_ws_message(message).await {
+                return;
             }
         }
     }

@@ -166,6 +166,19 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Every local connection: (user, connection id).
+    pub fn connections(&self) -> Vec<(UserId, ConnId)> {
+        self.users
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .iter()
+                    .map(|c| (c.user.clone(), c.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
     pub fn connection_count(&self) -> usize {
         self.users.iter().map(|e| e.value().len()).sum()
     }

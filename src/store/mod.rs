@@ -10,8 +10,10 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
 
+pub mod mongo;
 pub mod sqlite;
 
+pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

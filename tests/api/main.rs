@@ -2,9 +2,11 @@
 //! on small machines); one module per area.
 
 mod helpers;
+mod servers;
 
 mod auth;
 mod bad_input;
+mod cluster;
 mod conformance;
 mod messaging;
 mod rooms;

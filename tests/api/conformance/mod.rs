@@ -45,9 +45,13 @@ mod sqlite_store {
 
     #[async_trait::async_trait]
     impl StoreFactory for Factory {
-        async fn store(&self) -> Arc<dyn Store> {
+        async fn nodes(&self, n: usize) -> Vec<Arc<dyn Store>> {
             let path = self.0.path().join(format!("{}.db", uuid::Uuid::new_v4()));
-            Arc::new(SqliteStore::open(&path, SqliteSynchronous::Normal).unwrap())
+            (0..n)
+                .map(|_| {
+                    Arc::new(SqliteStore::open(&path, SqliteSynchronous::Normal).unwrap()) as _
+                })
+                .collect()
         }
     }
 
@@ -56,4 +60,66 @@ mod sqlite_store {
     }
 
     crate::store_conformance!();
+}
+
+mod mongo_store {
+    use std::sync::Arc;
+
+    use chatd::store::{MongoStore, Store};
+
+    use super::store::StoreFactory;
+    use crate::servers::{Mongo, unique};
+
+    /// A new database per store on the shared MongoDB-wire server.
+    pub struct Factory;
+
+    #[async_trait::async_trait]
+    impl StoreFactory for Factory {
+        async fn nodes(&self, n: usize) -> Vec<Arc<dyn Store>> {
+            let uri = &Mongo::shared().uri;
+            let database = unique("chatd_conformance");
+            let mut nodes: Vec<Arc<dyn Store>> = Vec::new();
+            for _ in 0..n {
+                nodes.push(Arc::new(MongoStore::connect(uri, &database).await.unwrap()));
+            }
+            nodes
+        }
+    }
+
+    async fn factory() -> Factory {
+        Factory
+    }
+
+    crate::store_conformance!();
+}
+
+mod redis_bus {
+    use std::sync::Arc;
+
+    use chatd::bus::RedisBus;
+
+    use super::bus::{BusFactory, BusNode};
+    use crate::servers::{Redis, unique};
+
+    /// Nodes on the shared redis-server, under a prefix of their own.
+    pub struct Factory {
+        prefix: String,
+    }
+
+    #[async_trait::async_trait]
+    impl BusFactory for Factory {
+        async fn node(&self) -> BusNode {
+            let client = redis::Client::open(Redis::shared().url()).unwrap();
+            let (bus, deliveries) = RedisBus::connect(&client, &self.prefix).await.unwrap();
+            (Arc::new(bus), deliveries)
+        }
+    }
+
+    async fn factory() -> Factory {
+        Factory {
+            prefix: unique("chatd_conformance"),
+        }
+    }
+
+    crate::bus_conformance!();
 }

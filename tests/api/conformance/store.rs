@@ -11,8 +11,13 @@ use chrono::{DateTime, Duration, Utc};
 
 #[async_trait::async_trait]
 pub trait StoreFactory: Send + Sync {
-    /// A store with no data in it (its own file, database or prefix).
-    async fn store(&self) -> Arc<dyn Store>;
+    /// `n` handles on one new, empty store (its own file or database): like `n` nodes.
+    async fn nodes(&self, n: usize) -> Vec<Arc<dyn Store>>;
+
+    /// One handle on a new, empty store.
+    async fn store(&self) -> Arc<dyn Store> {
+        self.nodes(1).await.remove(0)
+    }
 }
 
 #[macro_export]
@@ -143,13 +148,15 @@ pub async fn created_at_never_decreases_when_the_clock_goes_back(f: &impl StoreF
     assert_eq!((a.seq, b.seq, c.seq), (1, 2, 3));
 }
 
+/// Appends race from two "nodes" (two handles on one store) and within each.
 pub async fn concurrent_appends_get_unique_consecutive_seqs(f: &impl StoreFactory) {
     const N: usize = 100;
-    let store = f.store().await;
+    let nodes = f.nodes(2).await;
+    let store = nodes[0].clone();
     let room = room(&*store).await;
     let tasks: Vec<_> = (0..N)
         .map(|i| {
-            let (store, room) = (store.clone(), room.clone());
+            let (store, room) = (nodes[i % 2].clone(), room.clone());
             tokio::spawn(async move {
                 let sender = if i % 2 == 0 { "alice" } else { "bob" };
                 store
@@ -182,11 +189,12 @@ pub async fn concurrent_appends_get_unique_consecutive_seqs(f: &impl StoreFactor
 }
 
 pub async fn concurrent_retries_store_one_message(f: &impl StoreFactory) {
-    let store = f.store().await;
+    let nodes = f.nodes(2).await;
+    let store = nodes[0].clone();
     let room = room(&*store).await;
     let tasks: Vec<_> = (0..20)
-        .map(|_| {
-            let (store, room) = (store.clone(), room.clone());
+        .map(|i| {
+            let (store, room) = (nodes[i % 2].clone(), room.clone());
             tokio::spawn(async move {
                 store
                     .append(new(&room, "alice", "retry"), now())
@@ -322,7 +330,8 @@ pub async fn last_seq_and_unread_counts(f: &impl StoreFactory) {
 }
 
 pub async fn direct_rooms_are_idempotent_and_symmetric(f: &impl StoreFactory) {
-    let store = f.store().await;
+    let nodes = f.nodes(2).await;
+    let store = nodes[0].clone();
     let t = now();
     let a = store
         .ensure_direct_room(&user("bob"), &user("alice"), t)
@@ -336,8 +345,8 @@ pub async fn direct_rooms_are_idempotent_and_symmetric(f: &impl StoreFactory) {
     assert_eq!(a.id, RoomId::direct(&user("alice"), &user("bob")));
     assert_eq!((a.kind, a.name.clone()), (RoomKind::Direct, None));
     assert_eq!(a.members, vec![user("alice"), user("bob")]);
-    let both = futures_util::future::join_all((0..10).map(|_| {
-        let store = store.clone();
+    let both = futures_util::future::join_all((0..10).map(|i| {
+        let store = nodes[i % 2].clone();
         async move {
             store
                 .ensure_direct_room(&user("x"), &user("y"), now())

@@ -1,8 +1,11 @@
-//! A Rust client for chatd: REST calls, a WebSocket connection, and [`RoomLog`], which holds
-//! one room's messages by the same rules as the JS SDK (web/sdk/chatd.js): keep them sorted by
-//! seq, drop duplicates, know the highest seq below which nothing is missing, and report gaps.
+//! A Rust client for chatd, in three layers:
+//! - [`Client`] (REST) and [`Connection`] (one WebSocket, frame by frame);
+//! - [`RoomLog`]: one room's messages by the same rules as the JS SDK (web/sdk/chatd.js):
+//!   sorted by seq, duplicates dropped, gaps reported;
+//! - [`Session`]: a client that behaves like the SDK: reconnects with backoff, resumes from
+//!   what it holds, resends unacknowledged messages, fills gaps from REST history.
 //!
-//! The integration tests and `chatd-check` use it, so the rules are exercised in Rust too.
+//! The integration tests and `chatd check` use it, so the rules are exercised in Rust too.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -18,69 +21,12 @@ use tokio_tungstenite::{
 
 use crate::domain::{Message, Room, RoomId, RoomSummary, Seq, UserId};
 
-/// One room's messages as a client should show them.
-#[derive(Debug, Default, Clone)]
-pub struct RoomLog {
-    messages: BTreeMap<Seq, Message>,
-    /// Every seq up to this one is present.
-    contiguous: Seq,
-    duplicates: u64,
-}
+pub mod audit;
+mod room_log;
+mod session;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Inserted {
-    New,
-    /// Already held (same seq): dropped.
-    Duplicate,
-}
-
-impl RoomLog {
-    pub fn insert(&mut self, message: Message) -> Inserted {
-        if message.seq <= self.contiguous || self.messages.contains_key(&message.seq) {
-            self.duplicates += 1;
-            return Inserted::Duplicate;
-        }
-        self.messages.insert(message.seq, message);
-        while self.messages.contains_key(&(self.contiguous + 1)) {
-            self.contiguous += 1;
-        }
-        Inserted::New
-    }
-
-    /// The seq to resume from: everything up to it is held.
-    pub fn contiguous(&self) -> Seq {
-        self.contiguous
-    }
-
-    /// The first missing range as (after, before), both exclusive.
-    pub fn gap(&self) -> Option<(Seq, Seq)> {
-        self.messages
-            .range(self.contiguous + 1..)
-            .next()
-            .map(|(&seq, _)| (self.contiguous, seq))
-    }
-
-    pub fn messages(&self) -> impl Iterator<Item = &Message> {
-        self.messages.values()
-    }
-
-    pub fn seqs(&self) -> Vec<Seq> {
-        self.messages.keys().copied().collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
-    /// Messages that arrived again and were dropped.
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates
-    }
-}
+pub use room_log::{Inserted, RoomLog};
+pub use session::{Outgoing, Session, SessionConfig, SessionStats, Tally};
 
 /// Frames the server sends, as a client reads them.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

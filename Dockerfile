@@ -1,0 +1,27 @@
+# chatd: a small runtime image with one static-ish binary, run as a non-root user.
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so source edits do not rebuild them.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && cargo build --release --locked --bin chatd || true
+COPY src src
+COPY config config
+COPY web web
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin chatd
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /data chatd \
+    && mkdir -p /data && chown chatd /data
+COPY --from=build /src/target/release/chatd /usr/local/bin/chatd
+COPY config /etc/chatd
+ENV CHATD_CONFIG_DIR=/etc/chatd \
+    CHATD__SERVER__HOST=0.0.0.0 \
+    CHATD__STORE__SQLITE_PATH=/data/chatd.db
+USER chatd
+WORKDIR /data
+EXPOSE 8080
+ENTRYPOINT ["chatd"]
