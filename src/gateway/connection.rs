@@ -118,7 +118,7 @@ impl Session {
             max_text_chars: settings.limits.max_text_chars,
         })
         .await;
-        if let Err(e) = self.go_live().await {
+        if let Err(e) = Box::pin(self.go_live()).await {
             tracing::warn!(error = %e, user = %self.user, "cannot go live");
             self.reply_error(e.code(), &e.to_string(), None, None).await;
             self.conn.close(CloseReason::TryAgainLater);
@@ -177,7 +177,9 @@ impl Session {
                         break;
                     }
                     Ok(Some(Ok(message))) => {
-                        if !self.on_ws_message(message).await {
+                        // Boxed: the handling future exists only while a frame is handled, so
+                        // an idle connection's task stays small (see docs/benchmarks.md).
+                        if !Box::pin(self.on_ws_message(message)).await {
                             break;
                         }
                     }
@@ -190,7 +192,7 @@ impl Session {
     /// before the close), without waiting for more.
     async fn drain_received(&mut self, stream: &mut SplitStream<WebSocket>) {
         while let Some(Some(Ok(message))) = stream.next().now_or_never() {
-            if !self.on_ws_message(message).await {
+            if !Box::pin(self.on_ws_message(message)).await {
                 return;
             }
         }

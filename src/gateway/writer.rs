@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use crate::{
     domain::{RoomId, Seq},
-    hub::{ConnHandle, Outbound},
+    hub::{ConnHandle, LiveMessage, Outbound},
     protocol::CloseReason,
 };
 
@@ -23,7 +23,7 @@ struct Writer {
     sink: Sink,
     conn: Arc<ConnHandle>,
     /// Live messages held during a resume; `None` when not holding.
-    held: Option<Vec<(RoomId, Seq, Utf8Bytes)>>,
+    held: Option<Vec<Arc<LiveMessage>>>,
     /// Per room, the seq a resume replayed up to: live messages at or below it are duplicates.
     floors: HashMap<RoomId, Seq>,
     hold_limit: usize,
@@ -74,8 +74,8 @@ impl Writer {
     async fn handle(&mut self, item: Outbound) -> Result<(), Stop> {
         match item {
             Outbound::Frame(frame) => self.write(WsMessage::Text(frame)).await,
-            Outbound::Live { room, seq, frame } => {
-                if self.floors.get(&room).is_some_and(|&floor| seq <= floor) {
+            Outbound::Live(live) => {
+                if self.replayed(&live) {
                     return Ok(());
                 }
                 match &mut self.held {
@@ -84,10 +84,10 @@ impl Writer {
                         Ok(())
                     }
                     Some(held) => {
-                        held.push((room, seq, frame));
+                        held.push(live);
                         Ok(())
                     }
-                    None => self.write(WsMessage::Text(frame)).await,
+                    None => self.write(WsMessage::Text(live.frame.clone())).await,
                 }
             }
             Outbound::HoldLive => {
@@ -96,18 +96,23 @@ impl Writer {
             }
             Outbound::ReleaseLive { floors } => {
                 self.floors.extend(floors);
-                let mut held = self.held.take().unwrap_or_default();
-                // Live messages of a room arrive in seq order already; the sort is stable and
-                // only groups by room, which keeps each room's order.
-                held.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
-                for (room, seq, frame) in held {
-                    if self.floors.get(&room).is_none_or(|&floor| seq > floor) {
-                        self.write(WsMessage::Text(frame)).await?;
+                // Held messages of a room are in seq order already (the dispatcher sends them
+                // so); they go out as they came, minus what the replay covered.
+                for live in self.held.take().unwrap_or_default() {
+                    if !self.replayed(&live) {
+                        self.write(WsMessage::Text(live.frame.clone())).await?;
                     }
                 }
                 Ok(())
             }
         }
+    }
+
+    /// Whether a resume already sent this message.
+    fn replayed(&self, live: &LiveMessage) -> bool {
+        self.floors
+            .get(&live.room)
+            .is_some_and(|&floor| live.seq <= floor)
     }
 
     async fn write(&mut self, message: WsMessage) -> Result<(), Stop> {
@@ -152,12 +157,7 @@ impl Writer {
     async fn handle_ignoring_close(&mut self, item: Outbound) -> Result<(), axum::Error> {
         let frame = match item {
             Outbound::Frame(frame) => frame,
-            Outbound::Live { room, seq, frame } if self.held.is_none() => {
-                if self.floors.get(&room).is_some_and(|&floor| seq <= floor) {
-                    return Ok(());
-                }
-                frame
-            }
+            Outbound::Live(live) if self.held.is_none() && !self.replayed(&live) => live.frame.clone(),
             _ => return Ok(()),
         };
         self.sink.send(WsMessage::Text(frame)).await

@@ -4,7 +4,7 @@
 
 use std::{
     collections::HashSet,
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -23,18 +23,23 @@ pub type ConnId = u64;
 pub enum Outbound {
     /// A frame for this connection alone (welcome, ack, error, pong, replayed history...).
     Frame(Utf8Bytes),
-    /// A live message of a room, shared by every local recipient. Held while a resume is in
-    /// progress and dropped if the resume already replayed it.
-    Live {
-        room: RoomId,
-        seq: Seq,
-        frame: Utf8Bytes,
-    },
+    /// A live message of a room, shared by every local recipient (one reference count per
+    /// recipient). Held while a resume is in progress and dropped if the resume already
+    /// replayed it.
+    Live(Arc<LiveMessage>),
     /// A resume starts: hold live messages from here on.
     HoldLive,
     /// The resume is done: per room, the seq it replayed up to. Held live messages above
     /// those floors go out (in seq order), the rest are dropped.
     ReleaseLive { floors: Vec<(RoomId, Seq)> },
+}
+
+/// A message frame as the dispatcher encoded it once for all local recipients.
+#[derive(Debug)]
+pub struct LiveMessage {
+    pub room: RoomId,
+    pub seq: Seq,
+    pub frame: Utf8Bytes,
 }
 
 #[derive(Default)]

@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    Hub, Outbound,
+    Hub, LiveMessage, Outbound,
     cursor::{MAX_HELD, RoomCursor},
 };
 use crate::{
@@ -183,11 +183,11 @@ impl Dispatcher {
     /// Hands messages, already in order, to every local member's connection.
     fn deliver(&self, room: &RoomId, messages: Vec<Message>) {
         for message in messages {
-            let item = Outbound::Live {
+            let item = Outbound::Live(Arc::new(LiveMessage {
                 room: room.clone(),
                 seq: message.seq,
                 frame: ServerFrame::Message(&message).encode(),
-            };
+            }));
             let recipients = self.hub.offer_room(room, &item);
             metrics::counter!("chatd_deliveries_total").increment(recipients as u64);
         }

@@ -27,7 +27,7 @@ pub mod cursor;
 pub mod dispatcher;
 pub mod subscriptions;
 
-pub use conn::{ConnHandle, ConnId, Outbound};
+pub use conn::{ConnHandle, ConnId, LiveMessage, Outbound};
 pub use subscriptions::JoinError;
 use subscriptions::Subscriptions;
 
