@@ -66,7 +66,11 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
         .context("no VmRSS")?;
-    Ok(line.split_whitespace().nth(1).context("VmRSS value")?.parse()?)
+    Ok(line
+        .split_whitespace()
+        .nth(1)
+        .context("VmRSS value")?
+        .parse()?)
 }
 
 struct Bench {
@@ -78,7 +82,10 @@ struct Bench {
 impl Bench {
     fn client(&self, user: &str) -> Client {
         let user = UserId::parse(user).expect("bench user ids are valid");
-        Client::new(&self.url, self.authority.mint(&user, Duration::from_secs(3600)))
+        Client::new(
+            &self.url,
+            self.authority.mint(&user, Duration::from_secs(3600)),
+        )
     }
 
     fn user(&self, i: usize) -> String {
@@ -162,7 +169,12 @@ async fn idle(bench: &Bench, pid: u32, n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn fanout(bench: &Bench, members: usize, messages: usize, pid: Option<u32>) -> anyhow::Result<()> {
+async fn fanout(
+    bench: &Bench,
+    members: usize,
+    messages: usize,
+    pid: Option<u32>,
+) -> anyhow::Result<()> {
     let names: Vec<String> = (0..members).map(|i| bench.user(i)).collect();
     let others: Vec<&str> = names[1..].iter().map(String::as_str).collect();
     let owner = bench.client(&names[0]);
@@ -194,7 +206,8 @@ async fn fanout(bench: &Bench, members: usize, messages: usize, pid: Option<u32>
                         delivered.fetch_add(1, Ordering::Relaxed);
                         if let Some((_, stamp)) = m.text.rsplit_once(" @") {
                             let now = chrono::Utc::now().timestamp_micros() as u64;
-                            let _ = latencies.record(now.saturating_sub(stamp.parse().unwrap_or(now)));
+                            let _ =
+                                latencies.record(now.saturating_sub(stamp.parse().unwrap_or(now)));
                         }
                     }
                     Ok(_) => {}
@@ -209,7 +222,11 @@ async fn fanout(bench: &Bench, members: usize, messages: usize, pid: Option<u32>
     let started = Instant::now();
     for k in 0..messages {
         sender
-            .send_message(&room.id, &format!("f{k}"), &Session::stamp(&format!("fanout {k}")))
+            .send_message(
+                &room.id,
+                &format!("f{k}"),
+                &Session::stamp(&format!("fanout {k}")),
+            )
             .await?;
     }
     let mut latencies = Histogram::<u64>::new(3)?;

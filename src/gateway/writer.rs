@@ -157,7 +157,9 @@ impl Writer {
     async fn handle_ignoring_close(&mut self, item: Outbound) -> Result<(), axum::Error> {
         let frame = match item {
             Outbound::Frame(frame) => frame,
-            Outbound::Live(live) if self.held.is_none() && !self.replayed(&live) => live.frame.clone(),
+            Outbound::Live(live) if self.held.is_none() && !self.replayed(&live) => {
+                live.frame.clone()
+            }
             _ => return Ok(()),
         };
         self.sink.send(WsMessage::Text(frame)).await
