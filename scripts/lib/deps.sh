@@ -29,3 +29,9 @@ ensure_command() {
   hash -r
   command -v "$cmd" >/dev/null 2>&1 || { echo "$cmd still missing after installing $package" >&2; return 1; }
 }
+
+# pip may install console scripts outside PATH (e.g. ~/.local/bin); make them findable.
+py_scripts=$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null || true)
+[[ -n "$py_scripts" && ":$PATH:" != *":$py_scripts:"* ]] && export PATH="$PATH:$py_scripts"
+[[ ":$PATH:" != *":$HOME/.local/bin:"* ]] && export PATH="$PATH:$HOME/.local/bin"
+true

@@ -16,6 +16,7 @@ mod error;
 mod extract;
 mod ops;
 mod rooms;
+mod web;
 
 pub use error::{ApiError, status_of};
 pub use extract::{ApiJson, ApiQuery, AuthUser};
@@ -43,6 +44,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .merge(web::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

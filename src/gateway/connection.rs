@@ -107,17 +107,8 @@ struct Session {
 impl Session {
     async fn run(&mut self, mut stream: SplitStream<WebSocket>, verified: &Verified) {
         let settings = &self.node.settings;
-        let conn_id = format!("{}:{}", self.node.id, self.conn.id);
-        self.reply(ServerFrame::Welcome {
-            v: PROTOCOL_VERSION,
-            conn_id: &conn_id,
-            user: &self.user,
-            node: &self.node.id,
-            heartbeat_ms: settings.websocket.heartbeat_interval_ms,
-            resume_wait_ms: settings.websocket.resume_wait_ms,
-            max_text_chars: settings.limits.max_text_chars,
-        })
-        .await;
+        // Live first (subscribed, present), then welcome: a client that has its welcome can
+        // rely on being reachable in all its rooms.
         if let Err(e) = Box::pin(self.go_live()).await {
             tracing::warn!(error = %e, user = %self.user, "cannot go live");
             self.reply_error(e.code(), &e.to_string(), None, None).await;
@@ -134,6 +125,17 @@ impl Session {
         {
             tracing::warn!(error = %e, "presence not recorded");
         }
+        let conn_id = format!("{}:{}", self.node.id, self.conn.id);
+        self.reply(ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            conn_id: &conn_id,
+            user: &self.user,
+            node: &self.node.id,
+            heartbeat_ms: settings.websocket.heartbeat_interval_ms,
+            resume_wait_ms: settings.websocket.resume_wait_ms,
+            max_text_chars: settings.limits.max_text_chars,
+        })
+        .await;
 
         let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
         let resume_deadline =

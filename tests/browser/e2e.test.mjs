@@ -1,0 +1,205 @@
+// The web app end to end in Debian's Chromium, driven by playwright-core (which never
+// downloads a browser). Screenshots of the main screens go to target/test-artifacts/.
+// Run: cd tests/browser && npm test   (after cargo build; scripts/test does both)
+
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT, startChatd, startRedis, startMongo, startNginx, clusterEnv, eventually } from "../support/servers.mjs";
+
+const ARTIFACTS = join(ROOT, "target/test-artifacts");
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"],
+  });
+});
+after(async () => {
+  await browser?.close();
+});
+
+/** A fresh browser context (its own storage: a separate user) signed in as `user`. */
+async function signIn(base, user, viewport = { width: 1100, height: 720 }) {
+  const context = await browser.newContext({ viewport });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`[${user}] page error:`, e.message));
+  await page.goto(base);
+  await page.getByLabel("User name").fill(user);
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.waitForSelector("#chat-view:not([hidden])");
+  await page.waitForSelector('#connection[data-state="online"]');
+  return page;
+}
+
+async function openDirect(page, peer) {
+  await page.getByLabel("Chat with").fill(peer);
+  await page.getByLabel("Chat with").press("Enter");
+  await page.waitForSelector("#composer:not([hidden])");
+}
+
+async function openRoomNamed(page, name) {
+  await page.locator('[data-testid="room"]', { hasText: name }).first().click();
+  await page.waitForSelector("#composer:not([hidden])");
+}
+
+async function say(page, text) {
+  const composer = page.getByLabel("Message", { exact: true });
+  await composer.fill(text);
+  await composer.press("Enter");
+}
+
+/** The shown messages: [seq, sender, text, status]. */
+async function shown(page) {
+  return page.$$eval('[data-testid="message"]', (nodes) =>
+    nodes.map((n) => [n.dataset.seq === "" ? null : Number(n.dataset.seq), n.dataset.sender, n.querySelector(".text").textContent, n.dataset.status]),
+  );
+}
+
+async function waitForTexts(page, texts, what) {
+  await eventually(async () => {
+    const got = (await shown(page)).filter((m) => m[3] === "sent").map((m) => m[2]);
+    return JSON.stringify(got) === JSON.stringify(texts);
+  }, 15000, what);
+}
+
+function assertOrderedOnce(messages, count) {
+  assert.deepEqual(messages.map((m) => m[0]), Array.from({ length: count }, (_, i) => i + 1), "each seq once, in order");
+  assert.ok(messages.every((m) => m[3] === "sent"));
+}
+
+test("two users chat 1:1, and a reload shows the same history in the same order", async () => {
+  const node = await startChatd("e2e-direct");
+  try {
+    const alice = await signIn(node.base, "alice");
+    await alice.screenshot({ path: join(ARTIFACTS, "01-rooms-empty.png") });
+    const bob = await signIn(node.base, "bob");
+
+    await openDirect(alice, "bob");
+    await say(alice, "Hi Bob, is the bike still for rent?");
+    await openRoomNamed(bob, "alice");
+    await waitForTexts(bob, ["Hi Bob, is the bike still for rent?"], "bob sees alice");
+    await say(bob, "Yes, it is.");
+    await say(bob, "From tomorrow.");
+    await say(alice, "Great, I'll take it tomorrow.");
+    const conversation = ["Hi Bob, is the bike still for rent?", "Yes, it is.", "From tomorrow.", "Great, I'll take it tomorrow."];
+    await waitForTexts(alice, conversation, "alice sees all");
+    await waitForTexts(bob, conversation, "bob sees all");
+    assert.equal(await alice.locator('.msg.own[data-status="sent"]').count(), 2, "own bubbles, marked sent");
+    assert.equal(await alice.locator("[data-testid=day]").count(), 1, "a day separator");
+    await alice.screenshot({ path: join(ARTIFACTS, "02-conversation-desktop.png") });
+
+    const before = await shown(bob);
+    assertOrderedOnce(before, 4);
+    await bob.reload();
+    await bob.waitForSelector('#connection[data-state="online"]');
+    await waitForTexts(bob, conversation, "history after reload");
+    assert.deepEqual(await shown(bob), before, "the same history in the same order");
+
+    // A phone-sized screen: the list and the conversation take turns.
+    const phone = await signIn(node.base, "bob", { width: 390, height: 780 });
+    await phone.screenshot({ path: join(ARTIFACTS, "03-rooms-phone.png") });
+    await openRoomNamed(phone, "alice");
+    await waitForTexts(phone, conversation, "bob's phone");
+    assert.ok(!(await phone.locator(".sidebar").isVisible()), "the list gives way to the conversation");
+    await phone.screenshot({ path: join(ARTIFACTS, "04-conversation-phone.png") });
+    await phone.getByRole("button", { name: "Back to rooms" }).click();
+    assert.ok(await phone.locator(".sidebar").isVisible());
+    const unread = await alice.locator('[data-testid="room"] .unread').count();
+    assert.equal(unread, 0, "an open room has nothing unread");
+  } finally {
+    await node.proc.kill();
+  }
+});
+
+test("three users in a group see every message with sender names", async () => {
+  const node = await startChatd("e2e-group");
+  try {
+    const [ann, ben, cat] = await Promise.all(["ann", "ben", "cat"].map((u) => signIn(node.base, u)));
+    await ann.getByLabel("New group").fill("Trip");
+    await ann.getByLabel("Members").fill("ben, cat");
+    await ann.getByLabel("Members").press("Enter");
+    await ann.waitForSelector("#composer:not([hidden])");
+    await say(ann, "Where shall we go?");
+    for (const page of [ben, cat]) await openRoomNamed(page, "Trip");
+    await say(ben, "The mountains");
+    await waitForTexts(cat, ["Where shall we go?", "The mountains"], "cat sees both");
+    await say(cat, "Agreed");
+    const all = ["Where shall we go?", "The mountains", "Agreed"];
+    for (const page of [ann, ben, cat]) await waitForTexts(page, all, "everyone sees all");
+    const names = await cat.$$eval(".msg:not(.own) .sender", (n) => n.map((x) => x.textContent));
+    assert.deepEqual(names, ["ann", "ben"]);
+    // The room list shows the group, its last message, and unread counts for a closed room.
+    await ben.getByRole("button", { name: "Back to rooms" }).click().catch(() => {});
+    await ben.screenshot({ path: join(ARTIFACTS, "05-group.png") });
+    // A message that is too long gets a readable error and is not stored.
+    await say(ann, "x".repeat(4001));
+    await ann.waitForSelector('.msg[data-status="failed"]');
+    const toast = await ann.locator(".toast").first().textContent();
+    assert.match(toast, /too long/);
+    for (const page of [ann, ben, cat]) assertOrderedOnce((await shown(page)).filter((m) => m[3] === "sent"), 3);
+  } finally {
+    await node.proc.kill();
+  }
+});
+
+test("two nodes behind nginx: the node of one user dies mid-conversation and nothing is lost", async () => {
+  const redis = await startRedis();
+  const mongo = await startMongo();
+  const env = clusterEnv(redis.url, mongo.uri);
+  const nodes = [await startChatd("e2e-n1", env), await startChatd("e2e-n2", env)];
+  const lb = await startNginx(nodes.map((n) => n.port));
+  const nodeOf = (page) => page.getAttribute("#connection", "data-node");
+  try {
+    const alice = await signIn(lb.base, "alice");
+    let bob = await signIn(lb.base, "bob");
+    for (let i = 0; i < 10 && (await nodeOf(bob)) === (await nodeOf(alice)); i++) {
+      await bob.reload();
+      await bob.waitForSelector('#connection[data-state="online"]');
+    }
+    assert.notEqual(await nodeOf(bob), await nodeOf(alice), "the two users are on different nodes");
+
+    await openDirect(alice, "bob");
+    await say(alice, "one");
+    await openRoomNamed(bob, "alice");
+    await say(bob, "two");
+    await waitForTexts(alice, ["one", "two"], "before the crash");
+
+    // Kill alice's node (SIGKILL: no goodbye).
+    const aliceNode = await nodeOf(alice);
+    const dead = nodes.find((n) => n.proc.name === `js-chatd-${aliceNode}`);
+    assert.ok(dead, `alice's node ${aliceNode} is one of ours`);
+    await dead.proc.kill("SIGKILL");
+    await alice.waitForSelector('#connection[data-state="reconnecting"]', { timeout: 30000 });
+    await alice.screenshot({ path: join(ARTIFACTS, "06-reconnecting.png") });
+    // Typed while disconnected: pending now, delivered after the reconnect.
+    await say(alice, "three (typed while offline)");
+    await alice.waitForSelector('.msg[data-status="pending"]');
+    await say(bob, "four");
+    await alice.waitForSelector('#connection[data-state="online"]', { timeout: 30000 });
+    assert.notEqual(await nodeOf(alice), aliceNode, "alice is on the surviving node");
+    const conversation = ["one", "two", "three (typed while offline)", "four"];
+    const expectation = async (page) => {
+      await eventually(async () => {
+        const got = (await shown(page)).filter((m) => m[3] === "sent").map((m) => m[2]).sort();
+        return JSON.stringify(got) === JSON.stringify([...conversation].sort());
+      }, 20000, "every message after the crash");
+      const messages = await shown(page);
+      assertOrderedOnce(messages, 4);
+      return messages.map((m) => m[2]);
+    };
+    const aliceView = await expectation(alice);
+    const bobView = await expectation(bob);
+    assert.deepEqual(aliceView, bobView, "both show the store's one order");
+    await alice.screenshot({ path: join(ARTIFACTS, "07-after-failover.png") });
+  } finally {
+    await lb.proc.kill();
+    for (const n of nodes) await n.proc.kill().catch(() => {});
+    await redis.proc.kill();
+    await mongo.proc?.kill();
+  }
+});
