@@ -44,6 +44,7 @@ pub struct ServerSettings {
     pub port: u16,
     pub node_id: String,
     pub shutdown_grace_ms: u64,
+    pub handshake_timeout_ms: u64,
     pub clock_offset_ms: i64,
 }
 
@@ -105,6 +106,13 @@ pub struct Limits {
     pub outbound_queue: usize,
     pub resume_max_per_room: usize,
     pub max_group_members: usize,
+    pub max_connections_per_user: usize,
+    pub max_connections: usize,
+    pub frames_per_second: u32,
+    pub frames_burst: u32,
+    pub sends_per_second: u32,
+    pub sends_burst: u32,
+    pub rate_limit_strikes: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +257,25 @@ impl Settings {
                 self.websocket.read_buffer_bytes,
             ),
             ("bus.recent_cache_size", self.bus.recent_cache_size),
+            (
+                "limits.max_connections_per_user",
+                self.limits.max_connections_per_user,
+            ),
+            ("limits.max_connections", self.limits.max_connections),
+            (
+                "limits.frames_per_second",
+                self.limits.frames_per_second as usize,
+            ),
+            ("limits.frames_burst", self.limits.frames_burst as usize),
+            (
+                "limits.sends_per_second",
+                self.limits.sends_per_second as usize,
+            ),
+            ("limits.sends_burst", self.limits.sends_burst as usize),
+            (
+                "limits.rate_limit_strikes",
+                self.limits.rate_limit_strikes as usize,
+            ),
         ];
         for (key, value) in positive {
             if value == 0 {

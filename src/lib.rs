@@ -17,6 +17,8 @@ pub mod gateway;
 pub mod hub;
 pub mod presence;
 pub mod protocol;
+pub mod server;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;

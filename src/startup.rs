@@ -19,6 +19,7 @@ use crate::{
     presence::{LocalPresence, Presence, RedisPresence},
     store::{self, Store},
     telemetry,
+    throttle::SendThrottle,
 };
 
 /// Everything a request or a connection needs, shared by all of them.
@@ -31,6 +32,8 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
+    /// Per-user limit on sent messages (WebSocket and REST).
+    pub sends: SendThrottle,
     /// Cancelled when the node starts to stop.
     pub shutdown: CancellationToken,
     /// Connection and background tasks, awaited (up to the grace period) on shutdown.
@@ -146,6 +149,7 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
             id: settings.node_id(),
+            sends: SendThrottle::new(&settings.limits),
             auth: TokenAuthority::new(&settings.auth.jwt_secret, settings.auth.leeway_secs),
             settings,
             chat,
@@ -157,6 +161,7 @@ impl Application {
             tasks,
         });
         node.tasks.spawn(refresh_presence(node.clone()));
+        node.tasks.spawn(forget_idle_senders(node.clone()));
         Ok(Self { listener, node })
     }
 
@@ -198,15 +203,17 @@ impl Application {
             bus = ?settings.bus.kind,
             "chatd listening"
         );
-        let shutdown = node.shutdown.clone();
-        // axum's graceful shutdown covers plain HTTP; upgraded WebSockets are tracked in
-        // `node.tasks` and closed by their own tasks when `shutdown` fires.
-        axum::serve(self.listener, api::router(node.clone()))
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("serving")?;
-        node.tasks.close();
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
+        let handshake = Duration::from_millis(settings.server.handshake_timeout_ms);
+        crate::server::serve(
+            self.listener,
+            api::router(node.clone()),
+            node.shutdown.clone(),
+            handshake,
+            grace,
+        )
+        .await;
+        node.tasks.close();
         if tokio::time::timeout(grace, node.tasks.wait())
             .await
             .is_err()
@@ -245,6 +252,17 @@ async fn refresh_presence(node: Arc<Node>) {
             .collect();
         if let Err(e) = node.presence.refresh(&entries, ttl).await {
             tracing::warn!(error = %e, "presence refresh failed");
+        }
+    }
+}
+
+/// Drops the rate-limit state of users who have been quiet (their buckets are full again).
+async fn forget_idle_senders(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = node.shutdown.cancelled() => return,
+            _ = tick.tick() => node.sends.forget_idle(),
         }
     }
 }

@@ -1,9 +1,11 @@
 //! REST errors: an HTTP status and a JSON body `{"error": {"code", "message"}}` whose `code`
 //! is the same stable [`ErrorCode`] a WebSocket `error` frame carries.
 
+use std::time::Duration;
+
 use axum::{
     Json,
-    http::StatusCode,
+    http::{StatusCode, header::RETRY_AFTER},
     response::{IntoResponse, Response},
 };
 use serde_json::json;
@@ -14,6 +16,8 @@ use crate::{auth::AuthError, chat::ChatError, protocol::ErrorCode};
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: when a retry will be accepted (also sent as `Retry-After`).
+    pub retry_after: Option<Duration>,
 }
 
 impl ApiError {
@@ -21,6 +25,14 @@ impl ApiError {
         Self {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn rate_limited(wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(ErrorCode::RateLimited, "too many messages; retry later")
         }
     }
 }
@@ -43,8 +55,19 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        (status_of(self.code), Json(body)).into_response()
+        let mut error = json!({"code": self.code, "message": self.message});
+        let mut response = match self.retry_after {
+            Some(wait) => {
+                let ms = wait.as_millis().max(1) as u64;
+                error["retryAfterMs"] = json!(ms);
+                let seconds = ms.div_ceil(1000).to_string();
+                let body = Json(json!({ "error": error }));
+                ([(RETRY_AFTER, seconds)], body).into_response()
+            }
+            None => Json(json!({ "error": error })).into_response(),
+        };
+        *response.status_mut() = status_of(self.code);
+        response
     }
 }
 

@@ -172,6 +172,7 @@ pub async fn post_message(
     Path(room): Path<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
+    node.sends.check(&user).map_err(ApiError::rate_limited)?;
     let appended = node
         .chat
         .send(&user, &room, &body.client_msg_id, &body.text)

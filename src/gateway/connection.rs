@@ -23,6 +23,7 @@ use crate::{
         ServerFrame, parse_client_frame,
     },
     startup::Node,
+    throttle::FrameThrottle,
 };
 
 /// Consecutive bad frames tolerated before the connection is closed (1008).
@@ -37,8 +38,32 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
     let _tracked = node.tasks.token();
     let verified = match auth {
         Ok(verified) => verified,
-        Err(e) => return reject(socket, e).await,
+        Err(e) => {
+            let (code, reason) = match e {
+                AuthError::Expired => (ErrorCode::TokenExpired, CloseReason::TokenExpired),
+                _ => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
+            };
+            tracing::info!(reason = %e, "websocket refused");
+            return refuse(socket, code, &e.to_string(), reason).await;
+        }
     };
+    let limits = &node.settings.limits;
+    let over = if node.hub.connection_count() >= limits.max_connections {
+        Some("this node has too many connections")
+    } else if node.hub.connection_count_of(&verified.user) >= limits.max_connections_per_user {
+        Some("too many connections for this user")
+    } else {
+        None
+    };
+    if let Some(why) = over {
+        tracing::info!(user = %verified.user, reason = why, "websocket refused");
+        metrics::counter!("chatd_refused_connections_total").increment(1);
+        let (code, reason) = (
+            ErrorCode::TooManyConnections,
+            CloseReason::TooManyConnections,
+        );
+        return refuse(socket, code, why, reason).await;
+    }
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(node.settings.limits.outbound_queue);
     let conn = Arc::new(ConnHandle::new(
@@ -57,11 +82,13 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
     tracing::debug!(conn = conn.id, user = %verified.user, "connected");
 
     let mut session = Session {
+        frames: FrameThrottle::new(&node.settings.limits),
         node: node.clone(),
         conn: conn.clone(),
         user: verified.user.clone(),
         resumed: false,
         bad_frames: 0,
+        throttled: 0,
     };
     session.run(stream, &verified).await;
 
@@ -75,15 +102,9 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
     tracing::debug!(conn = conn.id, reason = ?conn.close_reason(), "disconnected");
 }
 
-/// Refuses an unauthenticated connection with a readable reason.
-async fn reject(mut socket: WebSocket, error: AuthError) {
-    let (code, reason) = match error {
-        AuthError::Expired => (ErrorCode::TokenExpired, CloseReason::TokenExpired),
-        _ => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
-    };
-    tracing::info!(reason = %error, "websocket refused");
-    let message = error.to_string();
-    let frame = ServerFrame::error(code, &message).encode();
+/// Refuses a connection with a reason a browser can read: an `error` frame, then the close.
+async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str, reason: CloseReason) {
+    let frame = ServerFrame::error(code, message).encode();
     let close = WsMessage::Close(Some(CloseFrame {
         code: reason.code(),
         reason: Utf8Bytes::from_static(reason.text()),
@@ -102,6 +123,9 @@ struct Session {
     /// Whether live traffic has been released (by a resume or the resume deadline).
     resumed: bool,
     bad_frames: u32,
+    frames: FrameThrottle,
+    /// Frames refused by a rate limit since the last accepted one.
+    throttled: u32,
 }
 
 impl Session {
@@ -219,6 +243,10 @@ impl Session {
             WsMessage::Text(text) => match parse_client_frame(&text) {
                 Ok(frame) => {
                     self.bad_frames = 0;
+                    if let Err(wait) = self.admit(&frame) {
+                        return self.throttle(&frame, wait).await;
+                    }
+                    self.throttled = 0;
                     self.on_frame(frame).await;
                 }
                 Err(e) => return self.strike(e.code, &e.message).await,
@@ -237,13 +265,57 @@ impl Session {
         true
     }
 
+    /// Applies the rate limits: every frame counts against the connection's bucket, every
+    /// send also against the user's.
+    fn admit(&self, frame: &ClientFrame) -> Result<(), Duration> {
+        self.frames.check()?;
+        if let ClientFrame::Send(_) = frame {
+            self.node.sends.check(&self.user)?;
+        }
+        Ok(())
+    }
+
+    /// Answers a throttled frame with when to retry; a client that keeps going is closed.
+    async fn throttle(&mut self, frame: &ClientFrame, wait: Duration) -> bool {
+        self.throttled += 1;
+        if self.throttled == 1 {
+            tracing::info!(user = %self.user, conn = self.conn.id, "rate limited");
+        }
+        metrics::counter!("chatd_rate_limited_total").increment(1);
+        let (client_msg_id, room) = match frame {
+            ClientFrame::Send(send) => {
+                (Some(send.client_msg_id.as_str()), Some(send.room.as_str()))
+            }
+            _ => (None, None),
+        };
+        let retry_after_ms = wait.as_millis().max(1) as u64;
+        self.reply(ServerFrame::Error {
+            code: ErrorCode::RateLimited,
+            message: "too many frames; retry later",
+            client_msg_id,
+            room,
+            retry_after_ms: Some(retry_after_ms),
+        })
+        .await;
+        if self.throttled >= self.node.settings.limits.rate_limit_strikes {
+            tracing::info!(user = %self.user, conn = self.conn.id, "closing: ignored the rate limit");
+            self.conn.close(CloseReason::RateLimited);
+            return false;
+        }
+        true
+    }
+
     /// Answers a bad frame; too many in a row close the connection.
     async fn strike(&mut self, code: ErrorCode, message: &str) -> bool {
         self.bad_frames += 1;
-        tracing::debug!(user = %self.user, ?code, message, "bad frame");
+        if self.bad_frames == 1 {
+            tracing::info!(user = %self.user, conn = self.conn.id, ?code, message, "bad frame");
+        } else {
+            tracing::debug!(user = %self.user, conn = self.conn.id, ?code, message, "bad frame");
+        }
         self.reply_error(code, message, None, None).await;
         if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
-            tracing::info!(user = %self.user, "closing: too many bad frames");
+            tracing::info!(user = %self.user, conn = self.conn.id, "closing: too many bad frames");
             self.conn.close(CloseReason::PolicyViolation);
             return false;
         }

@@ -7,7 +7,7 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -39,6 +39,8 @@ pub struct Hub {
     users: DashMap<UserId, Vec<Arc<ConnHandle>>>,
     subscriptions: Arc<Subscriptions>,
     next_conn: AtomicU64,
+    /// Registered connections (kept apart from the maps so counting is O(1)).
+    live: AtomicUsize,
 }
 
 impl Hub {
@@ -61,6 +63,7 @@ impl Hub {
                 SUBSCRIPTION_LINGER,
             ),
             next_conn: AtomicU64::new(1),
+            live: AtomicUsize::new(0),
         });
         let dispatcher = dispatcher::Dispatcher::new(hub.clone(), store, control_tx);
         tracker.spawn(dispatcher.run(deliveries, control_rx, shutdown));
@@ -85,8 +88,9 @@ impl Hub {
             .entry(conn.user.clone())
             .or_default()
             .push(conn.clone());
-        futures_util::future::try_join_all(rooms.iter().map(|room| self.join(conn, room))).await?;
+        self.live.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("chatd_connections").increment(1.0);
+        futures_util::future::try_join_all(rooms.iter().map(|room| self.join(conn, room))).await?;
         Ok(())
     }
 
@@ -110,6 +114,7 @@ impl Hub {
         };
         if registered {
             self.subscriptions.release(&Topic::User(conn.user.clone()));
+            self.live.fetch_sub(1, Ordering::Relaxed);
             metrics::gauge!("chatd_connections").decrement(1.0);
         }
     }
@@ -180,7 +185,11 @@ impl Hub {
     }
 
     pub fn connection_count(&self) -> usize {
-        self.users.iter().map(|e| e.value().len()).sum()
+        self.live.load(Ordering::Relaxed)
+    }
+
+    pub fn connection_count_of(&self, user: &UserId) -> usize {
+        self.users.get(user).map_or(0, |conns| conns.len())
     }
 
     /// Topics this node is subscribed to.

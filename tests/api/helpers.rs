@@ -40,6 +40,11 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
     s.server.shutdown_grace_ms = 3000;
     s.store.sqlite_path = dir.join("chatd.db");
     s.websocket.resume_wait_ms = 500;
+    // Tests send in bursts; the rate-limit tests set their own limits.
+    s.limits.frames_per_second = 100_000;
+    s.limits.frames_burst = 100_000;
+    s.limits.sends_per_second = 100_000;
+    s.limits.sends_burst = 100_000;
     s
 }
 

@@ -8,5 +8,6 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
+mod hostile;
 mod messaging;
 mod rooms;

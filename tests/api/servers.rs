@@ -322,6 +322,11 @@ pub fn cluster_env(
         ("CHATD__BUS__KIND", "redis"),
         ("CHATD__BUS__REDIS_URL", redis),
         ("CHATD__BUS__REDIS_PREFIX", prefix),
+        // Load tests send faster than a person; the limits have their own tests.
+        ("CHATD__LIMITS__FRAMES_PER_SECOND", "100000"),
+        ("CHATD__LIMITS__FRAMES_BURST", "100000"),
+        ("CHATD__LIMITS__SENDS_PER_SECOND", "100000"),
+        ("CHATD__LIMITS__SENDS_BURST", "100000"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))

@@ -1,0 +1,79 @@
+//! The HTTP server loop. axum's own `serve` offers no handshake deadline, so chatd accepts
+//! connections itself (hyper-util) to bound how long a client may take to send its request
+//! headers (which, for a WebSocket, carry the token): slow or silent sockets are closed
+//! before they hold anything but a file descriptor.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{Router, body::Body};
+use hyper::{Request, body::Incoming, server::conn::http1};
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::net::TcpListener;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower::ServiceExt;
+
+/// Serves `router` until `shutdown`, then stops accepting and waits (up to `grace`) for
+/// in-flight HTTP requests. Upgraded WebSockets are not HTTP requests any more: their own
+/// tasks close them (see `gateway::connection`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    handshake_timeout: Duration,
+    grace: Duration,
+) {
+    // HTTP/1.1 only: what browsers use for WebSockets and what nginx speaks to upstreams.
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout);
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Typically EMFILE: back off instead of spinning; connections close soon.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(|request: Request<Incoming>| request.map(Body::new))
+            .map_err(|never: Infallible| match never {});
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+            .with_upgrades();
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            let result = tokio::select! {
+                result = connection.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    // Finish the request in flight, then close (keep-alive ends here).
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP requests still running after the grace period");
+    }
+}
