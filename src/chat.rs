@@ -97,7 +97,7 @@ pub struct Chat {
 }
 
 /// A member and whether they are online.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct MemberPresence {
     pub user: UserId,
     pub online: bool,

@@ -19,8 +19,9 @@ pub struct InvalidId(pub String);
 
 /// A user id: the `sub` claim of a verified token. chatd keeps no user table; ids are kept to
 /// a safe alphabet so they can appear in URLs, Redis channel names and logs without escaping.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, pattern = "^[A-Za-z0-9_.@-]{1,64}$", example = "alice")]
 pub struct UserId(Arc<str>);
 
 impl UserId {
@@ -62,8 +63,9 @@ impl fmt::Debug for UserId {
 }
 
 /// A room id: a UUID in its canonical lowercase hyphenated form.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(transparent)]
+#[schema(value_type = String, example = "6f1c2a4e-2b7d-4d3f-9a1e-0c5b7e9d2f10")]
 pub struct RoomId(Arc<str>);
 
 /// Direct rooms get a name-based UUID (v5) of the sorted pair, so "get or create" is the same
@@ -118,7 +120,7 @@ impl fmt::Debug for RoomId {
 }
 
 /// A stored message. Once written it never changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Message {
     pub id: String,
@@ -131,7 +133,7 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoomKind {
     Direct,
@@ -155,7 +157,7 @@ impl RoomKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Room {
     pub id: RoomId,
@@ -182,7 +184,7 @@ pub struct Membership {
 }
 
 /// A room as listed for one user: the room, its newest message and the user's unread count.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RoomSummary {
     #[serde(flatten)]

@@ -15,7 +15,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const SUBPROTOCOL: &str = "chatd.v1";
 
 /// Stable error codes, shared by WebSocket `error` frames and REST error bodies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The frame or body is not valid JSON, or not a JSON object.

@@ -14,12 +14,14 @@ use crate::{gateway, protocol::ErrorCode, startup::Node};
 
 mod error;
 mod extract;
+mod openapi;
 mod ops;
 mod rooms;
 mod web;
 
 pub use error::{ApiError, status_of};
 pub use extract::{ApiJson, ApiQuery, AuthUser};
+pub use openapi::ApiDoc;
 
 pub fn router(node: Arc<Node>) -> Router {
     let max_body = node.settings.limits.max_body_bytes;
@@ -44,6 +46,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::document))
         .merge(web::routes())
         .fallback(|| async { ApiError::new(ErrorCode::NotFound, "no such route") })
         .method_not_allowed_fallback(|| async {

@@ -10,12 +10,15 @@ use axum::{
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use utoipa::{IntoParams, ToSchema};
 
-use super::{ApiError, ApiJson, ApiQuery, AuthUser};
+use super::{
+    ApiError, ApiJson, ApiQuery, AuthUser,
+    openapi::{CommonErrors, ErrorBody},
+};
 use crate::{
-    chat::DEFAULT_PAGE,
-    domain::{Message, Room, RoomSummary, Seq},
+    chat::{DEFAULT_PAGE, MemberPresence},
+    domain::{Message, Room, RoomSummary, Seq, UserId},
     protocol::ErrorCode,
     startup::Node,
     store::{HistoryQuery, Order},
@@ -23,6 +26,9 @@ use crate::{
 
 type ApiResult<T> = Result<T, ApiError>;
 
+/// The caller's rooms, most recently active first.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms",
+    responses((status = 200, body = Vec<RoomSummary>), CommonErrors))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -30,13 +36,19 @@ pub async fn list(
     Ok(Json(node.chat.list_rooms(&user).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OpenDirect {
+    #[schema(pattern = "^[A-Za-z0-9_.@-]{1,64}$")]
     peer: String,
 }
 
-/// 201 when the room was created by this call, 200 when it already existed.
+/// The direct room of the caller and `peer`: the same room whoever asks, however often.
+#[utoipa::path(post, path = "/v1/rooms/direct", tag = "rooms", request_body = OpenDirect,
+    responses(
+        (status = 201, description = "created by this call", body = Room),
+        (status = 200, description = "it existed", body = Room),
+        CommonErrors))]
 pub async fn open_direct(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -51,14 +63,19 @@ pub async fn open_direct(
     Ok((status, Json(room)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateGroup {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
     #[serde(default)]
+    #[schema(inline, value_type = Vec<UserId>)]
     members: Vec<String>,
 }
 
+/// A new group with the caller and `members`.
+#[utoipa::path(post, path = "/v1/rooms", tag = "rooms", request_body = CreateGroup,
+    responses((status = 201, body = Room), CommonErrors))]
 pub async fn create_group(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -71,6 +88,10 @@ pub async fn create_group(
     Ok((StatusCode::CREATED, Json(room)))
 }
 
+/// A room of the caller's.
+#[utoipa::path(get, path = "/v1/rooms/{room}", tag = "rooms",
+    params(("room" = String, Path, description = "room id")),
+    responses((status = 200, body = Room), CommonErrors))]
 pub async fn get(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -79,12 +100,17 @@ pub async fn get(
     Ok(Json(node.chat.room(&user, &room).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMembers {
+    #[schema(min_items = 1, value_type = Vec<UserId>)]
     members: Vec<String>,
 }
 
+/// Adds members to a group (403 for direct rooms).
+#[utoipa::path(post, path = "/v1/rooms/{room}/members", tag = "rooms", request_body = AddMembers,
+    params(("room" = String, Path, description = "room id")),
+    responses((status = 200, body = Room), (status = 403, body = ErrorBody), CommonErrors))]
 pub async fn add_members(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -96,6 +122,10 @@ pub async fn add_members(
     ))
 }
 
+/// Removes a member from a group; members may remove anyone, themselves included.
+#[utoipa::path(delete, path = "/v1/rooms/{room}/members/{user}", tag = "rooms",
+    params(("room" = String, Path, description = "room id"), ("user" = String, Path, description = "user id")),
+    responses((status = 204, description = "removed (or was not a member)"), (status = 403, body = ErrorBody), CommonErrors))]
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -105,21 +135,30 @@ pub async fn remove_member(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Only messages with a greater seq.
     after: Option<Seq>,
+    /// Only messages with a smaller seq.
     before: Option<Seq>,
     /// RFC 3339; inclusive.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// RFC 3339; exclusive.
+    #[param(format = DateTime)]
     until: Option<String>,
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     limit: Option<usize>,
+    /// `asc` (default) or `desc`, by seq.
     #[serde(default)]
+    #[param(inline)]
     order: Order,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct HistoryPageBody {
     messages: Vec<Message>,
     /// More messages match beyond this page.
@@ -136,6 +175,10 @@ fn parse_time(name: &str, value: Option<String>) -> ApiResult<Option<DateTime<Ut
         .transpose()
 }
 
+/// A page of a room's history, by seq and/or time.
+#[utoipa::path(get, path = "/v1/rooms/{room}/messages", tag = "messages",
+    params(("room" = String, Path, description = "room id"), HistoryParams),
+    responses((status = 200, body = HistoryPageBody), CommonErrors))]
 pub async fn history(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -157,15 +200,24 @@ pub async fn history(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct PostMessage {
+    /// Chosen by the client, unique per room and sender: a retry with the same one is safe.
+    #[schema(pattern = "^[!-~]{1,64}$")]
     client_msg_id: String,
+    /// Not only whitespace; at most `limits.max_text_chars` characters.
+    #[schema(min_length = 1, pattern = "\\S")]
     text: String,
 }
 
-/// The same pipeline as a WebSocket `send`, for bots and backends. 201 for a new message,
-/// 200 for a retry of a stored one.
+/// The same pipeline as a WebSocket `send`, for bots and backends.
+#[utoipa::path(post, path = "/v1/rooms/{room}/messages", tag = "messages", request_body = PostMessage,
+    params(("room" = String, Path, description = "room id")),
+    responses(
+        (status = 201, description = "stored", body = Message),
+        (status = 200, description = "a retry: the message stored before", body = Message),
+        CommonErrors))]
 pub async fn post_message(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
@@ -185,27 +237,46 @@ pub async fn post_message(
     Ok((status, Json(appended.message)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
     seq: Seq,
 }
 
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadPosition {
+    read_seq: Seq,
+}
+
+/// Moves the caller's read position forward (never back, never past the newest message).
+#[utoipa::path(post, path = "/v1/rooms/{room}/read", tag = "rooms", request_body = MarkRead,
+    params(("room" = String, Path, description = "room id")),
+    responses((status = 200, body = ReadPosition), CommonErrors))]
 pub async fn mark_read(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
     Path(room): Path<String>,
     ApiJson(body): ApiJson<MarkRead>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<ReadPosition>> {
     let read_seq = node.chat.mark_read(&user, &room, body.seq).await?;
-    Ok(Json(json!({"readSeq": read_seq})))
+    Ok(Json(ReadPosition { read_seq }))
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Presence {
+    members: Vec<MemberPresence>,
+}
+
+/// Which members of a room are online.
+#[utoipa::path(get, path = "/v1/rooms/{room}/presence", tag = "rooms",
+    params(("room" = String, Path, description = "room id")),
+    responses((status = 200, body = Presence), CommonErrors))]
 pub async fn presence(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
     Path(room): Path<String>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<Presence>> {
     let members = node.chat.presence(&user, &room).await?;
-    Ok(Json(json!({"members": members})))
+    Ok(Json(Presence { members }))
 }

@@ -58,6 +58,18 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// One member stops reading while messages flow into its room: the server's memory must
+    /// stay flat, the reader must be cut off (4100) and must resume without loss.
+    SlowReader {
+        /// The server's process id (its RSS is sampled).
+        #[arg(long)]
+        pid: u32,
+        /// Messages per second into the room.
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
@@ -123,7 +135,92 @@ async fn main() -> anyhow::Result<()> {
             messages,
             pid,
         } => fanout(&bench, members, messages, pid).await,
+        Command::SlowReader { pid, rate, seconds } => slow_reader(&bench, pid, rate, seconds).await,
     }
+}
+
+async fn slow_reader(bench: &Bench, pid: u32, rate: u64, seconds: u64) -> anyhow::Result<()> {
+    // Several senders: one connection's sends are handled one after another, so a single one
+    // could not keep up the rate on its own.
+    const SENDERS: usize = 10;
+    let names: Vec<String> = (0..=SENDERS).map(|i| bench.user(i)).collect();
+    let reader_name = names[SENDERS].clone();
+    let others: Vec<&str> = names[1..].iter().map(String::as_str).collect();
+    let room = bench
+        .client(&names[0])
+        .create_group("busy", &others)
+        .await?;
+    let reader_client = bench.client(&reader_name);
+    let stalled = bench.connect(&reader_client).await?; // live, and from now on never read
+    let mut senders = Vec::new();
+    let mut drains = Vec::new();
+    for name in &names[..SENDERS] {
+        let (tx, mut rx) = bench.connect(&bench.client(name)).await?.split();
+        // Senders read their acks and echoes, so they are not slow consumers themselves.
+        drains.push(tokio::spawn(async move {
+            while rx.event(Duration::from_secs(30)).await.is_ok() {}
+        }));
+        senders.push(tx);
+    }
+
+    let before = rss_kib(pid)?;
+    let mut samples = vec![(0u64, before)];
+    let total = rate * seconds;
+    let started = Instant::now();
+    let text = "m".repeat(200);
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let sender = &mut senders[n as usize % SENDERS];
+        sender
+            .send_message(&room.id, &format!("s{n}"), &text)
+            .await?;
+        if n % rate == rate - 1 {
+            samples.push((n / rate + 1, rss_kib(pid)?));
+        }
+    }
+    let sent_seconds = started.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = rss_kib(pid)?;
+
+    // The stalled reader now reads: what was written before the cut, then the close.
+    let mut stalled = stalled;
+    let mut received = 0u64;
+    let mut last_seq = 0;
+    let close = loop {
+        match stalled.next(Duration::from_secs(30)).await? {
+            chatd::client::Incoming::Event(ServerEvent::Message(m)) => {
+                received += 1;
+                last_seq = m.seq;
+            }
+            chatd::client::Incoming::Event(_) => {}
+            chatd::client::Incoming::Closed { code, .. } => break code,
+        }
+    };
+    // It resumes from what it holds and pages the rest from history, as the SDK does.
+    let rest = reader_client.history_after(&room.id, last_seq).await?;
+    let holds = last_seq + rest.len() as u64;
+    for drain in drains {
+        drain.abort();
+    }
+    let max = samples.iter().map(|s| s.1).max().unwrap_or(before);
+    println!(
+        "{}",
+        serde_json::json!({
+            "rate_per_second": rate,
+            "seconds": (sent_seconds * 10.0).round() / 10.0,
+            "messages": total,
+            "server_rss_kib": {"before": before, "max_during": max, "after": after},
+            "rss_samples_kib": samples,
+            "stalled_reader": {
+                "received_before_cut": received,
+                "close_code": close,
+                "holds_after_resume": holds,
+                "lost": total.saturating_sub(holds),
+            },
+        })
+    );
+    Ok(())
 }
 
 async fn idle(bench: &Bench, pid: u32, n: usize) -> anyhow::Result<()> {

@@ -15,7 +15,7 @@ use std::{
     collections::{BTreeMap, HashMap, VecDeque},
     sync::{
         Mutex,
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -62,6 +62,8 @@ pub struct Outgoing {
     /// After a retryable error: when to send it again. A frame is never lost on a live
     /// connection, so without an error a message is only sent again after a reconnect.
     retry_at: Option<Instant>,
+    /// Append the send time to the text when first sent (see [`Session::stamp`]).
+    stamp: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -95,6 +97,11 @@ pub struct SessionStats {
 pub struct Tally {
     max_acked: Mutex<HashMap<RoomId, Seq>>,
     senders_left: AtomicUsize,
+    /// Running totals over all sessions, for progress reports.
+    pub sent: AtomicU64,
+    pub acked: AtomicU64,
+    pub delivered: AtomicU64,
+    pub reconnects: AtomicU64,
 }
 
 impl Tally {
@@ -102,6 +109,10 @@ impl Tally {
         Self {
             max_acked: Mutex::default(),
             senders_left: AtomicUsize::new(senders),
+            sent: AtomicU64::new(0),
+            acked: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
         }
     }
 
@@ -204,6 +215,19 @@ impl Session {
             client_msg_id,
             text,
             retry_at: None,
+            stamp: false,
+        });
+    }
+
+    /// Queues a message whose text gets its send time appended when it is first sent, so
+    /// receivers measure end-to-end latency (not time spent in this queue).
+    pub fn queue_stamped(&mut self, room: RoomId, client_msg_id: String, label: String) {
+        self.outbox.push_back(Outgoing {
+            room,
+            client_msg_id,
+            text: label,
+            retry_at: None,
+            stamp: true,
         });
     }
 
@@ -267,6 +291,7 @@ impl Session {
                 }
             };
             self.stats.reconnects += 1;
+            tally.reconnects.fetch_add(1, Ordering::Relaxed);
             let jitter = rand::rng().random_range(0.5..1.5);
             tokio::time::sleep(pause.mul_f64(jitter)).await;
             backoff = (backoff * 2).min(self.config.reconnect_max);
@@ -319,9 +344,13 @@ impl Session {
                     Incoming::Closed { code, .. } => return Ok(Ended::Closed(code)),
                 },
                 _ = send_tick.tick(), if !self.outbox.is_empty() && self.unacked.len() < self.config.max_in_flight => {
-                    let outgoing = self.outbox.pop_front().expect("not empty");
+                    let mut outgoing = self.outbox.pop_front().expect("not empty");
+                    if std::mem::take(&mut outgoing.stamp) {
+                        outgoing.text = Self::stamp(&outgoing.text);
+                    }
                     tx.send_message(&outgoing.room, &outgoing.client_msg_id, &outgoing.text).await?;
                     self.stats.sent += 1;
+                    tally.sent.fetch_add(1, Ordering::Relaxed);
                     self.unacked.insert(outgoing.client_msg_id.clone(), outgoing);
                 }
                 _ = check.tick() => {
@@ -356,6 +385,8 @@ impl Session {
                 let log = self.logs.entry(message.room.clone()).or_default();
                 if log.insert(message) == Inserted::Duplicate {
                     self.stats.duplicate_frames += 1;
+                } else {
+                    tally.delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
             ServerEvent::Ack {
@@ -366,6 +397,7 @@ impl Session {
             } => {
                 if self.unacked.remove(&client_msg_id).is_some() {
                     self.stats.acked += 1;
+                    tally.acked.fetch_add(1, Ordering::Relaxed);
                 }
                 tally.acked(&room, seq);
                 self.acks.insert(client_msg_id, (room, seq));

@@ -1,19 +1,17 @@
 //! Cluster mode end to end: chatd processes on one MongoDB-wire server and one redis-server,
-//! behind nginx where it matters; then the failures: a node killed, Redis restarted, MongoDB
+//! behind nginx where it matters, loaded by `chatd check` (the library behind the command);
+//! then the failures: a node killed, nodes restarted one by one, Redis restarted, MongoDB
 //! stopped. Every scenario ends with the same audit: nothing acked is lost, nothing is shown
 //! twice, every client shows the store's order.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chatd::{
     auth::TokenAuthority,
-    client::{Client, Session, SessionConfig, Tally, audit::audit},
+    check::{CheckConfig, CheckReport, run},
+    client::Client,
     config::Settings,
-    domain::{RoomId, UserId},
+    domain::UserId,
 };
 
 use crate::servers::*;
@@ -55,144 +53,59 @@ impl Servers {
     }
 }
 
-/// One simulated user: where it connects and what it sends.
-struct Member {
-    user: String,
-    rest: String,
-    ws: String,
-    rooms: Vec<RoomId>,
-    sends: usize,
+/// A `chatd check` run: `users` in `groups` group rooms and `directs` direct rooms, each
+/// user sending `per_user` messages over about two seconds.
+fn load(
+    urls: Vec<String>,
+    users: usize,
+    groups: usize,
+    directs: usize,
+    per_user: usize,
+) -> CheckConfig {
+    let mut config = CheckConfig::new(urls, Settings::defaults().auth.jwt_secret);
+    config.users = users;
+    config.groups = groups;
+    config.directs = directs;
+    config.duration = Duration::from_secs(2);
+    config.rate = (users * per_user) as f64 / 2.0;
+    config.settle = Duration::from_secs(240);
+    config
 }
 
-/// Creates `rooms` groups of `per_room` users each ("r<room>u<i>"), user i of a room using
-/// node i % nodes; returns the members and one reader per room.
-async fn groups(
-    rest: &[String],
-    ws: &[String],
-    rooms: usize,
-    per_room: usize,
-    sends: usize,
-) -> (Vec<Member>, HashMap<RoomId, Client>) {
-    let mut members = Vec::new();
-    let mut readers = HashMap::new();
-    for r in 0..rooms {
-        let users: Vec<String> = (0..per_room).map(|i| format!("r{r}u{i}")).collect();
-        let owner = Client::new(&rest[0], token(&users[0]));
-        let others: Vec<&str> = users[1..].iter().map(String::as_str).collect();
-        let room = owner
-            .create_group(&format!("room {r}"), &others)
-            .await
-            .unwrap();
-        for (i, user) in users.iter().enumerate() {
-            members.push(Member {
-                user: user.clone(),
-                rest: rest[i % rest.len()].clone(),
-                ws: ws[i % ws.len()].clone(),
-                rooms: vec![room.id.clone()],
-                sends,
-            });
-        }
-        readers.insert(room.id, owner);
-    }
-    (members, readers)
-}
-
-/// Runs every member as a [`Session`] until all is sent, acked and seen; `during` runs
-/// meanwhile (the fault), and what it returns is kept alive until the sessions end.
-async fn run<F, T>(
-    members: Vec<Member>,
-    within: Duration,
-    configure: impl Fn(&mut SessionConfig),
-    during: F,
-) -> (Vec<Session>, T)
-where
-    F: std::future::Future<Output = T>,
-{
-    let tally = Arc::new(Tally::new(members.len()));
-    let deadline = Instant::now() + within;
-    let mut tasks = Vec::new();
-    for member in members {
-        let mut config = SessionConfig::new(member.ws.clone());
-        configure(&mut config);
-        let rest = Client::new(&member.rest, token(&member.user));
-        let config = SessionConfig {
-            ws_url: format!("{}?token={}", config.ws_url, rest.token()),
-            ..config
-        };
-        let mut session = Session::new(rest, config);
-        for room in &member.rooms {
-            session.track(room.clone());
-            for n in 0..member.sends {
-                session.queue(
-                    room.clone(),
-                    format!("{}-{n}", member.user),
-                    Session::stamp(&format!("{} #{n}", member.user)),
-                );
-            }
-        }
-        let tally = tally.clone();
-        let user = member.user.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = session.run(&tally, deadline).await {
-                panic!("{user}: {e}");
-            }
-            session
-        }));
-    }
-    let kept = during.await;
-    let mut sessions = Vec::new();
-    for task in tasks {
-        sessions.push(task.await.expect("session finished"));
-    }
-    (sessions, kept)
-}
-
-async fn assert_clean(
-    sessions: &[Session],
-    readers: &HashMap<RoomId, Client>,
-    expected_stored: u64,
-) {
-    let report = audit(sessions, readers).await.unwrap();
-    println!("{}", serde_json::to_string_pretty(&report).unwrap());
-    assert!(report.is_clean(), "audit failed: {report:#?}");
-    assert_eq!(report.stored, expected_stored, "{report:#?}");
+fn assert_clean(report: &CheckReport, expected_stored: u64) {
+    println!("{}", report.summary());
+    assert!(report.clean, "check failed: {report:#?}");
+    assert_eq!(report.audit.stored, expected_stored, "{report:#?}");
     assert_eq!(
-        report.duplicate_frames, 0,
-        "the server sent a frame twice: {report:#?}"
+        report.audit.duplicate_frames, 0,
+        "a frame was sent twice: {report:#?}"
     );
     assert_eq!(
-        report.misordered_frames, 0,
-        "the server sent frames out of order: {report:#?}"
+        report.audit.misordered_frames, 0,
+        "frames out of order: {report:#?}"
     );
+}
+
+fn bases(nodes: &[ChatdNode]) -> Vec<String> {
+    nodes.iter().map(ChatdNode::base).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_deliver_everything_once_in_one_order() {
     let servers = Servers::shared();
     let nodes = servers.nodes(3, &[]);
-    let rest: Vec<String> = nodes.iter().map(ChatdNode::base).collect();
-    let ws: Vec<String> = nodes.iter().map(ChatdNode::ws_url).collect();
-    // 5 rooms x 6 members = 30 clients, 2 per node per room; 100 messages each = 3,000.
-    let (members, readers) = groups(&rest, &ws, 5, 6, 100).await;
-    let (sessions, ()) = run(
-        members,
-        Duration::from_secs(240),
-        |c| c.send_interval = Duration::from_millis(5),
-        async {},
-    )
-    .await;
-    assert_clean(&sessions, &readers, 3000).await;
-
-    // A message sent through node 0 reached a member connected to node 2.
-    let (sender, receiver) = (&sessions[0], &sessions[2]);
-    let (room, seq) = sender.acks().values().next().unwrap().clone();
-    let held = receiver
-        .log(&room)
-        .unwrap()
-        .messages()
-        .find(|m| m.seq == seq)
+    // 30 clients over 3 nodes (user i on node i % 3), dealt into 5 groups (group i % 5), so
+    // every room has members on every node: a message sent on one node must reach the
+    // others. 100 messages each = 3,000, all at once.
+    let (report, ()) = run(&load(bases(&nodes), 30, 5, 0, 100), async {})
+        .await
         .unwrap();
-    assert_eq!(held.sender.as_str(), "r0u0");
+    assert_clean(&report, 3000);
+    assert_eq!(
+        report.audit.delivered,
+        3000 * 6,
+        "every member of every room holds every message"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -235,21 +148,17 @@ async fn a_node_whose_clock_is_behind_cannot_reorder_time() {
         "held at the previous stamp, not 5 s earlier"
     );
 
-    // And under concurrent traffic from all three nodes.
-    let rest: Vec<String> = nodes.iter().map(ChatdNode::base).collect();
-    let ws: Vec<String> = nodes.iter().map(ChatdNode::ws_url).collect();
-    let (members, readers) = groups(&rest, &ws, 2, 6, 30).await;
-    let (sessions, ()) = run(members, Duration::from_secs(120), |_| {}, async {}).await;
-    assert_clean(&sessions, &readers, 360).await;
-    for (room, reader) in readers.iter().chain([(&room.id, &alice)]) {
-        let history = reader.history_after(room, 0).await.unwrap();
-        assert!(
-            history
-                .windows(2)
-                .all(|w| w[0].created_at <= w[1].created_at && w[0].seq + 1 == w[1].seq),
-            "createdAt decreased along seq in {room}"
-        );
-    }
+    // And under concurrent traffic from all three nodes (the audit reads every room).
+    let (report, ()) = run(&load(bases(&nodes), 12, 2, 2, 30), async {})
+        .await
+        .unwrap();
+    assert_clean(&report, 360);
+    let history = alice.history_after(&room.id, 0).await.unwrap();
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,25 +166,75 @@ async fn clients_of_a_killed_node_resume_elsewhere_through_nginx() {
     let servers = Servers::shared();
     let mut nodes = servers.nodes(3, &[]);
     let nginx = Nginx::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
-    let rest = vec![nginx.base()];
-    let ws = vec![nginx.ws_url()];
-    let (members, readers) = groups(&rest, &ws, 3, 6, 60).await;
     let victim = nodes.remove(1);
-    let victim = Arc::new(std::sync::Mutex::new(victim));
-    let killer = victim.clone();
-    let (sessions, ()) = run(
-        members,
-        Duration::from_secs(180),
-        |c| c.send_interval = Duration::from_millis(20),
-        async move {
-            tokio::time::sleep(Duration::from_millis(800)).await;
-            killer.lock().unwrap().kill();
-        },
-    )
-    .await;
-    let reconnects: u64 = sessions.iter().map(|s| s.stats().reconnects).sum();
-    assert!(reconnects > 0, "nobody was connected to the killed node");
-    assert_clean(&sessions, &readers, 3 * 6 * 60).await;
+    let (report, _victim) = run(&load(vec![nginx.base()], 18, 3, 0, 60), async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mut victim = victim;
+        victim.kill();
+        victim
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.audit.reconnects > 0,
+        "nobody was connected to the killed node"
+    );
+    assert_clean(&report, 18 * 60);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_and_started_again_loses_nothing() {
+    let servers = Servers::shared();
+    let mut nodes = servers.nodes(3, &[]);
+    let nginx = Nginx::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+    let mut victim = nodes.remove(0);
+    let (report, _victim) = run(&load(vec![nginx.base()], 12, 2, 2, 50), async move {
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        victim.kill();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        tokio::task::spawn_blocking(move || {
+            victim.resume();
+            victim
+        })
+        .await
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.audit.reconnects > 0);
+    assert_clean(&report, 12 * 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_loses_nothing() {
+    let servers = Servers::shared();
+    let nodes = servers.nodes(3, &[("CHATD__SERVER__SHUTDOWN_GRACE_MS", "5000")]);
+    let nginx = Nginx::start(&nodes.iter().map(|n| n.port).collect::<Vec<_>>());
+    let (report, nodes) = run(&load(vec![nginx.base()], 12, 2, 2, 60), async move {
+        let mut restarted = Vec::new();
+        for mut node in nodes {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            // SIGTERM: drain (close 1012 after in-flight sends), exit, start again.
+            let node = tokio::task::spawn_blocking(move || {
+                assert!(
+                    node.terminate(Duration::from_secs(10)),
+                    "{} did not drain in time",
+                    node.name
+                );
+                node.resume();
+                node
+            })
+            .await
+            .unwrap();
+            restarted.push(node);
+        }
+        restarted
+    })
+    .await
+    .unwrap();
+    assert_eq!(nodes.len(), 3);
+    assert!(report.audit.reconnects > 0, "the restarts went unnoticed");
+    assert_clean(&report, 12 * 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,28 +245,55 @@ async fn every_acked_message_arrives_across_a_redis_restart() {
         ..Servers::shared()
     };
     let nodes = servers.nodes(2, &[]);
-    let rest: Vec<String> = nodes.iter().map(ChatdNode::base).collect();
-    let ws: Vec<String> = nodes.iter().map(ChatdNode::ws_url).collect();
-    let (members, readers) = groups(&rest, &ws, 2, 4, 50).await;
-    let (sessions, _redis) = run(
-        members,
-        Duration::from_secs(180),
-        |c| c.send_interval = Duration::from_millis(20),
-        async move {
-            tokio::time::sleep(Duration::from_millis(700)).await;
-            redis.stop();
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            redis.resume();
-            redis
-        },
-    )
-    .await;
-    let retried: u64 = sessions
-        .iter()
-        .map(|s| s.stats().retried.values().sum::<u64>() + s.stats().reconnects)
-        .sum();
-    assert!(retried > 0, "the restart went unnoticed");
-    assert_clean(&sessions, &readers, 2 * 4 * 50).await;
+    let (report, _redis) = run(&load(bases(&nodes), 8, 2, 2, 50), async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        redis.stop();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        redis.resume();
+        redis
+    })
+    .await
+    .unwrap();
+    assert!(
+        report.audit.resent + report.audit.reconnects > 0,
+        "the restart went unnoticed"
+    );
+    assert_clean(&report, 8 * 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_seconds_without_mongodb_lose_nothing() {
+    let mut mongo = Mongo::start_local();
+    let servers = Servers {
+        mongo: mongo.uri.clone(),
+        ..Servers::shared()
+    };
+    let nodes = servers.nodes(2, &[]);
+    // Sending lasts 4 s, so the outage falls in the middle of it.
+    let mut config = load(bases(&nodes), 8, 2, 2, 40);
+    config.duration = Duration::from_secs(4);
+    config.rate = (8 * 40) as f64 / 4.0;
+    let (report, _mongo) = run(&config, async move {
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        let mongo = tokio::task::spawn_blocking(move || {
+            mongo.stop();
+            mongo
+        })
+        .await
+        .unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tokio::task::spawn_blocking(move || {
+            let mut mongo = mongo;
+            mongo.resume();
+            mongo
+        })
+        .await
+        .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(report.audit.resent > 0, "the outage went unnoticed");
+    assert_clean(&report, 8 * 40);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

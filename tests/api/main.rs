@@ -8,6 +8,8 @@ mod auth;
 mod bad_input;
 mod cluster;
 mod conformance;
+mod fuzz;
 mod hostile;
 mod messaging;
+mod ops;
 mod rooms;

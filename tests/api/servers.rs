@@ -372,8 +372,4 @@ impl Nginx {
     pub fn base(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
-    }
 }

@@ -1,0 +1,111 @@
+//! The REST API as an OpenAPI 3.1 document, generated from the handlers' annotations and
+//! served at `/openapi.json`. A schema-driven fuzzer (schemathesis) runs against it in the
+//! test command, so the document and the behaviour cannot drift apart unnoticed.
+
+use serde::Serialize;
+use utoipa::{
+    IntoResponses, Modify, OpenApi, ToSchema,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+
+use super::{ops, rooms};
+use crate::{
+    chat::MemberPresence,
+    domain::{Message, Room, RoomKind, RoomSummary},
+    protocol::ErrorCode,
+    store::Order,
+};
+
+/// Every error answer: `{"error": {"code", "message", "retryAfterMs"?}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    /// With `rate_limited`: when a retry will be accepted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// The errors any authenticated route can answer.
+#[derive(IntoResponses)]
+#[allow(dead_code)] // a description of responses, never built
+pub enum CommonErrors {
+    /// Malformed input; `code` says which kind and `message` which field.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// No token, or an invalid or expired one.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// No such room, or not the caller's (the same answer on purpose).
+    #[response(status = 404)]
+    NotFound(ErrorBody),
+    /// The body is larger than `limits.max_body_bytes`.
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Too many requests; `retryAfterMs` and `Retry-After` say when to retry.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// The store or the bus is unreachable; retry later (sends: with the same clientMsgId).
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some("HS256, `sub` = user id, `exp` required"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "chatd REST API",
+        description = "Rooms, members, history and read positions. Real-time traffic uses the \
+                       WebSocket at /ws (docs/protocol.md).",
+        version = "1"
+    ),
+    paths(
+        rooms::list,
+        rooms::create_group,
+        rooms::open_direct,
+        rooms::get,
+        rooms::add_members,
+        rooms::remove_member,
+        rooms::history,
+        rooms::post_message,
+        rooms::mark_read,
+        rooms::presence,
+        ops::me,
+        ops::dev_login,
+        ops::healthz,
+        ops::readyz,
+    ),
+    components(schemas(
+        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, Order
+    )),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+pub async fn document() -> axum::Json<utoipa::openapi::OpenApi> {
+    axum::Json(ApiDoc::openapi())
+}
