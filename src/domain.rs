@@ -171,6 +171,22 @@ pub struct Room {
     pub created_at: DateTime<Utc>,
 }
 
+impl Room {
+    /// The direct room of `a` and `b` as it is first stored (`a` asked for it).
+    pub fn new_direct(a: &UserId, b: &UserId, now: DateTime<Utc>) -> Self {
+        let mut members = vec![a.clone(), b.clone()];
+        members.sort();
+        Self {
+            id: RoomId::direct(a, b),
+            kind: RoomKind::Direct,
+            name: None,
+            members,
+            created_by: a.clone(),
+            created_at: now,
+        }
+    }
+}
+
 /// One user's place in one room.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

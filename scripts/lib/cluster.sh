@@ -8,11 +8,15 @@
 #   cluster_stop         stops everything (also on exit)
 #
 # nginx listens on $CLUSTER_PORT (default 8080); node i on CLUSTER_PORT + i; Redis on
-# $CLUSTER_PORT + 310; SecantusDB on $CLUSTER_PORT + 19000 (unless MONGODB_URI is set).
+# $CLUSTER_PORT + 310; SecantusDB ($MONGO_SERVER) on $CLUSTER_PORT + 19000 (unless
+# MONGODB_URI is set).
 
 CLUSTER_PORT=${CLUSTER_PORT:-8080}
 CLUSTER_DIR=${CLUSTER_DIR:-$(pwd)/data/cluster}
 CHATD_BIN=${CHATD_BIN:-target/release/chatd}
+# The MongoDB stand-in: the Rust build of SecantusDB when installed (much faster), else the
+# Python one from PyPI. Either is replaced by MONGODB_URI (e.g. a real mongod).
+MONGO_SERVER=${MONGO_SERVER:-$(command -v secantusd-rs || echo secantusd-py)}
 declare -a NODE_PIDS=()
 REDIS_PID="" MONGO_PID="" NGINX_PID=""
 
@@ -41,7 +45,7 @@ redis_stop() { kill -KILL "$REDIS_PID" 2>/dev/null; wait "$REDIS_PID" 2>/dev/nul
 mongo_start() {
   [[ -n "${MONGODB_URI_EXTERNAL:-}" ]] && return 0
   # --sync-on-commit: acknowledged writes survive a stop, as with mongod's journal.
-  secantusd-py --port "$(mongo_port)" --storage-path "$CLUSTER_DIR/mongo" --log-level WARNING \
+  "$MONGO_SERVER" --port "$(mongo_port)" --storage-path "$CLUSTER_DIR/mongo" --log-level WARNING \
     --sync-on-commit >>"$CLUSTER_DIR/logs/mongo.log" 2>&1 &
   MONGO_PID=$!
   wait_port "$(mongo_port)"

@@ -458,17 +458,9 @@ impl Store for MongoStore {
         b: &UserId,
         now: DateTime<Utc>,
     ) -> StoreResult<Room> {
-        let room = Room {
-            id: RoomId::direct(a, b),
-            kind: RoomKind::Direct,
-            name: None,
-            members: Vec::new(),
-            created_by: a.clone(),
-            created_at: now,
-        };
+        let room = Room::new_direct(a, b, now);
         self.insert_room(&room).await?;
-        self.insert_members(&room.id, &[a.clone(), b.clone()], now)
-            .await?;
+        self.insert_members(&room.id, &room.members, now).await?;
         self.room(&room.id)
             .await?
             .ok_or_else(|| StoreError::Internal("direct room vanished".into()))

@@ -468,14 +468,7 @@ impl Store for SqliteStore {
         b: &UserId,
         now: DateTime<Utc>,
     ) -> StoreResult<Room> {
-        let room = Room {
-            id: RoomId::direct(a, b),
-            kind: RoomKind::Direct,
-            name: None,
-            members: vec![a.clone(), b.clone()],
-            created_by: a.clone(),
-            created_at: now,
-        };
+        let room = Room::new_direct(a, b, now);
         self.write(move |conn| {
             insert_room(conn, &room)?;
             insert_members(conn, &room.id, &room.members, now)?;

@@ -52,6 +52,7 @@ pub fn test_settings(dir: &std::path::Path) -> Settings {
 pub struct TestApp {
     pub base: String,
     pub settings: Settings,
+    pub node: Arc<chatd::startup::Node>,
     pub dir: Arc<TempDir>,
     shutdown: CancellationToken,
     handle: JoinHandle<()>,
@@ -83,12 +84,14 @@ impl TestApp {
         .expect("node builds");
         let base = format!("http://127.0.0.1:{}", app.port());
         let shutdown = app.shutdown_token();
+        let node = app.node();
         let handle = tokio::spawn(async move {
             app.run_until_stopped().await.expect("node runs");
         });
         Self {
             base,
             settings,
+            node,
             dir,
             shutdown,
             handle,

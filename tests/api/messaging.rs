@@ -381,3 +381,38 @@ async fn created_at_never_decreases_when_the_clock_steps_back() {
     );
     assert!(history[2].created_at > history[1].created_at);
 }
+
+/// Subscriptions belong to the node, not to connections: one per room with local members
+/// and one per connected user, however many connections; gone shortly after the last leaves.
+#[tokio::test]
+async fn bus_subscriptions_are_counted_per_node() {
+    let app = TestApp::spawn().await;
+    let room = group(&app, "shared", &["ann", "ben", "cat"]).await;
+    let _other = app.client("ann").open_direct("ben").await.unwrap();
+    let mut conns = Vec::new();
+    for user in ["ann", "ann", "ben", "cat", "cat"] {
+        conns.push(app.connect(user).await);
+    }
+    // 2 rooms + 3 users, for 5 connections.
+    assert_eq!(app.node.hub.subscription_count(), 5);
+    assert_eq!(app.node.hub.connection_count(), 5);
+    conns[0]
+        .send_acked(&room.id, "x", "one frame for all")
+        .await;
+    for conn in &mut conns {
+        assert_eq!(
+            conn.messages(&room.id, 1).await[0].text,
+            "one frame for all"
+        );
+    }
+    drop(conns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while app.node.hub.subscription_count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriptions outlived their users"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(app.node.hub.connection_count(), 0);
+}
