@@ -40,7 +40,8 @@ pub enum ChatError {
     Forbidden(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("message stored but not yet delivered: {0}")]
+    /// The bus (or the cache beside it) cannot be reached.
+    #[error("bus unavailable: {0}")]
     Bus(String),
 }
 
@@ -152,7 +153,7 @@ impl Chat {
             recent
                 .push(&appended.message)
                 .await
-                .map_err(|e| ChatError::Bus(e.to_string()))?;
+                .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         }
         let event = BusEvent::Message {
             message: appended.message.clone(),
@@ -160,7 +161,7 @@ impl Chat {
         self.bus
             .publish(&Topic::Room(room), event.encode())
             .await
-            .map_err(|e| ChatError::Bus(e.to_string()))?;
+            .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         Ok(appended)
     }
 

@@ -5,7 +5,11 @@
 //! Frames of one connection are handled one at a time, so a client's sends are stored in the
 //! order it sent them.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use chrono::Utc;
@@ -17,7 +21,7 @@ use crate::{
     auth::{AuthError, Verified},
     chat::ChatError,
     domain::{RoomId, UserId},
-    hub::{ConnHandle, Outbound},
+    hub::{ConnHandle, LiveMessage, Outbound},
     protocol::{
         ClientFrame, CloseReason, ErrorCode, PROTOCOL_VERSION, ResumeFrame, ResumedRoom,
         ServerFrame, parse_client_frame,
@@ -188,8 +192,9 @@ impl Session {
                 }
                 _ = tokio::time::sleep_until(resume_deadline), if !self.resumed => {
                     self.resumed = true;
-                    self.conn.send(Outbound::ReleaseLive { floors: Vec::new() }, REPLY_PATIENCE).await;
+                    self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
                 }
+                _ = self.conn.memberships_change() => Box::pin(self.reconcile_rooms()).await,
                 frame = tokio::time::timeout(idle_timeout, stream.next()) => match frame {
                     Err(_) => {
                         self.conn.close(CloseReason::HeartbeatTimeout);
@@ -225,16 +230,41 @@ impl Session {
     }
 
     /// Subscribes the connection to the user's rooms; from here on their messages queue up.
+    /// The user's own topic comes first, so a membership change made while the rooms are
+    /// being read is signalled, and reconciled right after.
     async fn go_live(&self) -> Result<(), ChatError> {
+        let hub = &self.node.hub;
+        hub.register(&self.conn).await.map_err(join_error)?;
         let rooms = self.node.chat.room_ids(&self.user).await?;
-        self.node
-            .hub
-            .register(&self.conn, &rooms)
-            .await
-            .map_err(|e| match e {
-                crate::hub::JoinError::Store(e) => ChatError::Store(e),
-                crate::hub::JoinError::Bus(e) => ChatError::Bus(e.to_string()),
-            })
+        hub.join_all(&self.conn, &rooms).await.map_err(join_error)
+    }
+
+    /// Brings the connection's rooms in line with the user's memberships in the store, and
+    /// tells the client what changed. Runs when a membership event arrives for this user or
+    /// when events may have been lost (the bus reconnected); reading the store (rather than
+    /// applying events) makes the outcome right whatever the order the events came in.
+    async fn reconcile_rooms(&mut self) {
+        let wanted: HashSet<RoomId> = match self.node.chat.room_ids(&self.user).await {
+            Ok(rooms) => rooms.into_iter().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, user = %self.user, "cannot re-read memberships");
+                return self.conn.close(CloseReason::TryAgainLater);
+            }
+        };
+        let current: HashSet<RoomId> = self.conn.rooms().into_iter().collect();
+        for room in current.difference(&wanted) {
+            self.node.hub.leave(&self.conn, room);
+            self.reply(ServerFrame::RoomRemoved { room }).await;
+        }
+        for room in wanted.difference(&current) {
+            if let Err(e) = self.node.hub.join(&self.conn, room).await {
+                tracing::warn!(error = %e, user = %self.user, "cannot join a new room");
+                return self.conn.close(CloseReason::TryAgainLater);
+            }
+            if let Ok(room) = self.node.chat.room(&self.user, room.as_str()).await {
+                self.reply(ServerFrame::RoomAdded { room: &room }).await;
+            }
+        }
     }
 
     /// Returns false when the connection should end.
@@ -385,16 +415,16 @@ impl Session {
         }
         self.resumed = true;
         self.conn.send(Outbound::HoldLive, REPLY_PATIENCE).await;
-        let mut floors = Vec::with_capacity(resume.rooms.len());
         let mut summary: BTreeMap<RoomId, ResumedRoom> = BTreeMap::new();
         for (room, &after) in &resume.rooms {
             match self.node.chat.replay(&self.user, room, after).await {
                 Ok(replay) => {
+                    // The writer skips what this connection was already sent.
                     for message in &replay.messages {
-                        self.reply(ServerFrame::Message(message)).await;
+                        let item = Outbound::Replay(LiveMessage::new(message));
+                        self.conn.send(item, REPLY_PATIENCE).await;
                     }
                     let last_seq = replay.messages.last().map_or(after, |m| m.seq);
-                    floors.push((replay.room.clone(), last_seq));
                     summary.insert(
                         replay.room,
                         ResumedRoom {
@@ -411,9 +441,7 @@ impl Session {
         }
         let rooms = summary.iter().map(|(room, r)| (room, *r)).collect();
         self.reply(ServerFrame::Resumed { rooms }).await;
-        self.conn
-            .send(Outbound::ReleaseLive { floors }, REPLY_PATIENCE)
-            .await;
+        self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
     }
 
     async fn reply(&self, frame: ServerFrame<'_>) {
@@ -437,6 +465,13 @@ impl Session {
             retry_after_ms: None,
         })
         .await;
+    }
+}
+
+fn join_error(e: crate::hub::JoinError) -> ChatError {
+    match e {
+        crate::hub::JoinError::Store(e) => ChatError::Store(e),
+        crate::hub::JoinError::Bus(e) => ChatError::Bus(e.to_string()),
     }
 }
 

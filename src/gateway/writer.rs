@@ -1,6 +1,10 @@
 //! The writer: the only task that writes to a connection's socket. It drains the bounded
-//! queue, holds live messages while a resume is replaying history (so the client sees the
-//! replay, then live traffic, with no overlap), pings on a timer, and sends the close frame.
+//! queue, pings on a timer, and sends the close frame.
+//!
+//! It also enforces, per connection, the promise that a room's messages go out in seq order
+//! and each once: it remembers the highest seq it sent in each room and drops any message
+//! at or below it, whether it comes live or from a resume. During a resume it holds live
+//! messages back, so the replay goes first and live traffic follows without overlap.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -24,8 +28,8 @@ struct Writer {
     conn: Arc<ConnHandle>,
     /// Live messages held during a resume; `None` when not holding.
     held: Option<Vec<Arc<LiveMessage>>>,
-    /// Per room, the seq a resume replayed up to: live messages at or below it are duplicates.
-    floors: HashMap<RoomId, Seq>,
+    /// Per room, the highest seq sent on this connection.
+    sent: HashMap<RoomId, Seq>,
     hold_limit: usize,
 }
 
@@ -47,7 +51,7 @@ pub async fn run(
         conn,
         // Live traffic waits for the client's resume (or the resume deadline).
         held: Some(Vec::new()),
-        floors: HashMap::new(),
+        sent: HashMap::new(),
         hold_limit,
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
@@ -65,8 +69,10 @@ pub async fn run(
             break stop;
         }
     };
-    if let Stop::Closed = stop {
-        writer.finish(&mut queue).await;
+    match stop {
+        Stop::Closed => writer.finish(&mut queue).await,
+        // The socket is gone: make the reader stop too, so the connection is dropped at once.
+        Stop::Broken => writer.conn.close(CloseReason::Normal),
     }
 }
 
@@ -74,51 +80,49 @@ impl Writer {
     async fn handle(&mut self, item: Outbound) -> Result<(), Stop> {
         match item {
             Outbound::Frame(frame) => self.write(WsMessage::Text(frame)).await,
-            Outbound::Live(live) => {
-                if self.replayed(&live) {
-                    return Ok(());
+            Outbound::Replay(message) => self.write_message(&message).await,
+            Outbound::Live(live) => match &mut self.held {
+                Some(held) if held.len() >= self.hold_limit => {
+                    self.conn.close(CloseReason::SlowConsumer);
+                    Ok(())
                 }
-                match &mut self.held {
-                    Some(held) if held.len() >= self.hold_limit => {
-                        self.conn.close(CloseReason::SlowConsumer);
-                        Ok(())
-                    }
-                    Some(held) => {
-                        held.push(live);
-                        Ok(())
-                    }
-                    None => self.write(WsMessage::Text(live.frame.clone())).await,
+                Some(held) => {
+                    held.push(live);
+                    Ok(())
                 }
-            }
+                None => self.write_message(&live).await,
+            },
             Outbound::HoldLive => {
                 self.held.get_or_insert_with(Vec::new);
                 Ok(())
             }
-            Outbound::ReleaseLive { floors } => {
-                self.floors.extend(floors);
+            Outbound::ReleaseLive => {
                 // Held messages of a room are in seq order already (the dispatcher sends them
-                // so); they go out as they came, minus what the replay covered.
+                // so); those the replay covered are dropped by write_message.
                 for live in self.held.take().unwrap_or_default() {
-                    if !self.replayed(&live) {
-                        self.write(WsMessage::Text(live.frame.clone())).await?;
-                    }
+                    self.write_message(&live).await?;
                 }
                 Ok(())
             }
         }
     }
 
-    /// Whether a resume already sent this message.
-    fn replayed(&self, live: &LiveMessage) -> bool {
-        self.floors
-            .get(&live.room)
-            .is_some_and(|&floor| live.seq <= floor)
+    /// Writes a message frame unless this connection already had it (or a later one).
+    async fn write_message(&mut self, message: &LiveMessage) -> Result<(), Stop> {
+        let sent = self.sent.entry(message.room.clone()).or_default();
+        if message.seq <= *sent {
+            return Ok(());
+        }
+        *sent = message.seq;
+        self.write(WsMessage::Text(message.frame.clone())).await
     }
 
     async fn write(&mut self, message: WsMessage) -> Result<(), Stop> {
         tokio::select! {
             biased;
-            _ = self.conn.closed() => Err(Stop::Closed),
+            // Only a connection being dropped (slow, silent, oversized) abandons the frame in
+            // flight; one that is closed politely (drain, normal) finishes it first.
+            _ = self.conn.abandoned() => Err(Stop::Closed),
             sent = tokio::time::timeout(WRITE_TIMEOUT, self.sink.send(message)) => match sent {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(_)) => Err(Stop::Broken),
@@ -134,10 +138,17 @@ impl Writer {
     async fn finish(mut self, queue: &mut mpsc::Receiver<Outbound>) {
         let reason = self.conn.close_reason().unwrap_or(CloseReason::Normal);
         if reason.flush_queue_first() {
+            // Acks and replies already queued go out; held live traffic does not matter any
+            // more (the client resumes elsewhere).
+            self.held = None;
             while let Ok(item) = queue.try_recv() {
-                let sent =
-                    tokio::time::timeout(WRITE_TIMEOUT, self.handle_ignoring_close(item)).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                if !matches!(
+                    item,
+                    Outbound::Frame(_) | Outbound::Replay(_) | Outbound::Live(_)
+                ) {
+                    continue;
+                }
+                if self.handle(item).await.is_err() {
                     return;
                 }
             }
@@ -151,17 +162,5 @@ impl Writer {
             self.sink.close().await
         })
         .await;
-    }
-
-    /// Like `handle`, for the final flush, when the close signal is already set.
-    async fn handle_ignoring_close(&mut self, item: Outbound) -> Result<(), axum::Error> {
-        let frame = match item {
-            Outbound::Frame(frame) => frame,
-            Outbound::Live(live) if self.held.is_none() && !self.replayed(&live) => {
-                live.frame.clone()
-            }
-            _ => return Ok(()),
-        };
-        self.sink.send(WsMessage::Text(frame)).await
     }
 }

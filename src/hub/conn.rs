@@ -8,7 +8,7 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
@@ -24,22 +24,33 @@ pub enum Outbound {
     /// A frame for this connection alone (welcome, ack, error, pong, replayed history...).
     Frame(Utf8Bytes),
     /// A live message of a room, shared by every local recipient (one reference count per
-    /// recipient). Held while a resume is in progress and dropped if the resume already
-    /// replayed it.
+    /// recipient). Held while a resume is in progress.
     Live(Arc<LiveMessage>),
+    /// A message replayed by a resume: never held.
+    Replay(Arc<LiveMessage>),
     /// A resume starts: hold live messages from here on.
     HoldLive,
-    /// The resume is done: per room, the seq it replayed up to. Held live messages above
-    /// those floors go out (in seq order), the rest are dropped.
-    ReleaseLive { floors: Vec<(RoomId, Seq)> },
+    /// The resume is done: held live messages go out (those the replay covered are dropped:
+    /// a connection never gets a room's seq twice).
+    ReleaseLive,
 }
 
-/// A message frame as the dispatcher encoded it once for all local recipients.
+/// A message frame, encoded once (live: for all local recipients).
 #[derive(Debug)]
 pub struct LiveMessage {
     pub room: RoomId,
     pub seq: Seq,
     pub frame: Utf8Bytes,
+}
+
+impl LiveMessage {
+    pub fn new(message: &crate::domain::Message) -> Arc<Self> {
+        Arc::new(Self {
+            room: message.room.clone(),
+            seq: message.seq,
+            frame: crate::protocol::ServerFrame::Message(message).encode(),
+        })
+    }
 }
 
 #[derive(Default)]
@@ -55,6 +66,9 @@ pub struct ConnHandle {
     close: CancellationToken,
     reason: OnceLock<CloseReason>,
     rooms: Mutex<Rooms>,
+    /// Signalled when the user's memberships may have changed (coalescing: one pending
+    /// signal at most); the connection then re-reads them from the store.
+    memberships: Notify,
 }
 
 impl ConnHandle {
@@ -66,7 +80,17 @@ impl ConnHandle {
             close: CancellationToken::new(),
             reason: OnceLock::new(),
             rooms: Mutex::default(),
+            memberships: Notify::new(),
         }
+    }
+
+    /// The user was added to or removed from a room (or events may have been lost).
+    pub fn memberships_changed(&self) {
+        self.memberships.notify_one();
+    }
+
+    pub async fn memberships_change(&self) {
+        self.memberships.notified().await
     }
 
     /// Queues without waiting: the fan-out path never awaits a recipient. A full queue means
@@ -106,6 +130,15 @@ impl ConnHandle {
 
     pub async fn closed(&self) {
         self.close.cancelled().await
+    }
+
+    /// Resolves when the connection is being dropped rather than closed politely (slow,
+    /// silent or oversized: see [`CloseReason::flush_queue_first`]).
+    pub async fn abandoned(&self) {
+        self.closed().await;
+        if self.close_reason().is_some_and(|r| r.flush_queue_first()) {
+            std::future::pending::<()>().await;
+        }
     }
 
     pub fn is_closed(&self) -> bool {

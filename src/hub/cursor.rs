@@ -58,6 +58,11 @@ impl RoomCursor {
         self.gap_since = (!self.held.is_empty()).then_some(now);
     }
 
+    /// Messages held behind a gap.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// The missing range as (after, before), both exclusive, if there is a gap.
     pub fn gap(&self) -> Option<(Seq, Seq)> {
         let (&first_held, _) = self.held.first_key_value()?;

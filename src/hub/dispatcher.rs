@@ -21,9 +21,9 @@ use super::{
 };
 use crate::{
     bus::{BusEvent, Delivery, Topic},
-    domain::{Message, Room, RoomId, Seq, UserId},
-    protocol::{CloseReason, ServerFrame},
-    store::{HistoryQuery, Store, StoreResult},
+    domain::{Message, RoomId, Seq},
+    protocol::ServerFrame,
+    store::{HistoryQuery, Store, StoreError, StoreResult},
 };
 
 /// How long a gap may stay open before it is read from the store. Messages published at the
@@ -35,6 +35,10 @@ const GAP_CHECK_EVERY: Duration = Duration::from_millis(100);
 const FETCH_LIMIT: usize = 500;
 /// Fills of one gap that found nothing before the gap is declared permanent (skipped).
 const MAX_EMPTY_FILLS: u32 = 3;
+/// A store read that takes longer is abandoned (and retried by the next tick).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Messages held behind a gap beyond which the gap is skipped rather than waited for.
+const HARD_MAX_HELD: usize = 5 * MAX_HELD;
 
 /// News for the dispatcher from the rest of the node.
 #[derive(Debug)]
@@ -73,6 +77,16 @@ struct RoomState {
     phase: Phase,
     filling: bool,
     empty_fills: u32,
+    /// The bus lost events: read the store after the last delivered seq until a read
+    /// succeeds and comes back short.
+    catching_up: CatchUp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CatchUp {
+    Done,
+    Due,
+    Reading,
 }
 
 pub struct Dispatcher {
@@ -106,12 +120,14 @@ impl Dispatcher {
         gap_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Control first: a room's Activating must be seen before its messages.
+                biased;
                 _ = shutdown.cancelled() => break,
+                Some(news) = control.recv() => self.on_control(news),
                 delivery = deliveries.recv() => match delivery {
                     Some(delivery) => self.on_delivery(delivery),
                     None => break,
                 },
-                Some(news) = control.recv() => self.on_control(news),
                 _ = gap_check.tick() => self.fill_overdue_gaps(),
             }
         }
@@ -121,7 +137,11 @@ impl Dispatcher {
     fn on_delivery(&mut self, delivery: Delivery) {
         let (topic, payload) = match delivery {
             Delivery::Event { topic, payload } => (topic, payload),
-            Delivery::Resynced => return self.catch_up_all(),
+            Delivery::Resynced => {
+                // Membership events may have been lost too.
+                self.hub.recheck_all_memberships();
+                return self.catch_up_all();
+            }
         };
         let event = match BusEvent::decode(&payload) {
             Ok(event) => event,
@@ -149,12 +169,11 @@ impl Dispatcher {
                 };
                 self.hub.offer_room(&room, &Outbound::Frame(frame.encode()));
             }
-            (Topic::User(user), BusEvent::RoomAdded { room }) => self.on_room_added(user, room),
-            (Topic::User(user), BusEvent::RoomRemoved { room }) => {
-                let frame = Outbound::Frame(ServerFrame::RoomRemoved { room: &room }.encode());
+            // Each connection re-reads the user's memberships and reconciles (in its own task,
+            // so that events arriving in any order, or lost, still end in the right state).
+            (Topic::User(user), BusEvent::RoomAdded { .. } | BusEvent::RoomRemoved { .. }) => {
                 for conn in self.hub.connections_of(&user) {
-                    self.hub.leave(&conn, &room);
-                    conn.offer(frame.clone());
+                    conn.memberships_changed();
                 }
             }
             (topic, event) => tracing::warn!(?topic, ?event, "bus event on the wrong topic"),
@@ -183,31 +202,9 @@ impl Dispatcher {
     /// Hands messages, already in order, to every local member's connection.
     fn deliver(&self, room: &RoomId, messages: Vec<Message>) {
         for message in messages {
-            let item = Outbound::Live(Arc::new(LiveMessage {
-                room: room.clone(),
-                seq: message.seq,
-                frame: ServerFrame::Message(&message).encode(),
-            }));
+            let item = Outbound::Live(LiveMessage::new(&message));
             let recipients = self.hub.offer_room(room, &item);
             metrics::counter!("chatd_deliveries_total").increment(recipients as u64);
-        }
-    }
-
-    fn on_room_added(&self, user: UserId, room: Room) {
-        let frame = Outbound::Frame(ServerFrame::RoomAdded { room: &room }.encode());
-        for conn in self.hub.connections_of(&user) {
-            let hub = self.hub.clone();
-            let (room, frame) = (room.id.clone(), frame.clone());
-            tokio::spawn(async move {
-                match hub.join(&conn, &room).await {
-                    Ok(()) => conn.offer(frame),
-                    // The client reconnects and gets a fresh room list.
-                    Err(e) => {
-                        tracing::warn!(error = %e, conn = conn.id, "cannot join new room");
-                        conn.close(CloseReason::TryAgainLater);
-                    }
-                }
-            });
         }
     }
 
@@ -219,6 +216,7 @@ impl Dispatcher {
                     phase: Phase::Activating { early: Vec::new() },
                     filling: false,
                     empty_fills: 0,
+                    catching_up: CatchUp::Done,
                 };
                 self.rooms.insert(room, state);
             }
@@ -285,8 +283,11 @@ impl Dispatcher {
         let messages = match result {
             Ok(messages) => messages,
             Err(e) => {
-                // Retried by the next gap check (or the next reconnection).
+                // Retried by the next gap check.
                 tracing::warn!(error = %e, %room, "cannot read missing messages");
+                if catch_up {
+                    state.catching_up = CatchUp::Due;
+                }
                 return;
             }
         };
@@ -309,7 +310,19 @@ impl Dispatcher {
                 state.empty_fills = 0;
             }
         }
+        if cursor.gap().is_some() && cursor.held() > HARD_MAX_HELD {
+            // The store cannot fill it (or not yet); deliver rather than hold without bound.
+            tracing::error!(%room, "too many messages held behind a gap; skipping it");
+            cursor.skip_gap(&mut ready);
+        }
         let after = cursor.delivered_up_to();
+        if catch_up {
+            state.catching_up = if full_page {
+                CatchUp::Reading
+            } else {
+                CatchUp::Done
+            };
+        }
         self.deliver(&room, ready);
         if catch_up && full_page {
             self.fetch(room, generation, after, None, true);
@@ -319,7 +332,14 @@ impl Dispatcher {
     fn fill_overdue_gaps(&mut self) {
         let now = Instant::now();
         let mut due = Vec::new();
+        let mut catch_up = Vec::new();
         for (room, state) in &mut self.rooms {
+            if let Phase::Active(cursor) = &state.phase
+                && state.catching_up == CatchUp::Due
+            {
+                state.catching_up = CatchUp::Reading;
+                catch_up.push((room.clone(), state.generation, cursor.delivered_up_to()));
+            }
             if let Phase::Active(cursor) = &state.phase
                 && !state.filling
                 && cursor.gap_overdue(now, GAP_PATIENCE)
@@ -332,6 +352,9 @@ impl Dispatcher {
         for (room, generation, after, before) in due {
             metrics::counter!("chatd_gap_fills_total").increment(1);
             self.fetch(room, generation, after, Some(before), false);
+        }
+        for (room, generation, after) in catch_up {
+            self.fetch(room, generation, after, None, true);
         }
     }
 
@@ -369,7 +392,9 @@ impl Dispatcher {
                 before,
                 ..HistoryQuery::after(after, FETCH_LIMIT)
             };
-            let result = store.history(&room, &query).await;
+            let result = tokio::time::timeout(FETCH_TIMEOUT, store.history(&room, &query))
+                .await
+                .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
             let _ = control.send(Control::Fetched {
                 room,
                 generation,

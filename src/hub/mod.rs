@@ -74,13 +74,9 @@ impl Hub {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Makes a new connection live: subscribed to its user's topic and to each of `rooms`.
-    /// Returns once events of all of them reach this node.
-    pub async fn register(
-        &self,
-        conn: &Arc<ConnHandle>,
-        rooms: &[RoomId],
-    ) -> Result<(), JoinError> {
+    /// Makes a new connection reachable by user: subscribed to its user's topic, so it hears
+    /// of membership changes. Its rooms follow with [`join_all`](Self::join_all).
+    pub async fn register(&self, conn: &Arc<ConnHandle>) -> Result<(), JoinError> {
         self.subscriptions
             .acquire(&Topic::User(conn.user.clone()))
             .await?;
@@ -90,8 +86,25 @@ impl Hub {
             .push(conn.clone());
         self.live.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("chatd_connections").increment(1.0);
+        Ok(())
+    }
+
+    /// Joins `rooms`; returns once events of all of them reach this node.
+    pub async fn join_all(
+        &self,
+        conn: &Arc<ConnHandle>,
+        rooms: &[RoomId],
+    ) -> Result<(), JoinError> {
         futures_util::future::try_join_all(rooms.iter().map(|room| self.join(conn, room))).await?;
         Ok(())
+    }
+
+    /// Asks every local connection to re-read its user's memberships (after the bus may
+    /// have lost membership events).
+    pub fn recheck_all_memberships(&self) {
+        for conns in self.users.iter() {
+            conns.iter().for_each(|c| c.memberships_changed());
+        }
     }
 
     /// Undoes [`register`](Self::register) and every [`join`](Self::join).

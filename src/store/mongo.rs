@@ -94,17 +94,28 @@ pub struct MongoStore {
     append_locks: Vec<Mutex<()>>,
 }
 
-/// Network trouble, a server that cannot be selected, a pool being reset: retry later.
-/// Anything else is a bug or corrupt data.
+/// Server states that pass: not (or no longer) primary, shutting down, interrupted.
+const TRANSIENT_CODES: [i32; 8] = [91, 189, 10107, 11600, 11602, 13435, 13436, 262];
+
+/// Network trouble, a server that cannot be selected, a pool being reset, a primary that is
+/// stepping down: retry later. Anything else is a bug or corrupt data.
 fn store_err(e: MongoError) -> StoreError {
-    let transient = matches!(
-        e.kind.as_ref(),
-        ErrorKind::ServerSelection { .. }
-            | ErrorKind::Io(_)
-            | ErrorKind::ConnectionPoolCleared { .. }
-            | ErrorKind::DnsResolve { .. }
-            | ErrorKind::Shutdown
-    ) || e.contains_label("RetryableWriteError")
+    let code = match e.kind.as_ref() {
+        ErrorKind::Command(c) => Some(c.code),
+        ErrorKind::Write(WriteFailure::WriteConcernError(c)) => Some(c.code),
+        _ => None,
+    };
+    let transient_code = code.is_some_and(|c| TRANSIENT_CODES.contains(&c));
+    let transient = transient_code
+        || matches!(
+            e.kind.as_ref(),
+            ErrorKind::ServerSelection { .. }
+                | ErrorKind::Io(_)
+                | ErrorKind::ConnectionPoolCleared { .. }
+                | ErrorKind::DnsResolve { .. }
+                | ErrorKind::Shutdown
+        )
+        || e.contains_label("RetryableWriteError")
         || e.contains_label("TransientTransactionError");
     if transient {
         StoreError::Unavailable(format!("mongodb: {e}"))

@@ -69,8 +69,15 @@ pub struct SqliteStore {
     readers: r2d2::Pool<SqliteConnectionManager>,
 }
 
+/// A full disk, a locked or unreadable file: retry later. Anything else is a bug.
 fn sql_err(e: rusqlite::Error) -> StoreError {
-    StoreError::Internal(format!("sqlite: {e}"))
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(format!("sqlite: {e}"))
+        }
+        _ => StoreError::Internal(format!("sqlite: {e}")),
+    }
 }
 
 impl SqliteStore {

@@ -269,6 +269,19 @@ impl TestConn {
     pub async fn closed(&mut self) -> u16 {
         self.conn.closed(WAIT).await.expect("close frame")
     }
+
+    /// The rooms this user's connections on `app` are live in.
+    pub fn conn_rooms(&self, app: &TestApp) -> Vec<RoomId> {
+        let ServerEvent::Welcome { user, .. } = &self.welcome else {
+            unreachable!("connections start with a welcome")
+        };
+        app.node
+            .hub
+            .connections_of(user)
+            .iter()
+            .flat_map(|c| c.rooms())
+            .collect()
+    }
 }
 
 /// Opens a group of `members` created by the first one.

@@ -416,3 +416,79 @@ async fn bus_subscriptions_are_counted_per_node() {
     }
     assert_eq!(app.node.hub.connection_count(), 0);
 }
+
+/// A resume that comes after live traffic was released (the client was slow to send it)
+/// replays only what this connection has not been sent: no repeats, no step back in seq.
+#[tokio::test]
+async fn a_late_resume_never_repeats_what_the_connection_was_sent() {
+    let app = TestApp::spawn().await; // resume_wait_ms = 500
+    let room = app.client("alice").open_direct("bob").await.unwrap();
+    let mut bob = app.client("bob").connect().await.unwrap();
+    assert!(matches!(
+        bob.event(WAIT).await.unwrap(),
+        ServerEvent::Welcome { .. }
+    ));
+    let mut alice = app.connect("alice").await;
+    for i in 1..=3 {
+        alice.send_acked(&room.id, &format!("a{i}"), "early").await;
+    }
+    // No resume yet: after the wait these come live.
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        if let ServerEvent::Message(m) = bob.event(WAIT).await.unwrap() {
+            seen.push(m.seq);
+        }
+    }
+    bob.resume(&BTreeMap::from([(room.id.clone(), 0)]))
+        .await
+        .unwrap();
+    loop {
+        match bob.event(WAIT).await.unwrap() {
+            ServerEvent::Message(m) => seen.push(m.seq),
+            ServerEvent::Resumed { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    alice.send_acked(&room.id, "a4", "after the resume").await;
+    loop {
+        if let ServerEvent::Message(m) = bob.event(WAIT).await.unwrap() {
+            seen.push(m.seq);
+            if m.seq == 4 {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![1, 2, 3, 4],
+        "each seq once, in order, on the wire"
+    );
+}
+
+/// Membership changes in quick succession (added, then removed at once) end in the state
+/// the store holds, whatever order the events are handled in.
+#[tokio::test]
+async fn added_then_removed_at_once_ends_outside_the_room() {
+    let app = TestApp::spawn().await;
+    let mut bob = app.connect("bob").await;
+    let alice = app.client("alice");
+    let room = alice.create_group("flicker", &["bob"]).await.unwrap();
+    let removed = app
+        .http()
+        .delete(format!("{}/v1/rooms/{}/members/bob", app.base, room.id))
+        .bearer_auth(alice.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut alice_ws = app.connect("alice").await;
+    alice_ws
+        .send_acked(&room.id, "secret", "bob must not see this")
+        .await;
+    bob.no_message_within(Duration::from_millis(500)).await;
+    assert!(
+        bob.conn_rooms(&app).is_empty(),
+        "bob's connection is in no room"
+    );
+}

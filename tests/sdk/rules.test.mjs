@@ -77,6 +77,19 @@ test("the outbox sends, waits for the ack, retries on timeout, on error and afte
   assert.deepEqual(outbox.due(99_999, 10_000), [], "failed ones are not retried");
 });
 
+test("the outbox counts what awaits an ack, so sending can be windowed", () => {
+  const outbox = new Outbox();
+  const items = [1, 2, 3].map((i) => outbox.add("r", `m${i}`, "me"));
+  assert.equal(outbox.inFlight(), 0);
+  outbox.markSent(items[0], 0);
+  outbox.markSent(items[1], 0);
+  assert.equal(outbox.inFlight(), 2);
+  outbox.ack(items[0].clientMsgId);
+  assert.equal(outbox.inFlight(), 1);
+  outbox.resendAll();
+  assert.equal(outbox.inFlight(), 0, "after a reconnect nothing is in flight");
+});
+
 test("close codes decide how to reconnect", () => {
   for (const code of [1000, 1001, 1006, 1012, 4000]) assert.equal(closeAction(code), "now", `${code}`);
   for (const code of [1008, 1009, 1011, 1013, 4100, 4101, 4102, 3000]) assert.equal(closeAction(code), "backoff", `${code}`);

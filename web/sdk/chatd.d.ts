@@ -63,6 +63,8 @@ export interface ChatClientOptions {
   pongTimeoutMs?: number;
   /** A sent message without an ack after this long is sent again (default 10000). */
   ackTimeoutMs?: number;
+  /** New messages sent but not yet acked, at most (default 32). */
+  maxInFlight?: number;
   /** A gap in a room is filled from history after this long (default 1000). */
   gapWaitMs?: number;
   /** Messages per history page (default 50). */
@@ -147,6 +149,7 @@ export declare class Outbox {
   add(room: string, text: string, sender: string | null): OutboxItem;
   due(now: number, ackTimeoutMs: number): OutboxItem[];
   markSent(item: OutboxItem, now: number): void;
+  inFlight(): number;
   resendAll(): void;
   retryLater(clientMsgId: string, at: number): void;
   ack(clientMsgId: string): OutboxItem | undefined;

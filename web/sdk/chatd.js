@@ -124,6 +124,13 @@ export class Outbox {
     return item;
   }
 
+  /** Items sent and waiting for their ack. */
+  inFlight() {
+    let n = 0;
+    for (const i of this.items.values()) if (i.status === "pending" && i.sentAt !== null) n += 1;
+    return n;
+  }
+
   /** Items to (re)send now: never sent, due for a retry, or unanswered for `ackTimeoutMs`. */
   due(now, ackTimeoutMs) {
     return [...this.items.values()].filter(
@@ -200,6 +207,7 @@ export class ChatClient {
       heartbeatMs: 15000,
       pongTimeoutMs: 10000,
       ackTimeoutMs: 10000,
+      maxInFlight: 32,
       gapWaitMs: 1000,
       pageSize: 50,
       backoff: { baseMs: 250, maxMs: 30000 },
@@ -218,6 +226,7 @@ export class ChatClient {
     this.roomStates = new Map();
     this.summaries = new Map();
     this.outbox = new Outbox();
+    this.resendAfterResume = false;
     this.waiters = new Map(); // clientMsgId -> {resolve, reject}
     this.ws = null;
     this.attempt = 0;
@@ -365,14 +374,21 @@ export class ChatClient {
         const rooms = {};
         for (const [id, state] of this.roomStates) if (state.loaded) rooms[id] = state.contiguous;
         this.#send({ type: "resume", rooms });
+        this.resendAfterResume = true;
+        // Rooms may have been added or removed while disconnected.
+        this.refreshRooms().catch(() => {});
         break;
       }
       case "resumed": {
         this.attempt = 0;
         this.#setState("online");
-        for (const [room, r] of Object.entries(frame.rooms ?? {})) if (r.more) this.#fillAfter(room);
-        // Everything unacknowledged goes again; the server answers stored ones with their ack.
-        this.outbox.resendAll();
+        for (const [room, r] of Object.entries(frame.rooms ?? {})) if (r.more) this.#room(room).fillAfterDue = true;
+        if (this.resendAfterResume) {
+          // After a reconnect everything unacknowledged goes again (paced by the in-flight
+          // window); the server answers stored ones with their ack.
+          this.resendAfterResume = false;
+          this.outbox.resendAll();
+        }
         this.#flushOutbox();
         break;
       }
@@ -408,13 +424,22 @@ export class ChatClient {
         this.emit("receipt", { room: frame.room, user: frame.user, readSeq: frame.readSeq });
         if (frame.user === this.user) this.#updateSummary(frame.room, (s) => ({ ...s, readSeq: frame.readSeq, unread: 0 }));
         break;
-      case "room_added":
+      case "room_added": {
         this.#addRoom({ ...frame.room, lastMessage: null, lastSeq: 0, readSeq: 0, unread: 0 });
-        this.#loadNewest(frame.room.id);
+        const state = this.roomStates.get(frame.room.id);
+        if (state?.loaded) {
+          // Back in a room held from before: catch up on what was said meanwhile.
+          this.#send({ type: "resume", rooms: { [frame.room.id]: state.contiguous } });
+        } else {
+          this.#loadNewest(frame.room.id).catch((e) => this.emit("error", e));
+        }
         break;
+      }
       case "room_removed":
         this.summaries.delete(frame.room);
+        this.roomStates.delete(frame.room);
         this.emit("rooms", this.rooms());
+        this.emit("room", frame.room);
         break;
       case "members":
         this.#updateSummary(frame.room, (s) => ({ ...s, members: frame.members }));
@@ -425,6 +450,12 @@ export class ChatClient {
   }
 
   #onError(frame) {
+    if (frame.code === "room_not_found" && frame.room && !frame.clientMsgId) {
+      // A resumed room the user left while away: forget it quietly.
+      this.roomStates.delete(frame.room);
+      if (this.summaries.delete(frame.room)) this.emit("rooms", this.rooms());
+      return;
+    }
     const error = new ChatError(frame.code, frame.message, {
       room: frame.room,
       clientMsgId: frame.clientMsgId,
@@ -483,15 +514,22 @@ export class ChatClient {
     }
     this.#flushOutbox();
     for (const state of this.roomStates.values()) {
-      if (state.gapSince !== null && now - state.gapSince >= this.options.gapWaitMs && !state.filling) this.#fillGap(state);
+      if (state.filling) continue;
+      if (state.fillAfterDue) this.#fillAfter(state);
+      else if (state.gapSince !== null && now - state.gapSince >= this.options.gapWaitMs) this.#fillGap(state);
     }
   }
 
+  /** Sends what is due, new messages only while fewer than `maxInFlight` await their ack. */
   #flushOutbox() {
     const now = Date.now();
+    let budget = this.options.maxInFlight - this.outbox.inFlight();
     for (const item of this.outbox.due(now, this.options.ackTimeoutMs)) {
+      const fresh = item.sentAt === null;
+      if (fresh && budget <= 0) break;
       if (!this.#send({ type: "send", room: item.room, clientMsgId: item.clientMsgId, text: item.text })) return;
       this.outbox.markSent(item, now);
+      if (fresh) budget -= 1;
     }
   }
 
@@ -510,12 +548,21 @@ export class ChatClient {
     }
   }
 
-  async #fillAfter(room) {
-    const state = this.#room(room);
-    for (;;) {
-      const page = await this.api("GET", `/v1/rooms/${room}/messages?after=${state.contiguous}&limit=200`);
-      for (const m of page.messages) this.#accept(m);
-      if (!page.more || page.messages.length === 0) return;
+  /** Pages history after what the room holds (a resume said more remained); retried by
+   * the next tick if a page fails. */
+  async #fillAfter(state) {
+    state.filling = true;
+    try {
+      for (;;) {
+        const page = await this.api("GET", `/v1/rooms/${state.id}/messages?after=${state.contiguous}&limit=200`);
+        for (const m of page.messages) this.#accept(m);
+        if (!page.more || page.messages.length === 0) break;
+      }
+      state.fillAfterDue = false;
+    } catch (e) {
+      this.emit("error", e);
+    } finally {
+      state.filling = false;
     }
   }
 
