@@ -123,10 +123,6 @@ impl Chat {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// The message pipeline. Returns the stored message (the first one, for a retry).
     pub async fn send(
         &self,
@@ -165,7 +161,7 @@ impl Chat {
         Ok(appended)
     }
 
-    pub fn validate_text(&self, text: &str) -> ChatResult<()> {
+    fn validate_text(&self, text: &str) -> ChatResult<()> {
         if text.trim().is_empty() {
             return Err(ChatError::invalid(ErrorCode::EmptyText, "text is empty"));
         }
