@@ -18,8 +18,10 @@ RUN apt-get update \
     && mkdir -p /data && chown chatd /data
 COPY --from=build /src/target/release/chatd /usr/local/bin/chatd
 COPY config /etc/chatd
+# Production settings: listens on 0.0.0.0, no dev login, and refuses to start until a real
+# secret (or identity-provider keys) is given: docker run -e CHATD__AUTH__JWT_SECRET=...
 ENV CHATD_CONFIG_DIR=/etc/chatd \
-    CHATD__SERVER__HOST=0.0.0.0 \
+    CHATD_ENV=production \
     CHATD__STORE__SQLITE_PATH=/data/chatd.db
 USER chatd
 WORKDIR /data

@@ -1,28 +1,81 @@
-//! Authentication: HS256 JWTs signed by the customer's backend (or by `chatd token` and the dev
-//! login). `sub` is the user id and `exp` is required. Verified on every WebSocket connect and
-//! every REST request; nothing else is trusted about the caller.
+//! Authentication: JWTs signed by the customer's backend or identity provider (or by
+//! `chatd token` and the dev login). `sub` is the user id and `exp` is required. Verified on
+//! every WebSocket connect and every REST request; nothing else is trusted about the caller.
+//!
+//! Keys: HS256 with `auth.jwt_secret`, and RS256/ES256 with a PEM public key
+//! (`auth.public_key_file`) or the keys an identity provider publishes as a JWKS
+//! (`auth.jwks_url`: fetched at start, fetched again when a token names an unknown `kid`, at
+//! most once per `auth.jwks_refresh_min_ms`; an outage of the JWKS keeps the cached keys).
+//!
+//! jsonwebtoken checks the signature and the algorithm; the claims (`exp`, `nbf`, `aud`,
+//! `iss`) are checked here, against chatd's clock, so that fractional NumericDates are
+//! accepted and absurd dates are refused rather than overflowing later.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
+use anyhow::Context;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jsonwebtoken::{
+    Algorithm, DecodingKey, EncodingKey, Header, Validation,
+    errors::ErrorKind,
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
+};
 use serde::{Deserialize, Serialize};
 
-use crate::domain::UserId;
+use crate::{clock::Clock, config::AuthSettings, domain::UserId};
 
-/// The development secret in `config/default.toml`; a production node refuses to start with it.
+/// The development secret in `config/default.toml`; refused in production and on any
+/// non-loopback address (see `Settings::validate`).
 pub const DEV_SECRET: &str = "chatd-development-secret-do-not-use-in-production";
 
 /// Browsers cannot set headers on a WebSocket, so a token may travel as a subprotocol
 /// `bearer.<jwt>` next to the protocol name (JWTs use only characters valid there).
 pub const BEARER_SUBPROTOCOL_PREFIX: &str = "bearer.";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
-    pub sub: String,
-    pub exp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<i64>,
+/// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later dates are not plausible and would
+/// overflow date arithmetic.
+pub const MAX_EXP: i64 = 253_402_300_799;
+
+/// How long one JWKS fetch may take.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What chatd mints (dev login, `chatd token`).
+#[derive(Debug, Clone, Serialize)]
+struct MintedClaims<'a> {
+    sub: &'a str,
+    exp: i64,
+    iat: i64,
+}
+
+/// What chatd reads from a token. NumericDates may be fractional (RFC 7519 §2).
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: Option<String>,
+    exp: Option<f64>,
+    nbf: Option<f64>,
+    #[serde(default)]
+    aud: Option<Audience>,
+    iss: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Audience {
+    fn contains(&self, wanted: &str) -> bool {
+        match self {
+            Audience::One(a) => a == wanted,
+            Audience::Many(all) => all.iter().any(|a| a == wanted),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,60 +90,296 @@ pub enum AuthError {
     Invalid(String),
 }
 
+fn invalid(why: &str) -> AuthError {
+    AuthError::Invalid(why.to_owned())
+}
+
 #[derive(Debug, Clone)]
 pub struct Verified {
     pub user: UserId,
-    pub expires_at: DateTime<Utc>,
+    /// When the token stops being accepted: `exp` plus the leeway.
+    pub valid_until: DateTime<Utc>,
 }
 
-/// Signs and verifies tokens with one shared secret.
+/// Public keys by `kid`, each with the one algorithm it verifies.
+type KeyRing = HashMap<String, (Algorithm, DecodingKey)>;
+
+/// The keys of an identity provider, as published at a JWKS URL.
+struct Jwks {
+    url: String,
+    http: reqwest::Client,
+    keys: RwLock<KeyRing>,
+    /// When the keys were last fetched; held while fetching, so concurrent requests with an
+    /// unknown kid cause one fetch, not one each.
+    fetched: tokio::sync::Mutex<Instant>,
+    min_refresh: Duration,
+}
+
+impl Jwks {
+    async fn fetch(&self) -> anyhow::Result<KeyRing> {
+        let set: JwkSet = self
+            .http
+            .get(&self.url)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .context("fetching the JWKS")?
+            .json()
+            .await
+            .context("parsing the JWKS")?;
+        let mut ring = KeyRing::new();
+        for jwk in &set.keys {
+            match ring_entry(jwk) {
+                Some((kid, entry)) => {
+                    ring.insert(kid, entry);
+                }
+                None => tracing::debug!(kid = ?jwk.common.key_id, "skipping an unusable JWK"),
+            }
+        }
+        Ok(ring)
+    }
+
+    fn find(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        self.keys.read().expect("jwks lock").get(kid).cloned()
+    }
+
+    /// The key for `kid`, fetching the set again if it is unknown and the last fetch is old
+    /// enough. A failed fetch keeps the keys already known.
+    async fn key(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
+        if let Some(found) = self.find(kid) {
+            return Some(found);
+        }
+        let mut fetched = self.fetched.lock().await;
+        if let Some(found) = self.find(kid) {
+            return Some(found); // fetched by someone else meanwhile
+        }
+        if fetched.elapsed() < self.min_refresh {
+            return None;
+        }
+        *fetched = Instant::now();
+        match self.fetch().await {
+            Ok(ring) => {
+                tracing::info!(keys = ring.len(), "JWKS refreshed");
+                *self.keys.write().expect("jwks lock") = ring;
+            }
+            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys"),
+        }
+        self.find(kid)
+    }
+}
+
+/// A JWK chatd can use: RSA (RS256) or P-256 (ES256), with a kid.
+fn ring_entry(jwk: &Jwk) -> Option<(String, (Algorithm, DecodingKey))> {
+    let kid = jwk.common.key_id.clone()?;
+    let algorithm = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => Algorithm::RS256,
+        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
+            Algorithm::ES256
+        }
+        _ => return None,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some((kid, (algorithm, key)))
+}
+
+/// A PEM public key: RSA (RS256) or EC P-256 (ES256).
+fn pem_key(pem: &[u8]) -> anyhow::Result<(Algorithm, DecodingKey)> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((Algorithm::RS256, key));
+    }
+    let key = DecodingKey::from_ec_pem(pem)
+        .context("auth.public_key_file: not an RSA or EC public key in PEM")?;
+    Ok((Algorithm::ES256, key))
+}
+
+/// Signs (HS256) and verifies tokens.
 #[derive(Clone)]
 pub struct TokenAuthority {
-    encoding: EncodingKey,
-    decoding: DecodingKey,
-    validation: Validation,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    secret: Option<(EncodingKey, DecodingKey)>,
+    public_key: Option<(Algorithm, DecodingKey)>,
+    jwks: Option<Jwks>,
+    audience: Option<String>,
+    issuer: Option<String>,
+    leeway: chrono::Duration,
+    clock: Arc<dyn Clock>,
 }
 
 impl TokenAuthority {
+    /// HS256 with `secret` only: what `chatd token`, the load tools and tests mint with.
     pub fn new(secret: &str, leeway_secs: u64) -> Self {
-        // Only HS256: a token whose header names another algorithm (including "none") fails.
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = leeway_secs;
+        Self::hs256(
+            secret,
+            leeway_secs,
+            Arc::new(crate::clock::SystemClock::default()),
+        )
+    }
+
+    fn hs256(secret: &str, leeway_secs: u64, clock: Arc<dyn Clock>) -> Self {
+        let secret = (!secret.is_empty()).then(|| {
+            (
+                EncodingKey::from_secret(secret.as_bytes()),
+                DecodingKey::from_secret(secret.as_bytes()),
+            )
+        });
         Self {
-            encoding: EncodingKey::from_secret(secret.as_bytes()),
-            decoding: DecodingKey::from_secret(secret.as_bytes()),
-            validation,
+            inner: Arc::new(Inner {
+                secret,
+                public_key: None,
+                jwks: None,
+                audience: None,
+                issuer: None,
+                leeway: chrono::Duration::seconds(leeway_secs.min(86_400) as i64),
+                clock,
+            }),
         }
     }
 
+    /// Everything `[auth]` configures; fetches the JWKS once (start-up fails if it cannot).
+    pub async fn from_settings(auth: &AuthSettings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let mut this = Self::hs256(&auth.jwt_secret, auth.leeway_secs, clock);
+        let inner = Arc::get_mut(&mut this.inner).expect("not shared yet");
+        if !auth.public_key_file.is_empty() {
+            let pem = std::fs::read(&auth.public_key_file).with_context(|| {
+                format!("auth.public_key_file: reading {}", auth.public_key_file)
+            })?;
+            inner.public_key = Some(pem_key(&pem)?);
+        }
+        if !auth.jwks_url.is_empty() {
+            let jwks = Jwks {
+                url: auth.jwks_url.clone(),
+                http: reqwest::Client::builder()
+                    .timeout(JWKS_FETCH_TIMEOUT)
+                    .build()
+                    .context("building the JWKS client")?,
+                keys: RwLock::default(),
+                fetched: tokio::sync::Mutex::new(Instant::now()),
+                min_refresh: Duration::from_millis(auth.jwks_refresh_min_ms),
+            };
+            let ring = jwks
+                .fetch()
+                .await
+                .with_context(|| format!("auth.jwks_url: {}", auth.jwks_url))?;
+            tracing::info!(keys = ring.len(), url = %auth.jwks_url, "JWKS loaded");
+            *jwks.keys.write().expect("jwks lock") = ring;
+            inner.jwks = Some(jwks);
+        }
+        inner.audience = Some(auth.audience.clone()).filter(|a| !a.is_empty());
+        inner.issuer = Some(auth.issuer.clone()).filter(|i| !i.is_empty());
+        Ok(this)
+    }
+
+    /// A token for `user` valid for `ttl`. Needs `auth.jwt_secret`.
     pub fn mint(&self, user: &UserId, ttl: Duration) -> String {
-        let now = Utc::now().timestamp();
-        let claims = Claims {
-            sub: user.to_string(),
-            exp: now + ttl.as_secs() as i64,
-            iat: Some(now),
+        let (encoding, _) = self
+            .inner
+            .secret
+            .as_ref()
+            .expect("minting needs auth.jwt_secret");
+        let now = self.inner.clock.now().timestamp();
+        let claims = MintedClaims {
+            sub: user.as_str(),
+            exp: now
+                .saturating_add(ttl.as_secs().min(MAX_EXP as u64) as i64)
+                .min(MAX_EXP),
+            iat: now,
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, encoding)
             .expect("HS256 signing cannot fail")
     }
 
-    pub fn verify(&self, token: &str) -> Result<Verified, AuthError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
-                    AuthError::Invalid("algorithm must be HS256".into())
+    pub fn can_mint(&self) -> bool {
+        self.inner.secret.is_some()
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Verified, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("malformed token"))?;
+        let (algorithm, key) = self.key_for(&header).await?;
+        let mut validation = Validation::new(algorithm);
+        // The claims are checked below; jsonwebtoken checks signature and algorithm only.
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e
+            .kind()
+        {
+            ErrorKind::InvalidSignature => invalid("bad signature"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                invalid("algorithm not accepted")
+            }
+            _ => invalid("malformed token"),
+        })?;
+        self.check_claims(data.claims)
+    }
+
+    /// The key a token's header asks for; a token cannot choose a key of another kind.
+    async fn key_for(&self, header: &Header) -> Result<(Algorithm, DecodingKey), AuthError> {
+        let inner = &self.inner;
+        match header.alg {
+            Algorithm::HS256 => inner
+                .secret
+                .as_ref()
+                .map(|(_, key)| (Algorithm::HS256, key.clone()))
+                .ok_or_else(|| invalid("algorithm not accepted")),
+            Algorithm::RS256 | Algorithm::ES256 => {
+                let from_jwks = match (&inner.jwks, &header.kid) {
+                    (Some(jwks), Some(kid)) => jwks.key(kid).await,
+                    _ => None,
+                };
+                let (algorithm, key) = from_jwks
+                    .or_else(|| inner.public_key.clone())
+                    .ok_or_else(|| invalid("unknown signing key"))?;
+                if algorithm != header.alg {
+                    return Err(invalid("algorithm not accepted"));
                 }
-                ErrorKind::MissingRequiredClaim(c) => AuthError::Invalid(format!("missing {c}")),
-                _ => AuthError::Invalid("malformed token".into()),
-            })?;
-        let user =
-            UserId::parse(&data.claims.sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
-        let expires_at = DateTime::from_timestamp(data.claims.exp, 0)
-            .ok_or_else(|| AuthError::Invalid("exp out of range".into()))?;
-        Ok(Verified { user, expires_at })
+                Ok((algorithm, key))
+            }
+            _ => Err(invalid("algorithm not accepted")),
+        }
+    }
+
+    fn check_claims(&self, claims: Claims) -> Result<Verified, AuthError> {
+        let inner = &self.inner;
+        let sub = claims.sub.ok_or_else(|| invalid("missing sub"))?;
+        let user = UserId::parse(&sub).map_err(|e| AuthError::Invalid(format!("sub: {e}")))?;
+        let exp = claims.exp.ok_or_else(|| invalid("missing exp"))?;
+        if !exp.is_finite() || exp < 0.0 || exp > MAX_EXP as f64 {
+            return Err(invalid("exp out of range"));
+        }
+        let expires_at =
+            DateTime::from_timestamp(exp as i64, 0).ok_or_else(|| invalid("exp out of range"))?;
+        let valid_until = expires_at
+            .checked_add_signed(inner.leeway)
+            .ok_or_else(|| invalid("exp out of range"))?;
+        let now = inner.clock.now();
+        if now >= valid_until {
+            return Err(AuthError::Expired);
+        }
+        if let Some(nbf) = claims.nbf {
+            if !nbf.is_finite() || nbf > MAX_EXP as f64 {
+                return Err(invalid("nbf out of range"));
+            }
+            let not_before = DateTime::from_timestamp(nbf.max(0.0) as i64, 0)
+                .and_then(|t| t.checked_sub_signed(inner.leeway))
+                .ok_or_else(|| invalid("nbf out of range"))?;
+            if now < not_before {
+                return Err(invalid("token not valid yet (nbf)"));
+            }
+        }
+        if let Some(wanted) = &inner.audience
+            && !claims.aud.as_ref().is_some_and(|a| a.contains(wanted))
+        {
+            return Err(invalid("wrong audience"));
+        }
+        if let Some(wanted) = &inner.issuer
+            && claims.iss.as_deref() != Some(wanted)
+        {
+            return Err(invalid("wrong issuer"));
+        }
+        Ok(Verified { user, valid_until })
     }
 }
 
@@ -111,35 +400,116 @@ pub fn token_from_authorization(header: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
+    const SECRET: &str = "test-secret-test-secret";
+
     fn authority() -> TokenAuthority {
-        TokenAuthority::new("test-secret-test-secret", 0)
+        TokenAuthority::new(SECRET, 0)
     }
 
-    #[test]
-    fn minted_tokens_verify() {
+    fn sign(claims: serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn now() -> i64 {
+        Utc::now().timestamp()
+    }
+
+    #[tokio::test]
+    async fn minted_tokens_verify() {
         let alice = UserId::parse("alice").unwrap();
         let token = authority().mint(&alice, Duration::from_secs(60));
-        assert_eq!(authority().verify(&token).unwrap().user, alice);
+        assert_eq!(authority().verify(&token).await.unwrap().user, alice);
     }
 
-    #[test]
-    fn rejects_other_secret_and_alg_none() {
+    #[tokio::test]
+    async fn rejects_other_secret_and_alg_none() {
         let alice = UserId::parse("alice").unwrap();
         let other =
             TokenAuthority::new("another-secret-entirely", 0).mint(&alice, Duration::from_secs(60));
         assert_eq!(
-            authority().verify(&other).unwrap_err(),
-            AuthError::Invalid("bad signature".into())
+            authority().verify(&other).await.unwrap_err(),
+            invalid("bad signature")
         );
         // {"alg":"none","typ":"JWT"} . {"sub":"alice","exp":9999999999} . (no signature)
         let none =
             "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJhbGljZSIsImV4cCI6OTk5OTk5OTk5OX0.";
         assert!(matches!(
-            authority().verify(none),
+            authority().verify(none).await,
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn numeric_dates_may_be_fractional_and_absurd_ones_are_refused() {
+        let fractional = sign(json!({"sub": "alice", "exp": now() as f64 + 60.5}));
+        assert!(authority().verify(&fractional).await.is_ok());
+        for exp in [json!(MAX_EXP + 1), json!(8.2e15), json!(-5), json!("soon")] {
+            let token = sign(json!({"sub": "alice", "exp": exp}));
+            assert!(
+                matches!(authority().verify(&token).await, Err(AuthError::Invalid(_))),
+                "exp {exp} accepted"
+            );
+        }
+        // The largest accepted exp, plus a leeway, must not overflow anything.
+        let far = sign(json!({"sub": "alice", "exp": MAX_EXP}));
+        let verified = TokenAuthority::new(SECRET, 86_400)
+            .verify(&far)
+            .await
+            .unwrap();
+        assert!(verified.valid_until > Utc::now());
+    }
+
+    #[tokio::test]
+    async fn nbf_is_honoured() {
+        let later = sign(json!({"sub": "alice", "exp": now() + 600, "nbf": now() + 300}));
+        assert_eq!(
+            authority().verify(&later).await.unwrap_err(),
+            invalid("token not valid yet (nbf)")
+        );
+        let past = sign(json!({"sub": "alice", "exp": now() + 600, "nbf": now() - 1}));
+        assert!(authority().verify(&past).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn audience_and_issuer_are_checked_when_configured() {
+        let mut settings = crate::config::Settings::defaults().auth;
+        settings.jwt_secret = SECRET.into();
+        settings.audience = "chatd".into();
+        settings.issuer = "https://id.example".into();
+        let strict = TokenAuthority::from_settings(
+            &settings,
+            Arc::new(crate::clock::SystemClock::default()),
+        )
+        .await
+        .unwrap();
+        let exp = now() + 600;
+        let good = sign(
+            json!({"sub": "a", "exp": exp, "aud": ["x", "chatd"], "iss": "https://id.example"}),
+        );
+        assert!(strict.verify(&good).await.is_ok());
+        let wrong_aud =
+            sign(json!({"sub": "a", "exp": exp, "aud": "other", "iss": "https://id.example"}));
+        assert_eq!(
+            strict.verify(&wrong_aud).await.unwrap_err(),
+            invalid("wrong audience")
+        );
+        let wrong_iss =
+            sign(json!({"sub": "a", "exp": exp, "aud": "chatd", "iss": "https://evil"}));
+        assert_eq!(
+            strict.verify(&wrong_iss).await.unwrap_err(),
+            invalid("wrong issuer")
+        );
+        // Without configuration, a token that carries aud is fine.
+        assert!(authority().verify(&wrong_aud).await.is_ok());
     }
 
     #[test]

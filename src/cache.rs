@@ -26,27 +26,30 @@ pub trait RecentCache: Send + Sync + 'static {
     /// Up to `limit` messages after `after`, oldest first, if the cache can vouch for them.
     async fn after(&self, room: &RoomId, after: Seq, limit: usize) -> Option<Vec<Message>>;
 
-    /// The newest `limit` messages, newest first, if the cache can vouch for them.
+    /// The newest `limit` messages, newest first, if the cache can vouch for them (contiguous;
+    /// whether they reach the store's newest seq is for the caller to check).
     async fn latest(&self, room: &RoomId, limit: usize) -> Option<Vec<Message>>;
 }
 
 /// Rooms idle this long drop out of the cache.
 const IDLE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One sorted set per room: score = seq, member = the message as JSON.
 pub struct RedisRecentCache {
     conn: ConnectionManager,
     prefix: String,
     size: usize,
+    /// Every Redis call answers within this.
+    timeout: Duration,
 }
 
 impl RedisRecentCache {
-    pub fn new(conn: ConnectionManager, prefix: &str, size: usize) -> Self {
+    pub fn new(conn: ConnectionManager, prefix: &str, size: usize, timeout: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
             size,
+            timeout,
         }
     }
 
@@ -57,7 +60,7 @@ impl RedisRecentCache {
     async fn query(&self, cmd: &redis::Cmd) -> Option<Vec<Message>> {
         let mut conn = self.conn.clone();
         let found =
-            tokio::time::timeout(REDIS_TIMEOUT, cmd.query_async::<Vec<String>>(&mut conn)).await;
+            tokio::time::timeout(self.timeout, cmd.query_async::<Vec<String>>(&mut conn)).await;
         match found {
             Ok(Ok(jsons)) => jsons.iter().map(|j| serde_json::from_str(j).ok()).collect(),
             Ok(Err(e)) => {
@@ -90,7 +93,7 @@ impl RecentCache for RedisRecentCache {
             .pexpire(&key, IDLE_TTL.as_millis() as i64)
             .ignore();
         let mut conn = self.conn.clone();
-        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<()>(&mut conn))
+        tokio::time::timeout(self.timeout, pipe.query_async::<()>(&mut conn))
             .await
             .map_err(|_| BusError::Unavailable("recent cache write timed out".into()))?
             .map_err(|e| BusError::Unavailable(format!("recent cache: {e}")))

@@ -8,7 +8,12 @@
 //! a retryable error, and its retry (same clientMsgId) finds the stored message and announces
 //! it again.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashSet},
+    sync::Arc,
+};
+
+use futures_util::{StreamExt, TryStreamExt};
 
 use crate::{
     bus::{Bus, BusEvent, Topic},
@@ -18,8 +23,12 @@ use crate::{
     domain::{Message, Room, RoomId, RoomKind, RoomSummary, Seq, UserId},
     presence::Presence,
     protocol::ErrorCode,
-    store::{Appended, HistoryQuery, NewGroup, NewMessage, Store, StoreError},
+    store::{Appended, HistoryQuery, NewGroup, NewMessage, ReadMark, Store, StoreError},
 };
+
+/// Room list pages: at most this many rooms each.
+pub const MAX_ROOM_PAGE: usize = 500;
+pub const DEFAULT_ROOM_PAGE: usize = 100;
 
 /// The most messages one history page returns.
 pub const MAX_PAGE: usize = 200;
@@ -57,6 +66,31 @@ impl ChatError {
         Self::invalid(ErrorCode::BadField, message)
     }
 
+    /// What a client may see of this error: its code, and a message. For internal causes
+    /// (store, bus, bugs) the message is fixed and the detail is logged under a request id
+    /// that the client also gets, so an operator can find it.
+    pub fn public(&self) -> PublicError {
+        let code = self.code();
+        if !code.is_internal() {
+            return PublicError {
+                code,
+                message: self.to_string(),
+                request_id: None,
+            };
+        }
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        if code == ErrorCode::Internal {
+            tracing::error!(request_id, error = %self, "request failed");
+        } else {
+            tracing::warn!(request_id, error = %self, "request failed");
+        }
+        PublicError {
+            code,
+            message: code.public_message().to_owned(),
+            request_id: Some(request_id),
+        }
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             ChatError::Invalid { code, .. } => *code,
@@ -70,6 +104,22 @@ impl ChatError {
 }
 
 pub type ChatResult<T> = Result<T, ChatError>;
+
+/// An error as a client sees it (see [`ChatError::public`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// What a resume frame gets: the replay of each room of the user's, and the rooms named
+/// that are not (or are malformed).
+#[derive(Debug, Clone, Default)]
+pub struct Resumption {
+    pub replays: Vec<Replay>,
+    pub unknown: Vec<String>,
+}
 
 /// What a resume replays for one room.
 #[derive(Debug, Clone)]
@@ -190,16 +240,38 @@ impl Chat {
         self.store.room(&room).await?.ok_or(ChatError::RoomNotFound)
     }
 
-    /// Messages after `after` for a reconnecting client, up to the configured replay limit.
-    pub async fn replay(&self, user: &UserId, room: &str, after: Seq) -> ChatResult<Replay> {
-        let room = parse_room(room)?;
-        self.require_member(&room, user).await?;
+    /// For a reconnecting client: per named room, the messages after its seq (up to the
+    /// configured replay limit). One membership read for all rooms, then one read per room.
+    pub async fn resume(
+        &self,
+        user: &UserId,
+        rooms: &BTreeMap<String, Seq>,
+    ) -> ChatResult<Resumption> {
+        let mine: HashSet<RoomId> = self
+            .store
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .map(|m| m.room)
+            .collect();
+        let mut resumption = Resumption::default();
+        for (name, &after) in rooms {
+            match RoomId::parse(name) {
+                Ok(room) if mine.contains(&room) => {
+                    resumption.replays.push(self.replay(room, after).await?);
+                }
+                _ => resumption.unknown.push(name.clone()),
+            }
+        }
+        Ok(resumption)
+    }
+
+    async fn replay(&self, room: RoomId, after: Seq) -> ChatResult<Replay> {
         let limit = self.limits.resume_max_per_room;
-        let cached = match &self.recent {
-            Some(recent) => recent.after(&room, after, limit + 1).await,
-            None => None,
-        };
-        let mut messages = match cached {
+        let mut messages = match self
+            .cached(&room, &HistoryQuery::after(after, limit + 1))
+            .await?
+        {
             Some(messages) => messages,
             None => {
                 self.store
@@ -247,6 +319,10 @@ impl Chat {
         }
         let id = RoomId::direct(user, &peer);
         let existed = self.store.room(&id).await?.is_some();
+        if !existed {
+            self.require_room_capacity(&[user.clone(), peer.clone()])
+                .await?;
+        }
         let room = self
             .store
             .ensure_direct_room(user, &peer, self.clock.now())
@@ -277,11 +353,13 @@ impl Chat {
                 self.limits.max_group_members
             )));
         }
+        let all: Vec<UserId> = all.into_iter().collect();
+        self.require_room_capacity(&all).await?;
         let group = NewGroup {
             id: RoomId::new_group(),
             name: name.to_owned(),
             created_by: creator.clone(),
-            members: all.into_iter().collect(),
+            members: all,
         };
         let room = self.store.create_group(group, self.clock.now()).await?;
         self.announce_added(&room, &room.members).await;
@@ -312,7 +390,14 @@ impl Chat {
                 self.limits.max_group_members
             )));
         }
-        let wanted: Vec<UserId> = wanted.into_iter().collect();
+        let wanted: Vec<UserId> = wanted
+            .into_iter()
+            .filter(|u| !room.members.contains(u))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(room);
+        }
+        self.require_room_capacity(&wanted).await?;
         let added = self
             .store
             .add_members(&room.id, &wanted, self.clock.now())
@@ -352,9 +437,50 @@ impl Chat {
         Ok(())
     }
 
-    /// The user's rooms, most recently active first.
-    pub async fn list_rooms(&self, user: &UserId) -> ChatResult<Vec<RoomSummary>> {
-        let memberships = self.store.memberships_of(user).await?;
+    /// Refuses to add users who are in `limits.max_rooms_per_user` rooms already. Checked
+    /// before the write: concurrent additions can overshoot the cap by the number racing.
+    async fn require_room_capacity(&self, users: &[UserId]) -> ChatResult<()> {
+        let cap = self.limits.max_rooms_per_user as u64;
+        let counts = self.store.membership_counts(users).await?;
+        let full: Vec<&str> = users
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n >= cap)
+            .map(|(u, _)| u.as_str())
+            .collect();
+        if full.is_empty() {
+            return Ok(());
+        }
+        Err(ChatError::invalid(
+            ErrorCode::TooManyRooms,
+            format!("in {cap} rooms already: {}", full.join(", ")),
+        ))
+    }
+
+    /// One page of the user's rooms, in room id order: at most `limit` rooms after the cursor
+    /// `after` (a room id), and the cursor of the next page if there is one.
+    pub async fn list_rooms(
+        &self,
+        user: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ChatResult<(Vec<RoomSummary>, Option<RoomId>)> {
+        if limit == 0 || limit > MAX_ROOM_PAGE {
+            return Err(ChatError::bad_field(format!(
+                "limit must be 1 to {MAX_ROOM_PAGE}"
+            )));
+        }
+        let after = after
+            .map(|a| RoomId::parse(a).map_err(|_| ChatError::bad_field("after: not a room cursor")))
+            .transpose()?;
+        let mut memberships = self
+            .store
+            .memberships_page(user, after.as_ref(), limit + 1)
+            .await?;
+        let next = (memberships.len() > limit).then(|| {
+            memberships.truncate(limit);
+            memberships.last().map(|m| m.room.clone())
+        });
         let summaries = memberships.into_iter().map(|m| async move {
             let room = self
                 .store
@@ -374,14 +500,12 @@ impl Chat {
                 unread,
             })
         });
-        let mut rooms = futures_util::future::try_join_all(summaries).await?;
-        let activity = |s: &RoomSummary| {
-            s.last_message
-                .as_ref()
-                .map_or(s.room.created_at, |m| m.created_at)
-        };
-        rooms.sort_by_key(|s| std::cmp::Reverse(activity(s)));
-        Ok(rooms)
+        // A few rooms at a time: a page costs the store a bounded number of reads at once.
+        let rooms = futures_util::stream::iter(summaries)
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok((rooms, next.flatten()))
     }
 
     /// The ids of the user's rooms (what a new connection subscribes to).
@@ -395,17 +519,19 @@ impl Chat {
             .collect())
     }
 
-    /// Moves the user's read position forward and tells the room.
+    /// Moves the user's read position forward and, if it moved, tells the room.
     pub async fn mark_read(&self, user: &UserId, room: &str, seq: Seq) -> ChatResult<Seq> {
         let room = parse_room(room)?;
         self.require_member(&room, user).await?;
-        let read_seq = self.store.mark_read(&room, user, seq).await?;
-        let event = BusEvent::Receipt {
-            room: room.clone(),
-            user: user.clone(),
-            read_seq,
-        };
-        self.publish_quietly(&Topic::Room(room), &event).await;
+        let ReadMark { read_seq, moved } = self.store.mark_read(&room, user, seq).await?;
+        if moved {
+            let event = BusEvent::Receipt {
+                room: room.clone(),
+                user: user.clone(),
+                read_seq,
+            };
+            self.publish_quietly(&Topic::Room(room), &event).await;
+        }
         Ok(read_seq)
     }
 
@@ -427,14 +553,45 @@ impl Chat {
 
     /// A history read: the newest page comes from the recent cache when it can vouch for it.
     async fn read(&self, room: &RoomId, query: &HistoryQuery) -> ChatResult<Vec<Message>> {
-        let newest_page = HistoryQuery::latest(query.limit);
-        if let Some(recent) = &self.recent
-            && *query == newest_page
-            && let Some(messages) = recent.latest(room, query.limit).await
+        if *query == HistoryQuery::latest(query.limit)
+            && let Some(messages) = self.cached(room, query).await?
         {
             return Ok(messages);
         }
         Ok(self.store.history(room, query).await?)
+    }
+
+    /// What the recent cache holds for `query` (the newest page, or everything after a seq),
+    /// if it can prove that is what the store holds: contiguous (checked by the cache) and
+    /// reaching the store's last seq. The last check matters: a node that died between
+    /// storing a message and caching it leaves the store ahead of the cache.
+    async fn cached(
+        &self,
+        room: &RoomId,
+        query: &HistoryQuery,
+    ) -> ChatResult<Option<Vec<Message>>> {
+        let Some(recent) = &self.recent else {
+            return Ok(None);
+        };
+        let (found, last_seq) = match query.after {
+            Some(after) => tokio::join!(
+                recent.after(room, after, query.limit),
+                self.store.last_seq(room)
+            ),
+            None => tokio::join!(recent.latest(room, query.limit), self.store.last_seq(room)),
+        };
+        let (Some(found), last_seq) = (found, last_seq?) else {
+            return Ok(None);
+        };
+        let newest = match query.after {
+            Some(after) => found.last().map_or(after, |m| m.seq),
+            None => found.first().map_or(0, |m| m.seq),
+        };
+        // A page that is full may legitimately stop short of the last seq.
+        let complete = newest == last_seq || (query.after.is_some() && found.len() == query.limit);
+        metrics::counter!("chatd_recent_cache_reads_total", "hit" => complete.to_string())
+            .increment(1);
+        Ok(complete.then_some(found))
     }
 
     fn parse_users(&self, users: &[String]) -> ChatResult<BTreeSet<UserId>> {

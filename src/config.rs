@@ -14,6 +14,11 @@ use serde::Deserialize;
 
 use crate::auth::DEV_SECRET;
 
+/// Environments that need no file of their own. Any other CHATD_ENV needs
+/// `config/<CHATD_ENV>.toml`, so a typo ("Production", "prod") stops start-up instead of
+/// silently running the development settings.
+pub const KNOWN_ENVIRONMENTS: [&str; 2] = ["development", "production"];
+
 /// The defaults, compiled in so the binary runs from any working directory.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
 
@@ -45,6 +50,8 @@ pub struct ServerSettings {
     pub node_id: String,
     pub shutdown_grace_ms: u64,
     pub handshake_timeout_ms: u64,
+    pub request_timeout_ms: u64,
+    pub max_http_connections: usize,
     pub clock_offset_ms: i64,
 }
 
@@ -55,6 +62,12 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     pub dev_login: bool,
     pub dev_token_ttl_secs: u64,
+    pub allow_insecure_dev_auth: bool,
+    pub public_key_file: String,
+    pub jwks_url: String,
+    pub jwks_refresh_min_ms: u64,
+    pub audience: String,
+    pub issuer: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -79,6 +92,7 @@ pub struct StoreSettings {
     pub sqlite_synchronous: SqliteSynchronous,
     pub mongodb_uri: String,
     pub mongodb_database: String,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -95,6 +109,7 @@ pub struct BusSettings {
     pub redis_url: String,
     pub redis_prefix: String,
     pub recent_cache_size: usize,
+    pub timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -112,6 +127,11 @@ pub struct Limits {
     pub frames_burst: u32,
     pub sends_per_second: u32,
     pub sends_burst: u32,
+    pub reads_per_second: u32,
+    pub reads_burst: u32,
+    pub resume_rooms_per_second: u32,
+    pub resume_rooms_burst: u32,
+    pub max_rooms_per_user: usize,
     pub rate_limit_strikes: u32,
 }
 
@@ -167,6 +187,14 @@ fn describe(error: figment::Error) -> ConfigError {
 impl Settings {
     /// Loads the layers for `environment` from `config_dir`, then the process environment.
     pub fn load(config_dir: &Path, environment: &str) -> Result<Self, ConfigError> {
+        let env_file = config_dir.join(format!("{environment}.toml"));
+        if !KNOWN_ENVIRONMENTS.contains(&environment) && !env_file.is_file() {
+            return Err(ConfigError(format!(
+                "CHATD_ENV: unknown environment {environment:?}; use one of {KNOWN_ENVIRONMENTS:?} \
+                 or add {}",
+                env_file.display()
+            )));
+        }
         let figment = Figment::new()
             .merge(Toml::string(DEFAULT_TOML))
             .merge(Toml::file(config_dir.join("default.toml")))
@@ -192,22 +220,63 @@ impl Settings {
         self.environment == "production"
     }
 
-    /// Combinations that parse but cannot work.
+    /// Whether the node listens on a loopback address only (its own machine).
+    pub fn listens_on_loopback(&self) -> bool {
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        host.eq_ignore_ascii_case("localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Combinations that parse but cannot work, or that would be insecure.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, problem: &str| Err(ConfigError(format!("{key}: {problem}")));
-        if self.auth.jwt_secret.len() < 16 {
-            return fail("auth.jwt_secret", "must be at least 16 bytes");
+        let auth = &self.auth;
+        if !auth.jwt_secret.is_empty() && auth.jwt_secret.len() < 16 {
+            return fail(
+                "auth.jwt_secret",
+                "must be at least 16 bytes (or empty: no HS256)",
+            );
         }
+        if auth.jwt_secret.is_empty() && auth.public_key_file.is_empty() && auth.jwks_url.is_empty()
+        {
+            return fail(
+                "auth.jwt_secret",
+                "no way to verify tokens: set it, auth.public_key_file or auth.jwks_url",
+            );
+        }
+        if auth.dev_login && auth.jwt_secret.is_empty() {
+            return fail("auth.dev_login", "needs auth.jwt_secret to sign its tokens");
+        }
+        let dev_auth = auth.jwt_secret == DEV_SECRET || auth.dev_login;
         if self.is_production() {
-            if self.auth.jwt_secret == DEV_SECRET {
+            if auth.jwt_secret == DEV_SECRET {
                 return fail(
                     "auth.jwt_secret",
                     "is the built-in development secret; set CHATD__AUTH__JWT_SECRET",
                 );
             }
-            if self.auth.dev_login {
+            if auth.dev_login {
                 return fail("auth.dev_login", "must be false in production");
             }
+        } else if dev_auth && !self.listens_on_loopback() && !auth.allow_insecure_dev_auth {
+            // Anyone who can reach the node could mint tokens for any user.
+            let key = if auth.jwt_secret == DEV_SECRET {
+                "auth.jwt_secret"
+            } else {
+                "auth.dev_login"
+            };
+            return fail(
+                key,
+                "the development secret and the dev login are refused on a non-loopback \
+                 server.host; set a real secret and auth.dev_login = false (or, for a \
+                 throwaway demo only, auth.allow_insecure_dev_auth = true)",
+            );
         }
         match self.store.kind {
             StoreKind::Mongodb if self.store.mongodb_uri.is_empty() => {
@@ -273,6 +342,26 @@ impl Settings {
             ),
             ("limits.sends_burst", self.limits.sends_burst as usize),
             (
+                "limits.reads_per_second",
+                self.limits.reads_per_second as usize,
+            ),
+            ("limits.reads_burst", self.limits.reads_burst as usize),
+            (
+                "limits.resume_rooms_per_second",
+                self.limits.resume_rooms_per_second as usize,
+            ),
+            ("limits.max_rooms_per_user", self.limits.max_rooms_per_user),
+            (
+                "server.request_timeout_ms",
+                self.server.request_timeout_ms as usize,
+            ),
+            (
+                "server.max_http_connections",
+                self.server.max_http_connections,
+            ),
+            ("store.timeout_ms", self.store.timeout_ms as usize),
+            ("bus.timeout_ms", self.bus.timeout_ms as usize),
+            (
                 "limits.rate_limit_strikes",
                 self.limits.rate_limit_strikes as usize,
             ),
@@ -281,6 +370,15 @@ impl Settings {
             if value == 0 {
                 return fail(key, "must be greater than 0");
             }
+        }
+        if (self.limits.resume_rooms_burst as usize) < crate::protocol::MAX_RESUME_ROOMS {
+            return fail(
+                "limits.resume_rooms_burst",
+                &format!(
+                    "must be at least {} (the rooms one resume may name)",
+                    crate::protocol::MAX_RESUME_ROOMS
+                ),
+            );
         }
         // A text of max_text_chars characters (up to 4 bytes each) must fit in a frame.
         if self.limits.max_frame_bytes < self.limits.max_text_chars + 512 {
@@ -379,6 +477,51 @@ mod tests {
             || Settings::load(&dir, "production"),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn unknown_environments_are_refused() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        for env in ["Production", "prod", "staging", ""] {
+            let err = with_env(&[], || Settings::load(&dir, env).unwrap_err());
+            assert!(err.0.starts_with("CHATD_ENV"), "{env}: {err}");
+        }
+    }
+
+    #[test]
+    fn development_credentials_are_refused_on_a_network_address() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let load = |vars: &[(&str, &str)]| with_env(vars, || Settings::load(&dir, "development"));
+        // The dev secret and the dev login on 0.0.0.0: refused, whichever is left on.
+        let err = load(&[("CHATD__SERVER__HOST", "0.0.0.0")]).unwrap_err();
+        assert!(err.0.contains("auth.jwt_secret"), "{err}");
+        let err = load(&[
+            ("CHATD__SERVER__HOST", "10.1.2.3"),
+            ("CHATD__AUTH__JWT_SECRET", "a-real-secret-of-enough-length"),
+        ])
+        .unwrap_err();
+        assert!(err.0.contains("auth.dev_login"), "{err}");
+        // A real secret and no dev login: fine anywhere.
+        let ok = load(&[
+            ("CHATD__SERVER__HOST", "0.0.0.0"),
+            ("CHATD__AUTH__JWT_SECRET", "a-real-secret-of-enough-length"),
+            ("CHATD__AUTH__DEV_LOGIN", "false"),
+        ]);
+        assert!(ok.is_ok(), "{ok:?}");
+        // Loopback: the development defaults work as they are.
+        for host in ["127.0.0.1", "::1", "[::1]", "localhost"] {
+            assert!(load(&[("CHATD__SERVER__HOST", host)]).is_ok(), "{host}");
+        }
+        // The one explicit escape hatch, never in production.
+        let demo = load(&[
+            ("CHATD__SERVER__HOST", "0.0.0.0"),
+            ("CHATD__AUTH__ALLOW_INSECURE_DEV_AUTH", "true"),
+        ]);
+        assert!(demo.is_ok(), "{demo:?}");
+        let prod = with_env(&[("CHATD__AUTH__ALLOW_INSECURE_DEV_AUTH", "true")], || {
+            Settings::load(&dir, "production").unwrap_err()
+        });
+        assert!(prod.0.contains("auth.jwt_secret"), "{prod}");
     }
 
     #[test]

@@ -29,9 +29,11 @@ impl UserId {
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
         let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
-        if s.is_empty() || s.len() > Self::MAX_LEN || !s.chars().all(ok_char) {
+        // "." and ".." would be path segments in URLs (/members/..), not names.
+        let dots = s == "." || s == "..";
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.chars().all(ok_char) || dots {
             return Err(InvalidId(format!(
-                "user id must be 1 to {} characters of A-Z a-z 0-9 _ - . @",
+                "user id must be 1 to {} characters of A-Z a-z 0-9 _ - . @, not . or ..",
                 Self::MAX_LEN
             )));
         }
@@ -255,7 +257,7 @@ mod tests {
     #[test]
     fn user_ids_are_restricted() {
         assert!(UserId::parse("alice.smith@example-1_x").is_ok());
-        for bad in ["", "a b", "a/b", "a\0b", "é", &"x".repeat(65)] {
+        for bad in ["", "a b", "a/b", "a\0b", "é", ".", "..", &"x".repeat(65)] {
             assert!(UserId::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

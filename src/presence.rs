@@ -74,19 +74,22 @@ impl Presence for LocalPresence {
     }
 }
 
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// One sorted set per user: member = connection key, score = expiry (ms since the epoch).
+/// Expired members are pruned whenever the user's set is written, so a set holds the user's
+/// live connections plus at most those that expired since its last write.
 pub struct RedisPresence {
     conn: ConnectionManager,
     prefix: String,
+    /// Every Redis call answers within this.
+    timeout: Duration,
 }
 
 impl RedisPresence {
-    pub fn new(conn: ConnectionManager, prefix: &str) -> Self {
+    pub fn new(conn: ConnectionManager, prefix: &str, timeout: Duration) -> Self {
         Self {
             conn,
             prefix: prefix.to_owned(),
+            timeout,
         }
     }
 
@@ -96,7 +99,7 @@ impl RedisPresence {
 
     async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, BusError> {
         let mut conn = self.conn.clone();
-        tokio::time::timeout(REDIS_TIMEOUT, pipe.query_async::<T>(&mut conn))
+        tokio::time::timeout(self.timeout, pipe.query_async::<T>(&mut conn))
             .await
             .map_err(|_| BusError::Unavailable("presence timed out".into()))?
             .map_err(|e| BusError::Unavailable(format!("presence: {e}")))
@@ -115,11 +118,14 @@ impl Presence for RedisPresence {
         if entries.is_empty() {
             return Ok(());
         }
+        let now = epoch_ms(Duration::ZERO);
         let until = epoch_ms(ttl);
         let mut pipe = redis::pipe();
         for (user, conn) in entries {
             let key = self.key(user);
-            pipe.zadd(&key, conn, until)
+            pipe.zrembyscore(&key, "-inf", now)
+                .ignore()
+                .zadd(&key, conn, until)
                 .ignore()
                 // The whole key outlives its entries a little, then goes by itself.
                 .pexpire(&key, 2 * ttl.as_millis() as i64)
@@ -129,8 +135,12 @@ impl Presence for RedisPresence {
     }
 
     async fn remove(&self, user: &UserId, conn: &str) -> Result<(), BusError> {
+        let key = self.key(user);
         let mut pipe = redis::pipe();
-        pipe.zrem(self.key(user), conn).ignore();
+        pipe.zrem(&key, conn)
+            .ignore()
+            .zrembyscore(&key, "-inf", epoch_ms(Duration::ZERO))
+            .ignore();
         self.run(&pipe).await
     }
 

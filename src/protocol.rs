@@ -8,9 +8,14 @@ use axum::extract::ws::Utf8Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::error::Category;
 
-use crate::domain::{Message, Room, RoomId, Seq, UserId};
+use crate::{
+    domain::{Message, Room, RoomId, Seq, UserId},
+    store::MAX_SEQ,
+};
 
 pub const PROTOCOL_VERSION: u32 = 1;
+/// Rooms one `resume` frame may name.
+pub const MAX_RESUME_ROOMS: usize = 1000;
 /// The subprotocol a browser offers (with `bearer.<token>`); the server selects it.
 pub const SUBPROTOCOL: &str = "chatd.v1";
 
@@ -42,8 +47,14 @@ pub enum ErrorCode {
     Unauthorized,
     TokenExpired,
     TooManyConnections,
+    /// The user is a member of `limits.max_rooms_per_user` rooms already.
+    TooManyRooms,
     BadRequest,
     PayloadTooLarge,
+    /// The request (headers and body) did not arrive within `server.request_timeout_ms`.
+    RequestTimeout,
+    /// The node holds `server.max_http_connections` HTTP connections; try again (elsewhere).
+    Overloaded,
     NotFound,
     MethodNotAllowed,
     Internal,
@@ -57,14 +68,38 @@ impl ErrorCode {
             ErrorCode::StoreUnavailable
                 | ErrorCode::BusUnavailable
                 | ErrorCode::RateLimited
+                | ErrorCode::RequestTimeout
+                | ErrorCode::Overloaded
                 | ErrorCode::Internal
         )
+    }
+
+    /// Codes whose cause lies inside the node (a dependency, a bug): the client gets a fixed
+    /// message and a `requestId`; the detail goes to the log under that id.
+    pub fn is_internal(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::StoreUnavailable | ErrorCode::BusUnavailable | ErrorCode::Internal
+        )
+    }
+
+    /// The fixed message a client gets for an internal code.
+    pub fn public_message(self) -> &'static str {
+        match self {
+            ErrorCode::StoreUnavailable => {
+                "the message store is unavailable; nothing was stored, retry with the same clientMsgId"
+            }
+            ErrorCode::BusUnavailable => {
+                "stored, but not yet delivered; retry with the same clientMsgId"
+            }
+            _ => "internal error",
+        }
     }
 }
 
 /// Why the server closes a connection, and the close code that tells the client what to do.
-/// Codes are grouped by the client's next step (docs/protocol.md):
-/// 1000-1099 and 4000-4099 reconnect at once; 4100-4199 and 1008/1009/1011/1013 reconnect
+/// Codes are grouped by the client's next step (docs/protocol.md): 1000, 1001, 1005, 1006,
+/// 1012 and 4000-4099 reconnect at once; 1002, 1003, 1007-1011, 1013 and 4100-4199 reconnect
 /// with backoff; 4400-4499 do not reconnect until something changes (a new token).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CloseReason {
@@ -78,6 +113,11 @@ pub enum CloseReason {
     TooBig,
     /// The client keeps breaking the protocol.
     PolicyViolation,
+    /// A WebSocket protocol error (RFC 6455: unmasked frame, reserved opcode or bits,
+    /// oversized or fragmented control frame...).
+    ProtocolError,
+    /// A text frame that is not UTF-8.
+    InvalidData,
     /// The client does not read fast enough; its queue filled up. Resume later, nothing is lost.
     SlowConsumer,
     RateLimited,
@@ -93,6 +133,8 @@ impl CloseReason {
     pub fn code(self) -> u16 {
         match self {
             CloseReason::Normal => 1000,
+            CloseReason::ProtocolError => 1002,
+            CloseReason::InvalidData => 1007,
             CloseReason::PolicyViolation => 1008,
             CloseReason::TooBig => 1009,
             CloseReason::Internal => 1011,
@@ -114,6 +156,8 @@ impl CloseReason {
             CloseReason::HeartbeatTimeout => "heartbeat timeout",
             CloseReason::TooBig => "frame too large",
             CloseReason::PolicyViolation => "protocol violation",
+            CloseReason::ProtocolError => "websocket protocol error",
+            CloseReason::InvalidData => "text frame is not utf-8",
             CloseReason::SlowConsumer => "slow consumer: outbound queue full",
             CloseReason::RateLimited => "rate limit exceeded repeatedly",
             CloseReason::TooManyConnections => "too many connections",
@@ -129,7 +173,11 @@ impl CloseReason {
     pub fn flush_queue_first(self) -> bool {
         !matches!(
             self,
-            CloseReason::SlowConsumer | CloseReason::TooBig | CloseReason::HeartbeatTimeout
+            CloseReason::SlowConsumer
+                | CloseReason::TooBig
+                | CloseReason::HeartbeatTimeout
+                | CloseReason::ProtocolError
+                | CloseReason::InvalidData
         )
     }
 }
@@ -190,7 +238,15 @@ impl FrameError {
 #[derive(Deserialize)]
 struct TypeTag<'a> {
     #[serde(rename = "type", borrow)]
-    kind: Option<Cow<'a, str>>,
+    kind: Option<TypeValue<'a>>,
+}
+
+/// The `type` field: a string, or anything else (which is a field error, not bad JSON).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TypeValue<'a> {
+    Name(#[serde(borrow)] Cow<'a, str>),
+    Other(serde::de::IgnoredAny),
 }
 
 /// Parses one text frame. Two passes over a small frame buy precise errors: the first finds the
@@ -200,22 +256,54 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         Category::Data => FrameError::new(ErrorCode::BadJson, "a frame must be a JSON object"),
         _ => FrameError::new(ErrorCode::BadJson, format!("malformed JSON: {e}")),
     })?;
-    let kind = tag
-        .kind
-        .ok_or_else(|| FrameError::new(ErrorCode::BadField, "missing field `type`"))?;
+    let kind = match tag.kind {
+        Some(TypeValue::Name(kind)) => kind,
+        Some(TypeValue::Other(_)) => {
+            return Err(FrameError::new(
+                ErrorCode::BadField,
+                "`type` must be a string",
+            ));
+        }
+        None => return Err(FrameError::new(ErrorCode::BadField, "missing field `type`")),
+    };
     fn fields<'a, T: Deserialize<'a>>(text: &'a str) -> Result<T, FrameError> {
         serde_json::from_str(text).map_err(|e| FrameError::new(ErrorCode::BadField, e.to_string()))
     }
     match kind.as_ref() {
         "send" => fields(text).map(ClientFrame::Send),
-        "resume" => fields(text).map(ClientFrame::Resume),
-        "read" => fields(text).map(ClientFrame::Read),
+        "resume" => {
+            let resume: ResumeFrame = fields(text)?;
+            if resume.rooms.len() > MAX_RESUME_ROOMS {
+                return Err(FrameError::new(
+                    ErrorCode::BadField,
+                    format!("rooms: at most {MAX_RESUME_ROOMS} per resume"),
+                ));
+            }
+            if resume.rooms.values().any(|&seq| seq > MAX_SEQ) {
+                return Err(seq_too_large("rooms"));
+            }
+            Ok(ClientFrame::Resume(resume))
+        }
+        "read" => {
+            let read: ReadFrame = fields(text)?;
+            if read.seq > MAX_SEQ {
+                return Err(seq_too_large("seq"));
+            }
+            Ok(ClientFrame::Read(read))
+        }
         "ping" => fields(text).map(ClientFrame::Ping),
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
             format!("unknown frame type {other:?}"),
         )),
     }
+}
+
+fn seq_too_large(field: &str) -> FrameError {
+    FrameError::new(
+        ErrorCode::BadField,
+        format!("{field}: a seq is at most {MAX_SEQ}"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -283,8 +371,14 @@ pub enum ServerFrame<'a> {
         client_msg_id: Option<&'a str>,
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<&'a str>,
+        /// Several rooms at once (a resume's unknown rooms).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        rooms: Option<&'a [&'a str]>,
         #[serde(skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// For internal codes: the id under which the server logged the detail.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
     },
 }
 
@@ -307,7 +401,9 @@ impl ServerFrame<'_> {
             message,
             client_msg_id: None,
             room: None,
+            rooms: None,
             retry_after_ms: None,
+            request_id: None,
         }
     }
 }
@@ -347,6 +443,20 @@ mod tests {
         assert_eq!(code_of("[1,2]"), ErrorCode::BadJson);
         assert_eq!(code_of(r#"{"room":"r"}"#), ErrorCode::BadField);
         assert_eq!(code_of(r#"{"type":"dance"}"#), ErrorCode::UnknownType);
+        assert_eq!(code_of(r#"{"type":5}"#), ErrorCode::BadField);
+        assert_eq!(code_of(r#"{"type":null}"#), ErrorCode::BadField);
+        // Seqs beyond what a store holds are refused, not wrapped.
+        assert_eq!(
+            code_of(r#"{"type":"resume","rooms":{"r":18446744073709551615}}"#),
+            ErrorCode::BadField
+        );
+        assert_eq!(
+            code_of(r#"{"type":"read","room":"r","seq":9223372036854775808}"#),
+            ErrorCode::BadField
+        );
+        assert!(
+            parse_client_frame(r#"{"type":"read","room":"r","seq":9223372036854775807}"#).is_ok()
+        );
         assert_eq!(
             code_of(r#"{"type":"send","room":"r","text":"hi"}"#),
             ErrorCode::BadField
@@ -370,7 +480,9 @@ mod tests {
             message: "slow down",
             client_msg_id: Some("c1"),
             room: None,
+            rooms: None,
             retry_after_ms: Some(250),
+            request_id: None,
         };
         let v: serde_json::Value = serde_json::from_str(&frame.encode()).unwrap();
         assert_eq!(

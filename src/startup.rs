@@ -17,9 +17,9 @@ use crate::{
     config::{BusKind, Settings, StoreKind},
     hub::Hub,
     presence::{LocalPresence, Presence, RedisPresence},
-    store::{self, Store},
+    store::{self, DeadlineStore, Store},
     telemetry,
-    throttle::SendThrottle,
+    throttle::UserLimits,
 };
 
 /// Everything a request or a connection needs, shared by all of them.
@@ -32,8 +32,10 @@ pub struct Node {
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
     pub presence: Arc<dyn Presence>,
-    /// Per-user limit on sent messages (WebSocket and REST).
-    pub sends: SendThrottle,
+    /// The node's one clock (token expiry included).
+    pub clock: Arc<dyn Clock>,
+    /// Per-user limits on sends, reads and resumes (WebSocket and REST).
+    pub limits: UserLimits,
     /// Cancelled when the node starts to stop.
     pub shutdown: CancellationToken,
     /// Connection and background tasks, awaited (up to the grace period) on shutdown.
@@ -54,8 +56,14 @@ pub struct Backends {
     pub presence: Arc<dyn Presence>,
 }
 
-/// Connects the configured store, bus, cache and presence registry.
-pub async fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
+/// Connects the configured store, bus, cache and presence registry. Background tasks (the
+/// Redis subscriber) run on `tasks` and stop with `shutdown`. Every store call answers within
+/// `store.timeout_ms`, every Redis call within `bus.timeout_ms`.
+pub async fn connect_backends(
+    settings: &Settings,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Backends> {
     let store: Arc<dyn Store> = match settings.store.kind {
         StoreKind::Sqlite => {
             let path = &settings.store.sqlite_path;
@@ -72,6 +80,10 @@ pub async fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
             .context("connecting to MongoDB (store.mongodb_uri)")?,
         ),
     };
+    let store: Arc<dyn Store> = Arc::new(DeadlineStore::new(
+        store,
+        Duration::from_millis(settings.store.timeout_ms),
+    ));
     Ok(match settings.bus.kind {
         BusKind::Local => {
             let (bus, deliveries) = bus::LocalBus::new(Arc::default());
@@ -86,12 +98,19 @@ pub async fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
         }
         BusKind::Redis => {
             let bus_settings = &settings.bus;
+            let timeout = Duration::from_millis(bus_settings.timeout_ms);
             let client =
                 redis::Client::open(bus_settings.redis_url.as_str()).context("bus.redis_url")?;
-            let (bus, deliveries) = bus::RedisBus::connect(&client, &bus_settings.redis_prefix)
-                .await
-                .context("connecting to Redis (bus.redis_url)")?;
-            let conn = bus::redis::connect_manager(&client).await?;
+            let (bus, deliveries) = bus::RedisBus::connect(
+                &client,
+                &bus_settings.redis_prefix,
+                timeout,
+                tasks,
+                shutdown,
+            )
+            .await
+            .context("connecting to Redis (bus.redis_url)")?;
+            let conn = bus::redis::connect_manager(&client, timeout).await?;
             Backends {
                 store,
                 bus: Arc::new(bus),
@@ -100,8 +119,13 @@ pub async fn connect_backends(settings: &Settings) -> anyhow::Result<Backends> {
                     conn.clone(),
                     &bus_settings.redis_prefix,
                     bus_settings.recent_cache_size,
+                    timeout,
                 ))),
-                presence: Arc::new(RedisPresence::new(conn, &bus_settings.redis_prefix)),
+                presence: Arc::new(RedisPresence::new(
+                    conn,
+                    &bus_settings.redis_prefix,
+                    timeout,
+                )),
             }
         }
     })
@@ -119,15 +143,17 @@ impl Application {
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         telemetry::init_metrics();
+        raise_open_file_limit(&settings);
+        let auth = TokenAuthority::from_settings(&settings.auth, clock.clone()).await?;
+        let shutdown = CancellationToken::new();
+        let tasks = TaskTracker::new();
         let Backends {
             store,
             bus,
             deliveries,
             recent,
             presence,
-        } = connect_backends(&settings).await?;
-        let shutdown = CancellationToken::new();
-        let tasks = TaskTracker::new();
+        } = connect_backends(&settings, &tasks, &shutdown).await?;
         let hub = Hub::start(
             bus.clone(),
             deliveries,
@@ -140,7 +166,7 @@ impl Application {
             bus.clone(),
             recent,
             presence.clone(),
-            clock,
+            clock.clone(),
             settings.limits.clone(),
         );
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
@@ -149,8 +175,9 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
             id: settings.node_id(),
-            sends: SendThrottle::new(&settings.limits),
-            auth: TokenAuthority::new(&settings.auth.jwt_secret, settings.auth.leeway_secs),
+            limits: UserLimits::new(&settings.limits),
+            auth,
+            clock,
             settings,
             chat,
             hub,
@@ -190,12 +217,7 @@ impl Application {
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let node = self.node;
         let settings = &node.settings;
-        if settings.auth.dev_login {
-            tracing::warn!(
-                "DEV LOGIN IS ENABLED: anyone can get a token for any user at POST /v1/dev/login. \
-                 Set auth.dev_login = false (CHATD_ENV=production does) for real deployments."
-            );
-        }
+        log_security_posture(settings);
         tracing::info!(
             node = %node.id,
             addr = %self.listener.local_addr()?,
@@ -204,13 +226,16 @@ impl Application {
             "chatd listening"
         );
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
-        let handshake = Duration::from_millis(settings.server.handshake_timeout_ms);
+        let limits = crate::server::HttpLimits {
+            handshake_timeout: Duration::from_millis(settings.server.handshake_timeout_ms),
+            max_connections: settings.server.max_http_connections,
+            grace,
+        };
         crate::server::serve(
             self.listener,
             api::router(node.clone()),
             node.shutdown.clone(),
-            handshake,
-            grace,
+            limits,
         )
         .await;
         node.tasks.close();
@@ -262,7 +287,69 @@ async fn forget_idle_senders(node: Arc<Node>) {
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
-            _ = tick.tick() => node.sends.forget_idle(),
+            _ = tick.tick() => node.limits.forget_idle(),
         }
+    }
+}
+
+/// One line that says how this node trusts its callers, and warnings for what is unsafe.
+fn log_security_posture(settings: &Settings) {
+    let auth = &settings.auth;
+    let secret = match auth.jwt_secret.as_str() {
+        "" => "none (no HS256)",
+        crate::auth::DEV_SECRET => "DEVELOPMENT SECRET (public)",
+        _ => "configured",
+    };
+    let keys = match (auth.public_key_file.is_empty(), auth.jwks_url.is_empty()) {
+        (true, true) => "none".to_owned(),
+        (false, true) => format!("PEM {}", auth.public_key_file),
+        (true, false) => format!("JWKS {}", auth.jwks_url),
+        (false, false) => format!("PEM {} + JWKS {}", auth.public_key_file, auth.jwks_url),
+    };
+    tracing::info!(
+        environment = %settings.environment,
+        bind = %settings.server.host,
+        hs256_secret = secret,
+        public_keys = %keys,
+        audience = %auth.audience,
+        issuer = %auth.issuer,
+        dev_login = auth.dev_login,
+        allowed_origins = "any (not restricted)",
+        "security posture"
+    );
+    if auth.dev_login {
+        tracing::warn!(
+            "DEV LOGIN IS ENABLED: anyone can get a token for any user at POST /v1/dev/login. \
+             Set auth.dev_login = false (CHATD_ENV=production does) for real deployments."
+        );
+    }
+    if auth.allow_insecure_dev_auth && !settings.listens_on_loopback() {
+        tracing::warn!(
+            bind = %settings.server.host,
+            "INSECURE: auth.allow_insecure_dev_auth lets the development secret or dev login \
+             serve a network address; anyone who reaches this node can act as any user"
+        );
+    }
+}
+
+/// Raises the open-file limit to the hard limit: every connection is a file descriptor, and
+/// the default soft limit (often 1024) would let a thousand idle sockets stop the node.
+fn raise_open_file_limit(settings: &Settings) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let wanted =
+                (settings.server.max_http_connections + settings.limits.max_connections) as u64;
+            if limit < wanted {
+                tracing::warn!(
+                    open_files = limit,
+                    wanted,
+                    "the open-file limit is below server.max_http_connections + \
+                     limits.max_connections; lower them or raise the hard limit"
+                );
+            } else {
+                tracing::info!(open_files = limit, "open-file limit");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }

@@ -1,5 +1,6 @@
 //! Rate limits (token buckets, from `governor`): how many frames one connection may send,
-//! and how many messages one user may send on this node, over the WebSocket and REST alike.
+//! and, per user on this node, how many messages, read reports and resumed rooms, over the
+//! WebSocket and REST alike.
 //! A throttled request is refused with `rate_limited` and the time after which a retry will
 //! be accepted; nothing is stored.
 
@@ -26,26 +27,64 @@ fn verdict(check: Result<(), governor::NotUntil<Instant>>) -> Verdict {
     check.map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
 }
 
-/// The node-wide, per-user limit on sent messages.
-pub struct SendThrottle {
+/// A node-wide, per-user limit (on sends, reads, resumed rooms).
+pub struct UserThrottle {
     per_user: DefaultKeyedRateLimiter<UserId>,
 }
 
-impl SendThrottle {
-    pub fn new(limits: &Limits) -> Self {
+impl UserThrottle {
+    pub fn new(per_second: u32, burst: u32) -> Self {
         Self {
-            per_user: RateLimiter::dashmap(quota(limits.sends_per_second, limits.sends_burst)),
+            per_user: RateLimiter::dashmap(quota(per_second, burst)),
         }
     }
 
     pub fn check(&self, user: &UserId) -> Verdict {
-        verdict(self.per_user.check_key(user))
+        self.check_n(user, 1)
+    }
+
+    /// Takes `n` tokens at once (a resume costs one per room). More than the burst can never
+    /// pass; it is refused with the time a full bucket takes.
+    pub fn check_n(&self, user: &UserId, n: u32) -> Verdict {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        match self.per_user.check_key_n(user, n) {
+            Ok(result) => verdict(result),
+            Err(insufficient) => Err(Duration::from_secs(u64::from(insufficient.0).max(1))),
+        }
     }
 
     /// Forgets users whose buckets are full again (run now and then, so the map stays small).
     pub fn forget_idle(&self) {
         self.per_user.retain_recent();
         self.per_user.shrink_to_fit();
+    }
+}
+
+/// The per-user limits of one node.
+pub struct UserLimits {
+    pub sends: UserThrottle,
+    pub reads: UserThrottle,
+    pub resumed_rooms: UserThrottle,
+}
+
+impl UserLimits {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            sends: UserThrottle::new(limits.sends_per_second, limits.sends_burst),
+            reads: UserThrottle::new(limits.reads_per_second, limits.reads_burst),
+            resumed_rooms: UserThrottle::new(
+                limits.resume_rooms_per_second,
+                limits.resume_rooms_burst,
+            ),
+        }
+    }
+
+    pub fn forget_idle(&self) {
+        self.sends.forget_idle();
+        self.reads.forget_idle();
+        self.resumed_rooms.forget_idle();
     }
 }
 
@@ -91,10 +130,23 @@ mod tests {
         let mut limits = crate::config::Settings::defaults().limits;
         limits.sends_per_second = 1;
         limits.sends_burst = 1;
-        let throttle = SendThrottle::new(&limits);
+        let throttle = UserLimits::new(&limits).sends;
         let (a, b) = (UserId::parse("a").unwrap(), UserId::parse("b").unwrap());
         assert!(throttle.check(&a).is_ok());
         assert!(throttle.check(&a).is_err());
         assert!(throttle.check(&b).is_ok());
+    }
+
+    #[test]
+    fn a_batch_costs_its_size() {
+        let throttle = UserThrottle::new(1, 10);
+        let a = UserId::parse("a").unwrap();
+        assert!(throttle.check_n(&a, 8).is_ok());
+        assert!(throttle.check_n(&a, 8).is_err(), "only 2 left");
+        assert!(
+            throttle.check_n(&a, 11).is_err(),
+            "more than the burst never passes"
+        );
+        assert!(throttle.check_n(&a, 0).is_ok());
     }
 }

@@ -39,6 +39,11 @@ function describe(error) {
     case "store_unavailable":
     case "bus_unavailable":
       return "The server cannot store messages right now; your message will be retried.";
+    case "too_many_rooms":
+      return "That would exceed the maximum number of rooms (for you or someone you are adding); leave a room first.";
+    case "overloaded":
+    case "request_timeout":
+      return "The server is busy right now; please try again in a moment.";
     case "unauthorized":
     case "token_expired":
       return "Your session has ended; please sign in again.";
@@ -130,8 +135,22 @@ async function start(token) {
   $("#chat-view").hidden = false;
   $("#logout").hidden = false;
   $("#me-name").textContent = client.user;
-  const wanted = decodeURIComponent(location.hash.slice(1));
-  if (wanted && client.room(wanted)) await openRoom(wanted);
+  const wanted = roomFromHash();
+  // Opening the fragment's room may fail (network, a room just left): report it, stay signed in.
+  if (wanted && client.room(wanted)) await openRoom(wanted).catch((error) => toast(describe(error)));
+}
+
+/** The room id in the URL fragment, or null. A malformed fragment (e.g. `#%E0%A4%A`) means
+ * no room is selected and is cleared; it must never end the session. */
+function roomFromHash() {
+  const raw = location.hash.slice(1);
+  if (!raw) return null;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    history.replaceState(history.state, "", location.pathname + location.search);
+    return null;
+  }
 }
 
 function roomName(room) {

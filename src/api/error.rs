@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// For `rate_limited`: when a retry will be accepted (also sent as `Retry-After`).
     pub retry_after: Option<Duration>,
+    /// For internal codes: the id under which the detail was logged.
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -26,13 +28,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            request_id: None,
         }
     }
 
     pub fn rate_limited(wait: Duration) -> Self {
         Self {
             retry_after: Some(wait),
-            ..Self::new(ErrorCode::RateLimited, "too many messages; retry later")
+            ..Self::new(ErrorCode::RateLimited, "too many requests; retry later")
         }
     }
 }
@@ -48,7 +51,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
         MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         FrameTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-        StoreUnavailable | BusUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        TooManyRooms => StatusCode::CONFLICT,
+        RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+        StoreUnavailable | BusUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -56,6 +61,9 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(id) = &self.request_id {
+            error["requestId"] = json!(id);
+        }
         let mut response = match self.retry_after {
             Some(wait) => {
                 let ms = wait.as_millis().max(1) as u64;
@@ -73,10 +81,11 @@ impl IntoResponse for ApiError {
 
 impl From<ChatError> for ApiError {
     fn from(e: ChatError) -> Self {
-        if matches!(e.code(), ErrorCode::Internal) {
-            tracing::error!(error = %e, "request failed");
+        let public = e.public();
+        Self {
+            request_id: public.request_id,
+            ..Self::new(public.code, public.message)
         }
-        Self::new(e.code(), e.to_string())
     }
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use axum::{
     extract::{
-        FromRequest, FromRequestParts, Json, Query, Request,
-        rejection::{JsonRejection, QueryRejection},
+        FromRequest, FromRequestParts, Json, Path, Query, Request,
+        rejection::{JsonRejection, PathRejection, QueryRejection},
     },
     http::{StatusCode, header::AUTHORIZATION, request::Parts},
 };
@@ -33,7 +33,22 @@ impl FromRequestParts<Arc<Node>> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .and_then(token_from_authorization)
             .ok_or(AuthError::Missing)?;
-        Ok(AuthUser(node.auth.verify(token)?.user))
+        Ok(AuthUser(node.auth.verify(token).await?.user))
+    }
+}
+
+/// Path parameters. Every parameterized route names a room, so a path that cannot be
+/// decoded (invalid UTF-8, say) names no room: 404 `room_not_found`, like an unknown one.
+pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(v)| ApiPath(v))
+            .map_err(|_: PathRejection| ApiError::new(ErrorCode::RoomNotFound, "room not found"))
     }
 }
 

@@ -1,11 +1,13 @@
 //! The REST API (JSON) and the router that puts it beside the WebSocket gateway.
 //! Every route but the health checks, metrics and static files needs a bearer token.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     Router,
-    extract::DefaultBodyLimit,
+    extract::{DefaultBodyLimit, Request, State},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
     routing::{delete, get, post},
 };
 use tower_http::trace::TraceLayer;
@@ -20,12 +22,17 @@ mod rooms;
 mod web;
 
 pub use error::{ApiError, status_of};
-pub use extract::{ApiJson, ApiQuery, AuthUser};
+pub use extract::{ApiJson, ApiPath, ApiQuery, AuthUser};
 pub use openapi::ApiDoc;
 
 pub fn router(node: Arc<Node>) -> Router {
     let max_body = node.settings.limits.max_body_bytes;
-    Router::new()
+    let mut router = Router::new();
+    // A route that is switched off does not exist: it reads nothing and answers 404.
+    if node.settings.auth.dev_login {
+        router = router.route("/v1/dev/login", post(ops::dev_login));
+    }
+    router
         .route("/ws", get(gateway::upgrade))
         .route("/v1/rooms", get(rooms::list).post(rooms::create_group))
         .route("/v1/rooms/direct", post(rooms::open_direct))
@@ -42,7 +49,6 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/v1/rooms/{room}/read", post(rooms::mark_read))
         .route("/v1/rooms/{room}/presence", get(rooms::presence))
         .route("/v1/me", get(ops::me))
-        .route("/v1/dev/login", post(ops::dev_login))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -56,6 +62,33 @@ pub fn router(node: Arc<Node>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn_with_state(
+            node.clone(),
+            request_deadline,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(node)
+}
+
+/// The whole request, its body included, within `server.request_timeout_ms` (headers alone
+/// are bounded by the HTTP server's handshake deadline): a client that trickles its body
+/// holds a connection for that long at most. Answered 408 `request_timeout`; the
+/// connection is then closed.
+async fn request_deadline(State(node): State<Arc<Node>>, request: Request, next: Next) -> Response {
+    let limit = Duration::from_millis(node.settings.server.request_timeout_ms);
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request took too long to arrive",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }

@@ -30,6 +30,10 @@ pub struct ErrorDetail {
     /// With `rate_limited`: when a retry will be accepted.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// With `store_unavailable`, `bus_unavailable` and `internal`: the id under which the
+    /// server logged the detail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The errors any authenticated route can answer.
@@ -45,6 +49,9 @@ pub enum CommonErrors {
     /// No such room, or not the caller's (the same answer on purpose).
     #[response(status = 404)]
     NotFound(ErrorBody),
+    /// The request did not arrive within `server.request_timeout_ms`.
+    #[response(status = 408)]
+    Timeout(ErrorBody),
     /// The body is larger than `limits.max_body_bytes`.
     #[response(status = 413)]
     TooLarge(ErrorBody),
@@ -67,7 +74,9 @@ impl Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
-                    .description(Some("HS256, `sub` = user id, `exp` required"))
+                    .description(Some(
+                        "HS256, RS256 or ES256 (as configured); `sub` = user id, `exp` required",
+                    ))
                     .build(),
             ),
         );
@@ -99,7 +108,8 @@ impl Modify for BearerAuth {
         ops::readyz,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, Order
+        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, Order,
+        rooms::RoomPage
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

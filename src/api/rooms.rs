@@ -3,37 +3,60 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::{Path, State},
-    http::StatusCode,
-};
+use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{
-    ApiError, ApiJson, ApiQuery, AuthUser,
+    ApiError, ApiJson, ApiPath, ApiQuery, AuthUser,
     openapi::{CommonErrors, ErrorBody},
 };
 use crate::{
-    chat::{DEFAULT_PAGE, MemberPresence},
-    domain::{Message, Room, RoomSummary, Seq, UserId},
+    chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, MemberPresence},
+    domain::{Message, Room, RoomId, RoomSummary, Seq, UserId},
     protocol::ErrorCode,
     startup::Node,
-    store::{HistoryQuery, Order},
+    store::{HistoryQuery, MAX_SEQ, Order},
 };
 
 type ApiResult<T> = Result<T, ApiError>;
 
-/// The caller's rooms, most recently active first.
-#[utoipa::path(get, path = "/v1/rooms", tag = "rooms",
-    responses((status = 200, body = Vec<RoomSummary>), CommonErrors))]
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct RoomListParams {
+    /// 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<usize>,
+    /// The `next` cursor of the previous page.
+    after: Option<String>,
+}
+
+/// A page of the caller's rooms.
+#[derive(Serialize, ToSchema)]
+pub struct RoomPage {
+    /// In room id order (sort by activity on the client).
+    rooms: Vec<RoomSummary>,
+    /// Pass as `after` for the next page; null on the last page.
+    #[schema(value_type = Option<String>)]
+    next: Option<RoomId>,
+}
+
+/// The caller's rooms, a page at a time.
+#[utoipa::path(get, path = "/v1/rooms", tag = "rooms", params(RoomListParams),
+    responses((status = 200, body = RoomPage), CommonErrors))]
 pub async fn list(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-) -> ApiResult<Json<Vec<RoomSummary>>> {
-    Ok(Json(node.chat.list_rooms(&user).await?))
+    ApiQuery(params): ApiQuery<RoomListParams>,
+) -> ApiResult<Json<RoomPage>> {
+    let limit = params.limit.unwrap_or(DEFAULT_ROOM_PAGE);
+    let (rooms, next) = node
+        .chat
+        .list_rooms(&user, params.after.as_deref(), limit)
+        .await?;
+    Ok(Json(RoomPage { rooms, next }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -95,7 +118,7 @@ pub async fn create_group(
 pub async fn get(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Room>> {
     Ok(Json(node.chat.room(&user, &room).await?))
 }
@@ -114,7 +137,7 @@ pub struct AddMembers {
 pub async fn add_members(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<AddMembers>,
 ) -> ApiResult<Json<Room>> {
     Ok(Json(
@@ -129,7 +152,7 @@ pub async fn add_members(
 pub async fn remove_member(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path((room, target)): Path<(String, String)>,
+    ApiPath((room, target)): ApiPath<(String, String)>,
 ) -> ApiResult<StatusCode> {
     node.chat.remove_member(&user, &room, &target).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -140,8 +163,10 @@ pub async fn remove_member(
 #[into_params(parameter_in = Query)]
 pub struct HistoryParams {
     /// Only messages with a greater seq.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     after: Option<Seq>,
     /// Only messages with a smaller seq.
+    #[param(minimum = 0, maximum = 9223372036854775807_i64)]
     before: Option<Seq>,
     /// RFC 3339; inclusive.
     #[param(format = DateTime)]
@@ -165,6 +190,17 @@ pub struct HistoryPageBody {
     more: bool,
 }
 
+/// Seqs beyond what a store holds are refused rather than wrapped.
+fn check_seq(name: &str, seq: Option<Seq>) -> ApiResult<Option<Seq>> {
+    match seq {
+        Some(seq) if seq > MAX_SEQ => Err(ApiError::new(
+            ErrorCode::BadField,
+            format!("{name}: a seq is at most {MAX_SEQ}"),
+        )),
+        _ => Ok(seq),
+    }
+}
+
 fn parse_time(name: &str, value: Option<String>) -> ApiResult<Option<DateTime<Utc>>> {
     value
         .map(|v| {
@@ -182,12 +218,12 @@ fn parse_time(name: &str, value: Option<String>) -> ApiResult<Option<DateTime<Ut
 pub async fn history(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiQuery(params): ApiQuery<HistoryParams>,
 ) -> ApiResult<Json<HistoryPageBody>> {
     let query = HistoryQuery {
-        after: params.after,
-        before: params.before,
+        after: check_seq("after", params.after)?,
+        before: check_seq("before", params.before)?,
         since: parse_time("since", params.since)?,
         until: parse_time("until", params.until)?,
         order: params.order,
@@ -221,10 +257,13 @@ pub struct PostMessage {
 pub async fn post_message(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<PostMessage>,
 ) -> ApiResult<(StatusCode, Json<Message>)> {
-    node.sends.check(&user).map_err(ApiError::rate_limited)?;
+    node.limits
+        .sends
+        .check(&user)
+        .map_err(ApiError::rate_limited)?;
     let appended = node
         .chat
         .send(&user, &room, &body.client_msg_id, &body.text)
@@ -240,6 +279,7 @@ pub async fn post_message(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MarkRead {
+    #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     seq: Seq,
 }
 
@@ -249,17 +289,23 @@ pub struct ReadPosition {
     read_seq: Seq,
 }
 
-/// Moves the caller's read position forward (never back, never past the newest message).
+/// Moves the caller's read position forward (never back, never past the newest message);
+/// members hear of it only if it moved. Limited per user (`limits.reads_per_second`).
 #[utoipa::path(post, path = "/v1/rooms/{room}/read", tag = "rooms", request_body = MarkRead,
     params(("room" = String, Path, description = "room id")),
     responses((status = 200, body = ReadPosition), CommonErrors))]
 pub async fn mark_read(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<MarkRead>,
 ) -> ApiResult<Json<ReadPosition>> {
-    let read_seq = node.chat.mark_read(&user, &room, body.seq).await?;
+    node.limits
+        .reads
+        .check(&user)
+        .map_err(ApiError::rate_limited)?;
+    let seq = check_seq("seq", Some(body.seq))?.unwrap_or_default();
+    let read_seq = node.chat.mark_read(&user, &room, seq).await?;
     Ok(Json(ReadPosition { read_seq }))
 }
 
@@ -275,7 +321,7 @@ pub struct Presence {
 pub async fn presence(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
-    Path(room): Path<String>,
+    ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<Presence>> {
     let members = node.chat.presence(&user, &room).await?;
     Ok(Json(Presence { members }))

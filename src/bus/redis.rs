@@ -5,8 +5,17 @@
 //! forget: while the subscriber is disconnected, events are lost. So when it reconnects it
 //! subscribes to everything again and then sends [`Delivery::Resynced`], and the node reads
 //! what it missed from the store.
+//!
+//! Subscriptions are kept as a wanted set, not a queue of commands: `subscribe` and
+//! `unsubscribe` edit the set and wake the subscriber task, which makes the connection match
+//! it. However many calls come in, the memory is bounded by the number of channels, and the
+//! outcome is the last call's intent.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,13 +25,12 @@ use redis::{
     AsyncCommands, Client,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Bus, BusError, DELIVERY_QUEUE, Delivery, Topic};
 use crate::domain::{RoomId, UserId};
 
-/// Each Redis round trip gets this long before the caller is told the bus is unavailable.
-const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 /// The subscriber pings this often, so a silently dead connection is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
@@ -31,14 +39,18 @@ fn bus_err(e: impl std::fmt::Display) -> BusError {
 }
 
 /// A reconnecting connection for commands, shared (cloned) by everything Redis in a node.
-pub async fn connect_manager(client: &Client) -> Result<ConnectionManager, BusError> {
+/// Every command answers within `timeout` or fails.
+pub async fn connect_manager(
+    client: &Client,
+    timeout: Duration,
+) -> Result<ConnectionManager, BusError> {
     let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(REDIS_TIMEOUT))
-        .set_response_timeout(Some(REDIS_TIMEOUT))
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
         .set_number_of_retries(2)
         .set_max_delay(Duration::from_secs(1));
     tokio::time::timeout(
-        REDIS_TIMEOUT * 2,
+        timeout * 2,
         ConnectionManager::new_with_config(client.clone(), config),
     )
     .await
@@ -46,20 +58,70 @@ pub async fn connect_manager(client: &Client) -> Result<ConnectionManager, BusEr
     .map_err(bus_err)
 }
 
-enum Command {
-    Subscribe {
-        channel: String,
-        done: oneshot::Sender<Result<(), BusError>>,
-    },
-    Unsubscribe {
-        channel: String,
-    },
+type Waiter = oneshot::Sender<Result<(), BusError>>;
+
+/// What this node wants to receive, edited by the bus handle, applied by the subscriber.
+#[derive(Default)]
+struct Wanted {
+    channels: HashSet<String>,
+    /// Subscribe calls waiting for their channel to be live.
+    waiters: HashMap<String, Vec<Waiter>>,
+}
+
+#[derive(Default)]
+struct Shared {
+    wanted: Mutex<Wanted>,
+    changed: Notify,
+}
+
+impl Shared {
+    fn wanted(&self) -> std::sync::MutexGuard<'_, Wanted> {
+        self.wanted.lock().expect("wanted lock")
+    }
+
+    /// Answers the subscribe calls whose channel is now live, and those whose channel is no
+    /// longer wanted.
+    fn settle(&self, live: &HashSet<String>) {
+        let mut wanted = self.wanted();
+        let Wanted { channels, waiters } = &mut *wanted;
+        waiters.retain(|channel, waiting| {
+            let answer = if live.contains(channel) {
+                Ok(())
+            } else if !channels.contains(channel) {
+                Err(bus_err("unsubscribed before it was live"))
+            } else {
+                return true;
+            };
+            for waiter in waiting.drain(..) {
+                let _ = waiter.send(answer.clone());
+            }
+            false
+        });
+    }
+
+    /// While disconnected: every pending subscribe fails at once (the caller retries).
+    fn fail_waiters(&self) {
+        for (_, waiting) in self.wanted().waiters.drain() {
+            for waiter in waiting {
+                let _ = waiter.send(Err(bus_err("not connected to Redis")));
+            }
+        }
+    }
 }
 
 pub struct RedisBus {
     channels: Channels,
     publisher: ConnectionManager,
-    commands: mpsc::UnboundedSender<Command>,
+    shared: Arc<Shared>,
+    timeout: Duration,
+    /// Stops the subscriber when the bus is dropped.
+    stop: CancellationToken,
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 /// Topic <-> channel name.
@@ -87,29 +149,38 @@ impl Channels {
 }
 
 impl RedisBus {
+    /// Connects, and starts the subscriber task on `tasks`; it stops with `shutdown` or when
+    /// the bus is dropped. Every call answers within `timeout`.
     pub async fn connect(
         client: &Client,
         prefix: &str,
+        timeout: Duration,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
     ) -> Result<(Self, mpsc::Receiver<Delivery>), BusError> {
-        let publisher = connect_manager(client).await?;
+        let publisher = connect_manager(client, timeout).await?;
         let channels = Channels {
             prefix: prefix.to_owned(),
         };
         let (deliveries, rx) = mpsc::channel(DELIVERY_QUEUE);
-        let (commands, inbox) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared::default());
+        let stop = shutdown.child_token();
         let subscriber = Subscriber {
             client: client.clone(),
             channels: channels.clone(),
-            inbox,
+            shared: shared.clone(),
             deliveries,
-            wanted: HashSet::new(),
+            timeout,
+            stop: stop.clone(),
         };
-        tokio::spawn(subscriber.run());
+        tasks.spawn(subscriber.run());
         Ok((
             Self {
                 channels,
                 publisher,
-                commands,
+                shared,
+                timeout,
+                stop,
             },
             rx,
         ))
@@ -122,7 +193,7 @@ impl Bus for RedisBus {
         let mut conn = self.publisher.clone();
         let channel = self.channels.name(topic);
         tokio::time::timeout(
-            REDIS_TIMEOUT,
+            self.timeout,
             conn.publish::<_, _, i64>(channel, payload.as_ref()),
         )
         .await
@@ -134,23 +205,32 @@ impl Bus for RedisBus {
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'static, Result<(), BusError>> {
         let (done, confirmed) = oneshot::channel();
         let channel = self.channels.name(topic);
-        let sent = self.commands.send(Command::Subscribe { channel, done });
+        {
+            let mut wanted = self.shared.wanted();
+            wanted.channels.insert(channel.clone());
+            wanted.waiters.entry(channel).or_default().push(done);
+        }
+        self.shared.changed.notify_one();
+        let timeout = self.timeout;
         async move {
-            sent.map_err(|_| bus_err("subscriber stopped"))?;
-            confirmed.await.map_err(|_| bus_err("subscriber stopped"))?
+            tokio::time::timeout(timeout, confirmed)
+                .await
+                .map_err(|_| bus_err("subscribe timed out"))?
+                .map_err(|_| bus_err("subscriber stopped"))?
         }
         .boxed()
     }
 
     fn unsubscribe(&self, topic: &Topic) {
         let channel = self.channels.name(topic);
-        let _ = self.commands.send(Command::Unsubscribe { channel });
+        self.shared.wanted().channels.remove(&channel);
+        self.shared.changed.notify_one();
     }
 
     async fn ping(&self) -> Result<(), BusError> {
         let mut conn = self.publisher.clone();
         tokio::time::timeout(
-            REDIS_TIMEOUT,
+            self.timeout,
             redis::cmd("PING").query_async::<String>(&mut conn),
         )
         .await
@@ -160,30 +240,33 @@ impl Bus for RedisBus {
     }
 }
 
-/// Owns the node's one Pub/Sub connection: applies (un)subscribe commands in order, forwards
-/// messages, and reconnects with backoff, subscribing to everything wanted again.
+/// Owns the node's one Pub/Sub connection: makes its subscriptions match the wanted set,
+/// forwards messages, and reconnects with backoff, subscribing to everything wanted again.
 struct Subscriber {
     client: Client,
     channels: Channels,
-    inbox: mpsc::UnboundedReceiver<Command>,
+    shared: Arc<Shared>,
     deliveries: mpsc::Sender<Delivery>,
-    /// Channels this node wants, whether or not the connection is up.
-    wanted: HashSet<String>,
+    timeout: Duration,
+    stop: CancellationToken,
 }
 
 /// Why a connected session ended.
 enum Ended {
-    /// The node is gone (bus dropped or its receiver closed): stop for good.
+    /// The node is stopping (or the bus was dropped): stop for good.
     Stop,
     Disconnected,
 }
 
 impl Subscriber {
-    async fn run(mut self) {
+    async fn run(self) {
         let mut delay = Duration::from_millis(100);
         let mut connected_before = false;
         loop {
-            let pubsub = tokio::time::timeout(REDIS_TIMEOUT, self.client.get_async_pubsub()).await;
+            let pubsub = tokio::select! {
+                _ = self.stop.cancelled() => return,
+                pubsub = tokio::time::timeout(self.timeout, self.client.get_async_pubsub()) => pubsub,
+            };
             match pubsub {
                 Ok(Ok(pubsub)) => {
                     let (sink, stream) = pubsub.split();
@@ -199,46 +282,66 @@ impl Subscriber {
                 Ok(Err(e)) => tracing::warn!(error = %e, "redis pub/sub connect failed"),
                 Err(_) => tracing::warn!("redis pub/sub connect timed out"),
             }
-            // Back off (with jitter, so a fleet does not reconnect in lockstep), still applying
-            // commands so the wanted set stays current.
+            // Back off (with jitter, so a fleet does not reconnect in lockstep); subscribe
+            // calls meanwhile fail at once.
+            self.shared.fail_waiters();
             let jitter = rand::rng().random_range(0.5..1.5);
             let pause = tokio::time::sleep(delay.mul_f64(jitter));
             tokio::pin!(pause);
             loop {
                 tokio::select! {
+                    _ = self.stop.cancelled() => return,
                     _ = &mut pause => break,
-                    command = self.inbox.recv() => match command {
-                        None => return,
-                        Some(Command::Subscribe { done, .. }) => {
-                            let _ = done.send(Err(bus_err("not connected to Redis")));
-                        }
-                        Some(Command::Unsubscribe { channel }) => {
-                            self.wanted.remove(&channel);
-                        }
-                    },
+                    _ = self.shared.changed.notified() => self.shared.fail_waiters(),
                 }
             }
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 
+    /// Subscribes and unsubscribes until the connection's channels are the wanted ones.
+    async fn reconcile(
+        &self,
+        sink: &mut redis::aio::PubSubSink,
+        live: &mut HashSet<String>,
+    ) -> Result<(), ()> {
+        let (add, remove): (Vec<String>, Vec<String>) = {
+            let wanted = self.shared.wanted();
+            (
+                wanted.channels.difference(live).cloned().collect(),
+                live.difference(&wanted.channels).cloned().collect(),
+            )
+        };
+        if !add.is_empty() {
+            match tokio::time::timeout(self.timeout, sink.subscribe(&add)).await {
+                Ok(Ok(())) => live.extend(add),
+                _ => return Err(()),
+            }
+        }
+        if !remove.is_empty() {
+            match tokio::time::timeout(self.timeout, sink.unsubscribe(&remove)).await {
+                Ok(Ok(())) => remove.iter().for_each(|c| {
+                    live.remove(c);
+                }),
+                _ => return Err(()),
+            }
+        }
+        self.shared.settle(live);
+        Ok(())
+    }
+
     async fn serve(
-        &mut self,
+        &self,
         mut sink: redis::aio::PubSubSink,
         mut stream: redis::aio::PubSubStream,
         resynced: bool,
     ) -> Ended {
-        if !self.wanted.is_empty() {
-            let all: Vec<&String> = self.wanted.iter().collect();
-            if !matches!(
-                tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(all)).await,
-                Ok(Ok(()))
-            ) {
-                return Ended::Disconnected;
-            }
+        let mut live = HashSet::new();
+        if self.reconcile(&mut sink, &mut live).await.is_err() {
+            return Ended::Disconnected;
         }
         if resynced {
-            tracing::info!(channels = self.wanted.len(), "redis pub/sub reconnected");
+            tracing::info!(channels = live.len(), "redis pub/sub reconnected");
             if self.deliveries.send(Delivery::Resynced).await.is_err() {
                 return Ended::Stop;
             }
@@ -246,29 +349,12 @@ impl Subscriber {
         let mut keepalive = tokio::time::interval(KEEPALIVE);
         loop {
             tokio::select! {
-                command = self.inbox.recv() => match command {
-                    None => return Ended::Stop,
-                    Some(Command::Subscribe { channel, done }) => {
-                        let ok = matches!(
-                            tokio::time::timeout(REDIS_TIMEOUT, sink.subscribe(&channel)).await,
-                            Ok(Ok(()))
-                        );
-                        if ok {
-                            self.wanted.insert(channel);
-                            let _ = done.send(Ok(()));
-                        } else {
-                            let _ = done.send(Err(bus_err("subscribe failed")));
-                            return Ended::Disconnected;
-                        }
+                _ = self.stop.cancelled() => return Ended::Stop,
+                _ = self.shared.changed.notified() => {
+                    if self.reconcile(&mut sink, &mut live).await.is_err() {
+                        return Ended::Disconnected;
                     }
-                    Some(Command::Unsubscribe { channel }) => {
-                        self.wanted.remove(&channel);
-                        let unsubscribed = tokio::time::timeout(REDIS_TIMEOUT, sink.unsubscribe(&channel)).await;
-                        if !matches!(unsubscribed, Ok(Ok(()))) {
-                            return Ended::Disconnected;
-                        }
-                    }
-                },
+                }
                 message = stream.next() => {
                     let Some(message) = message else {
                         return Ended::Disconnected;
@@ -277,12 +363,13 @@ impl Subscriber {
                         continue;
                     };
                     let payload = Bytes::copy_from_slice(message.get_payload_bytes());
+                    // Bounded: a node that cannot keep up stops reading (back-pressure).
                     if self.deliveries.send(Delivery::Event { topic, payload }).await.is_err() {
                         return Ended::Stop;
                     }
                 }
                 _ = keepalive.tick() => {
-                    let pong = tokio::time::timeout(REDIS_TIMEOUT, sink.ping::<redis::Value>()).await;
+                    let pong = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
                     if !matches!(pong, Ok(Ok(_))) {
                         return Ended::Disconnected;
                     }

@@ -83,8 +83,14 @@ pub enum ServerEvent {
         client_msg_id: Option<String>,
         #[serde(default)]
         room: Option<String>,
+        /// Several rooms at once (a resume's unknown rooms).
+        #[serde(default)]
+        rooms: Option<Vec<String>>,
         #[serde(default)]
         retry_after_ms: Option<u64>,
+        /// For internal errors: the id the server logged the detail under.
+        #[serde(default)]
+        request_id: Option<String>,
     },
     /// A frame type this client does not know (a newer server).
     #[serde(other)]
@@ -191,9 +197,37 @@ impl Client {
         .await
     }
 
+    /// Every room of the user, following the list's pages, most recently active first.
     pub async fn rooms(&self) -> anyhow::Result<Vec<RoomSummary>> {
-        self.call(self.http.get(format!("{}/v1/rooms", self.base)))
-            .await
+        #[derive(serde::Deserialize)]
+        struct Page {
+            rooms: Vec<RoomSummary>,
+            next: Option<String>,
+        }
+        let mut rooms = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut request = self
+                .http
+                .get(format!("{}/v1/rooms", self.base))
+                .query(&[("limit", "500")]);
+            if let Some(after) = &after {
+                request = request.query(&[("after", after)]);
+            }
+            let page: Page = self.call(request).await?;
+            rooms.extend(page.rooms);
+            match page.next {
+                Some(next) if Some(&next) != after.as_ref() => after = Some(next),
+                _ => break,
+            }
+        }
+        let activity = |s: &RoomSummary| {
+            s.last_message
+                .as_ref()
+                .map_or(s.room.created_at, |m| m.created_at)
+        };
+        rooms.sort_by_key(|s| std::cmp::Reverse(activity(s)));
+        Ok(rooms)
     }
 
     /// One page of history; `query` is the query string, e.g. `after=10&limit=200`.

@@ -166,13 +166,18 @@ enum Ended {
 
 /// Close codes after which reconnecting at once is right (see docs/protocol.md).
 fn reconnect_now(code: u16) -> bool {
-    matches!(code, 1000..=1007 | 1012 | 4000..=4099)
+    matches!(code, 1000 | 1001 | 1005 | 1006 | 1012 | 4000..=4099)
 }
 
 fn retryable(code: &str) -> bool {
     matches!(
         code,
-        "store_unavailable" | "bus_unavailable" | "rate_limited" | "internal"
+        "store_unavailable"
+            | "bus_unavailable"
+            | "rate_limited"
+            | "request_timeout"
+            | "overloaded"
+            | "internal"
     )
 }
 

@@ -5,21 +5,15 @@
 //! Frames of one connection are handled one at a time, so a client's sends are stored in the
 //! order it sent them.
 
-use std::{
-    collections::{BTreeMap, HashSet},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::HashSet, sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use chrono::Utc;
-use futures_util::{FutureExt, StreamExt, stream::SplitStream};
+use futures_util::{StreamExt, stream::SplitStream};
 use tokio::{sync::mpsc, time::Instant};
 
-use super::writer;
+use super::{Admitted, Refusal, writer};
 use crate::{
-    auth::{AuthError, Verified},
-    chat::ChatError,
+    chat::{ChatError, PublicError},
     domain::{RoomId, UserId},
     hub::{ConnHandle, LiveMessage, Outbound},
     protocol::{
@@ -32,42 +26,25 @@ use crate::{
 
 /// Consecutive bad frames tolerated before the connection is closed (1008).
 const MAX_CONSECUTIVE_BAD_FRAMES: u32 = 20;
-/// Rooms one resume frame may name.
-const MAX_RESUME_ROOMS: usize = 1000;
 /// How long the connection's own replies may wait for queue space.
 const REPLY_PATIENCE: Duration = Duration::from_secs(5);
 
-pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, AuthError>) {
+pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitted, Refusal>) {
     // Shutdown waits for this connection until the token is dropped.
     let _tracked = node.tasks.token();
-    let verified = match auth {
-        Ok(verified) => verified,
-        Err(e) => {
-            let (code, reason) = match e {
-                AuthError::Expired => (ErrorCode::TokenExpired, CloseReason::TokenExpired),
-                _ => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
-            };
-            tracing::info!(reason = %e, "websocket refused");
-            return refuse(socket, code, &e.to_string(), reason).await;
+    let Admitted { verified, slot } = match admission {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let (code, reason) = refusal.close();
+            if let Refusal::Full(user, _) = &refusal {
+                tracing::info!(user = %user, reason = %refusal.message(), "websocket refused");
+                metrics::counter!("chatd_refused_connections_total").increment(1);
+            } else {
+                tracing::info!(reason = %refusal.message(), "websocket refused");
+            }
+            return refuse(socket, code, &refusal.message(), reason).await;
         }
     };
-    let limits = &node.settings.limits;
-    let over = if node.hub.connection_count() >= limits.max_connections {
-        Some("this node has too many connections")
-    } else if node.hub.connection_count_of(&verified.user) >= limits.max_connections_per_user {
-        Some("too many connections for this user")
-    } else {
-        None
-    };
-    if let Some(why) = over {
-        tracing::info!(user = %verified.user, reason = why, "websocket refused");
-        metrics::counter!("chatd_refused_connections_total").increment(1);
-        let (code, reason) = (
-            ErrorCode::TooManyConnections,
-            CloseReason::TooManyConnections,
-        );
-        return refuse(socket, code, why, reason).await;
-    }
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(node.settings.limits.outbound_queue);
     let conn = Arc::new(ConnHandle::new(
@@ -75,6 +52,13 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
         verified.user.clone(),
         queue,
     ));
+    // From here on, every way out of this task (a panic included) undoes what the
+    // connection holds: hub registration, presence, its slot under the caps.
+    let _cleanup = Cleanup {
+        node: node.clone(),
+        conn: conn.clone(),
+        _slot: slot,
+    };
     let heartbeat = Duration::from_millis(node.settings.websocket.heartbeat_interval_ms);
     let writer = node.tasks.spawn(writer::run(
         sink,
@@ -94,16 +78,39 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, auth: Result<Verified, Au
         bad_frames: 0,
         throttled: 0,
     };
-    session.run(stream, &verified).await;
-
-    node.hub.unregister(&conn);
-    let key = crate::startup::presence_key(&node.id, conn.id);
-    if let Err(e) = node.presence.remove(&conn.user, &key).await {
-        tracing::debug!(error = %e, "presence not cleared; it expires by itself");
-    }
+    session.run(stream, verified.valid_until).await;
     conn.close(CloseReason::Normal); // no-op if a reason was already given
     let _ = writer.await;
     tracing::debug!(conn = conn.id, reason = ?conn.close_reason(), "disconnected");
+}
+
+/// Undoes a connection's registrations when its task ends, however it ends.
+struct Cleanup {
+    node: Arc<Node>,
+    conn: Arc<ConnHandle>,
+    _slot: crate::hub::ConnectionSlot,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let (node, conn) = (&self.node, &self.conn);
+        conn.close(CloseReason::Internal); // no-op after a polite close; stops the writer
+        node.hub.unregister(conn);
+        let presence = node.presence.clone();
+        let (user, key) = (
+            conn.user.clone(),
+            crate::startup::presence_key(&node.id, conn.id),
+        );
+        // Drop cannot await; the entry also expires by itself if this never runs.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let _guard = runtime.enter();
+            node.tasks.spawn(async move {
+                if let Err(e) = presence.remove(&user, &key).await {
+                    tracing::debug!(error = %e, "presence not cleared; it expires by itself");
+                }
+            });
+        }
+    }
 }
 
 /// Refuses a connection with a reason a browser can read: an `error` frame, then the close.
@@ -133,13 +140,16 @@ struct Session {
 }
 
 impl Session {
-    async fn run(&mut self, mut stream: SplitStream<WebSocket>, verified: &Verified) {
+    async fn run(
+        &mut self,
+        mut stream: SplitStream<WebSocket>,
+        valid_until: chrono::DateTime<chrono::Utc>,
+    ) {
         let settings = &self.node.settings;
         // Live first (subscribed, present), then welcome: a client that has its welcome can
         // rely on being reachable in all its rooms.
         if let Err(e) = Box::pin(self.go_live()).await {
-            tracing::warn!(error = %e, user = %self.user, "cannot go live");
-            self.reply_error(e.code(), &e.to_string(), None, None).await;
+            self.reply_chat_error(&e, None, None).await;
             self.conn.close(CloseReason::TryAgainLater);
             return;
         }
@@ -168,8 +178,9 @@ impl Session {
         let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
         let resume_deadline =
             Instant::now() + Duration::from_millis(settings.websocket.resume_wait_ms);
-        let leeway = chrono::Duration::seconds(settings.auth.leeway_secs as i64);
-        let token_left = (verified.expires_at + leeway - Utc::now())
+        // valid_until is at most year 9999 (the token check refuses later ones); tokio's
+        // sleep saturates far-future deadlines.
+        let token_left = (valid_until - self.node.clock.now())
             .to_std()
             .unwrap_or_default();
         let token_expiry = tokio::time::sleep(token_left);
@@ -179,8 +190,10 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
+                // Checked between frames only: the frame being handled is finished, nothing new
+                // is read, the writer flushes the replies queued so far and closes with 1012.
+                // However fast the client sends, the close follows within one frame.
                 _ = shutdown.cancelled() => {
-                    self.drain_received(&mut stream).await;
                     self.conn.close(CloseReason::ServiceRestart);
                     break;
                 }
@@ -202,8 +215,8 @@ impl Session {
                     }
                     Ok(None) => break,
                     Ok(Some(Err(e))) => {
-                        if is_too_big(e) {
-                            self.conn.close(CloseReason::TooBig);
+                        if let Some(reason) = close_reason_for(e) {
+                            self.conn.close(reason);
                         }
                         break;
                     }
@@ -215,16 +228,6 @@ impl Session {
                         }
                     }
                 },
-            }
-        }
-    }
-
-    /// On shutdown: handles the frames that have already arrived (so their sends are acked
-    /// before the close), without waiting for more.
-    async fn drain_received(&mut self, stream: &mut SplitStream<WebSocket>) {
-        while let Some(Some(Ok(message))) = stream.next().now_or_never() {
-            if !Box::pin(self.on_ws_message(message)).await {
-                return;
             }
         }
     }
@@ -289,7 +292,13 @@ impl Session {
                     )
                     .await;
             }
-            WsMessage::Ping(_) | WsMessage::Pong(_) => {}
+            // Control frames count against the same bucket as every other frame; over it they
+            // get no reply (answering a flood would amplify it), only a strike.
+            WsMessage::Ping(_) | WsMessage::Pong(_) => {
+                if self.frames.check().is_err() {
+                    return self.count_refusal();
+                }
+            }
             WsMessage::Close(_) => return false,
         }
         true
@@ -299,19 +308,39 @@ impl Session {
     /// send also against the user's.
     fn admit(&self, frame: &ClientFrame) -> Result<(), Duration> {
         self.frames.check()?;
-        if let ClientFrame::Send(_) = frame {
-            self.node.sends.check(&self.user)?;
+        let limits = &self.node.limits;
+        match frame {
+            ClientFrame::Send(_) => limits.sends.check(&self.user),
+            ClientFrame::Read(_) => limits.reads.check(&self.user),
+            // A resume costs one per room it names: its work grows with them.
+            ClientFrame::Resume(resume) => {
+                let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX);
+                limits.resumed_rooms.check_n(&self.user, rooms)
+            }
+            ClientFrame::Ping(_) => Ok(()),
         }
-        Ok(())
     }
 
-    /// Answers a throttled frame with when to retry; a client that keeps going is closed.
-    async fn throttle(&mut self, frame: &ClientFrame, wait: Duration) -> bool {
+    /// Counts a refused frame; a client that keeps going is closed (4101). False: closed.
+    fn count_refusal(&mut self) -> bool {
         self.throttled += 1;
         if self.throttled == 1 {
             tracing::info!(user = %self.user, conn = self.conn.id, "rate limited");
         }
         metrics::counter!("chatd_rate_limited_total").increment(1);
+        if self.throttled >= self.node.settings.limits.rate_limit_strikes {
+            tracing::info!(user = %self.user, conn = self.conn.id, "closing: ignored the rate limit");
+            self.conn.close(CloseReason::RateLimited);
+            return false;
+        }
+        true
+    }
+
+    /// Answers a throttled frame with when to retry; a client that keeps going is closed.
+    async fn throttle(&mut self, frame: &ClientFrame, wait: Duration) -> bool {
+        if !self.count_refusal() {
+            return false;
+        }
         let (client_msg_id, room) = match frame {
             ClientFrame::Send(send) => {
                 (Some(send.client_msg_id.as_str()), Some(send.room.as_str()))
@@ -324,14 +353,11 @@ impl Session {
             message: "too many frames; retry later",
             client_msg_id,
             room,
+            rooms: None,
             retry_after_ms: Some(retry_after_ms),
+            request_id: None,
         })
         .await;
-        if self.throttled >= self.node.settings.limits.rate_limit_strikes {
-            tracing::info!(user = %self.user, conn = self.conn.id, "closing: ignored the rate limit");
-            self.conn.close(CloseReason::RateLimited);
-            return false;
-        }
         true
     }
 
@@ -374,13 +400,8 @@ impl Session {
                         .await;
                     }
                     Err(e) => {
-                        self.reply_error(
-                            e.code(),
-                            &e.to_string(),
-                            Some(&send.client_msg_id),
-                            Some(&send.room),
-                        )
-                        .await;
+                        self.reply_chat_error(&e, Some(&send.client_msg_id), Some(&send.room))
+                            .await;
                     }
                 }
             }
@@ -392,8 +413,7 @@ impl Session {
                     .mark_read(&self.user, &read.room, read.seq)
                     .await
                 {
-                    self.reply_error(e.code(), &e.to_string(), None, Some(&read.room))
-                        .await;
+                    self.reply_chat_error(&e, None, Some(&read.room)).await;
                 }
             }
             ClientFrame::Ping(ping) => {
@@ -406,41 +426,49 @@ impl Session {
     }
 
     /// Replays each named room after the client's seq, then releases live traffic above it.
+    /// Rooms that are not the user's are named in one `error` frame.
     async fn resume(&mut self, resume: ResumeFrame) {
-        if resume.rooms.len() > MAX_RESUME_ROOMS {
-            let message = format!("rooms: at most {MAX_RESUME_ROOMS} per resume");
-            return self
-                .reply_error(ErrorCode::BadField, &message, None, None)
-                .await;
-        }
         self.resumed = true;
         self.conn.send(Outbound::HoldLive, REPLY_PATIENCE).await;
-        let mut summary: BTreeMap<RoomId, ResumedRoom> = BTreeMap::new();
-        for (room, &after) in &resume.rooms {
-            match self.node.chat.replay(&self.user, room, after).await {
-                Ok(replay) => {
-                    // The writer skips what this connection was already sent.
-                    for message in &replay.messages {
-                        let item = Outbound::Replay(LiveMessage::new(message));
-                        self.conn.send(item, REPLY_PATIENCE).await;
-                    }
-                    let last_seq = replay.messages.last().map_or(after, |m| m.seq);
-                    summary.insert(
-                        replay.room,
-                        ResumedRoom {
-                            last_seq,
-                            more: replay.more,
-                        },
-                    );
-                }
-                Err(e) => {
-                    self.reply_error(e.code(), &e.to_string(), None, Some(room))
-                        .await
-                }
+        let resumption = match self.node.chat.resume(&self.user, &resume.rooms).await {
+            Ok(resumption) => resumption,
+            Err(e) => {
+                self.reply_chat_error(&e, None, None).await;
+                self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
+                return;
             }
+        };
+        if !resumption.unknown.is_empty() {
+            let rooms: Vec<&str> = resumption.unknown.iter().map(String::as_str).collect();
+            self.reply(ServerFrame::Error {
+                code: ErrorCode::RoomNotFound,
+                message: "not rooms of yours",
+                client_msg_id: None,
+                room: None,
+                rooms: Some(&rooms),
+                retry_after_ms: None,
+                request_id: None,
+            })
+            .await;
         }
-        let rooms = summary.iter().map(|(room, r)| (room, *r)).collect();
-        self.reply(ServerFrame::Resumed { rooms }).await;
+        let mut summary = std::collections::BTreeMap::new();
+        for replay in &resumption.replays {
+            // The writer skips what this connection was already sent.
+            for message in &replay.messages {
+                let item = Outbound::Replay(LiveMessage::new(message));
+                self.conn.send(item, REPLY_PATIENCE).await;
+            }
+            let after = resume.rooms.get(replay.room.as_str()).copied().unwrap_or(0);
+            let last_seq = replay.messages.last().map_or(after, |m| m.seq);
+            summary.insert(
+                &replay.room,
+                ResumedRoom {
+                    last_seq,
+                    more: replay.more,
+                },
+            );
+        }
+        self.reply(ServerFrame::Resumed { rooms: summary }).await;
         self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
     }
 
@@ -462,7 +490,33 @@ impl Session {
             message,
             client_msg_id,
             room,
+            rooms: None,
             retry_after_ms: None,
+            request_id: None,
+        })
+        .await;
+    }
+
+    /// A service error as the client may see it (internal detail logged, not sent).
+    async fn reply_chat_error(
+        &self,
+        e: &ChatError,
+        client_msg_id: Option<&str>,
+        room: Option<&str>,
+    ) {
+        let PublicError {
+            code,
+            message,
+            request_id,
+        } = e.public();
+        self.reply(ServerFrame::Error {
+            code,
+            message: &message,
+            client_msg_id,
+            room,
+            rooms: None,
+            retry_after_ms: None,
+            request_id: request_id.as_deref(),
         })
         .await;
     }
@@ -475,11 +529,17 @@ fn join_error(e: crate::hub::JoinError) -> ChatError {
     }
 }
 
-/// Whether a read failed because a frame or message exceeded the configured maximum.
-fn is_too_big(error: axum::Error) -> bool {
+/// The close code for a failed read, by RFC 6455: 1009 for a frame or message over the
+/// configured maximum, 1007 for text that is not UTF-8, 1002 for any other protocol error
+/// (unmasked frame, reserved opcode or bits, oversized or fragmented control frame). `None`
+/// when the socket itself is gone: there is nobody to tell.
+fn close_reason_for(error: axum::Error) -> Option<CloseReason> {
     use tokio_tungstenite::tungstenite::Error;
-    error
-        .into_inner()
-        .downcast_ref::<Error>()
-        .is_some_and(|e| matches!(e, Error::Capacity(_)))
+    let inner = error.into_inner();
+    match inner.downcast_ref::<Error>()? {
+        Error::Capacity(_) => Some(CloseReason::TooBig),
+        Error::Utf8(_) => Some(CloseReason::InvalidData),
+        Error::Protocol(_) => Some(CloseReason::ProtocolError),
+        _ => None,
+    }
 }

@@ -17,8 +17,9 @@ use serde::Deserialize;
 
 use crate::{
     api::{ApiError, ApiQuery},
-    auth::{AuthError, token_from_subprotocols},
-    protocol::{ErrorCode, SUBPROTOCOL},
+    auth::{AuthError, Verified, token_from_subprotocols},
+    hub::ConnectionSlot,
+    protocol::{CloseReason, ErrorCode, SUBPROTOCOL},
     startup::Node,
 };
 
@@ -48,10 +49,22 @@ pub async fn upgrade(
         .and_then(token_from_subprotocols)
         .map(str::to_owned);
     let verified = match params.token.or(subprotocol_token) {
-        Some(token) => node.auth.verify(&token),
+        Some(token) => node.auth.verify(&token).await,
         None => Err(AuthError::Missing),
     };
     let limits = &node.settings.limits;
+    // The slot is reserved before the upgrade, so concurrent handshakes cannot overshoot.
+    let admission = match verified {
+        Err(e) => Err(Refusal::Auth(e)),
+        Ok(verified) => match node.hub.reserve(
+            &verified.user,
+            limits.max_connections,
+            limits.max_connections_per_user,
+        ) {
+            Ok(slot) => Ok(Admitted { verified, slot }),
+            Err(why) => Err(Refusal::Full(verified.user, why)),
+        },
+    };
     ws.protocols([SUBPROTOCOL])
         .read_buffer_size(node.settings.websocket.read_buffer_bytes)
         // Frames are written (and flushed) one at a time by the writer task: no buffering
@@ -61,5 +74,39 @@ pub async fn upgrade(
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| connection::serve(socket, node, verified))
+        .on_upgrade(move |socket| connection::serve(socket, node, admission))
+}
+
+/// A connection allowed in: its user and its slot under the caps.
+pub struct Admitted {
+    pub verified: Verified,
+    pub slot: ConnectionSlot,
+}
+
+/// Why a connection is refused (told to the client after the upgrade, so browsers can read it).
+pub enum Refusal {
+    Auth(AuthError),
+    Full(crate::domain::UserId, &'static str),
+}
+
+impl Refusal {
+    pub fn close(&self) -> (ErrorCode, CloseReason) {
+        match self {
+            Refusal::Auth(AuthError::Expired) => {
+                (ErrorCode::TokenExpired, CloseReason::TokenExpired)
+            }
+            Refusal::Auth(_) => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
+            Refusal::Full(..) => (
+                ErrorCode::TooManyConnections,
+                CloseReason::TooManyConnections,
+            ),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Refusal::Auth(e) => e.to_string(),
+            Refusal::Full(_, why) => (*why).to_owned(),
+        }
+    }
 }

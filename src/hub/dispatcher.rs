@@ -13,7 +13,7 @@ use std::{
 };
 
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Hub, LiveMessage, Outbound,
@@ -39,6 +39,9 @@ const MAX_EMPTY_FILLS: u32 = 3;
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages held behind a gap beyond which the gap is skipped rather than waited for.
 const HARD_MAX_HELD: usize = 5 * MAX_HELD;
+/// News waiting for the dispatcher. Senders (joining connections, finished fetches) wait
+/// for room; at most a few items per local room are ever in flight.
+pub const CONTROL_QUEUE: usize = 4096;
 
 /// News for the dispatcher from the rest of the node.
 #[derive(Debug)]
@@ -92,30 +95,37 @@ enum CatchUp {
 pub struct Dispatcher {
     hub: Arc<Hub>,
     store: Arc<dyn Store>,
-    control: mpsc::UnboundedSender<Control>,
+    control: mpsc::Sender<Control>,
     rooms: HashMap<RoomId, RoomState>,
+    /// Store reads run here, and are abandoned when the node stops.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Dispatcher {
     pub fn new(
         hub: Arc<Hub>,
         store: Arc<dyn Store>,
-        control: mpsc::UnboundedSender<Control>,
+        control: mpsc::Sender<Control>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Self {
         Self {
             hub,
             store,
             control,
             rooms: HashMap::new(),
+            tasks,
+            shutdown,
         }
     }
 
     pub async fn run(
         mut self,
         mut deliveries: mpsc::Receiver<Delivery>,
-        mut control: mpsc::UnboundedReceiver<Control>,
-        shutdown: CancellationToken,
+        mut control: mpsc::Receiver<Control>,
     ) {
+        let shutdown = self.shutdown.clone();
         let mut gap_check = tokio::time::interval(GAP_CHECK_EVERY);
         gap_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -387,20 +397,26 @@ impl Dispatcher {
     ) {
         let store = self.store.clone();
         let control = self.control.clone();
-        tokio::spawn(async move {
+        let shutdown = self.shutdown.clone();
+        self.tasks.spawn(async move {
             let query = HistoryQuery {
                 before,
                 ..HistoryQuery::after(after, FETCH_LIMIT)
             };
-            let result = tokio::time::timeout(FETCH_TIMEOUT, store.history(&room, &query))
-                .await
-                .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
-            let _ = control.send(Control::Fetched {
-                room,
-                generation,
-                catch_up,
-                result,
-            });
+            let read = tokio::time::timeout(FETCH_TIMEOUT, store.history(&room, &query));
+            let result = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                read = read => read,
+            }
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
+            let _ = control
+                .send(Control::Fetched {
+                    room,
+                    generation,
+                    catch_up,
+                    result,
+                })
+                .await;
         });
     }
 }

@@ -41,6 +41,34 @@ pub struct Hub {
     next_conn: AtomicU64,
     /// Registered connections (kept apart from the maps so counting is O(1)).
     live: AtomicUsize,
+    /// Connection slots, reserved before a WebSocket upgrade (see [`Hub::reserve`]).
+    slots: Slots,
+}
+
+#[derive(Default)]
+struct Slots {
+    total: AtomicUsize,
+    per_user: DashMap<UserId, usize>,
+}
+
+/// A reserved place for one connection under the node's caps; given back when dropped,
+/// however the connection ends (a panic included).
+pub struct ConnectionSlot {
+    hub: Arc<Hub>,
+    user: UserId,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let slots = &self.hub.slots;
+        if let dashmap::Entry::Occupied(mut e) = slots.per_user.entry(self.user.clone()) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        slots.total.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Hub {
@@ -52,7 +80,7 @@ impl Hub {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Self> {
-        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let (control_tx, control_rx) = mpsc::channel(dispatcher::CONTROL_QUEUE);
         let hub = Arc::new(Self {
             rooms: DashMap::new(),
             users: DashMap::new(),
@@ -61,13 +89,48 @@ impl Hub {
                 store.clone(),
                 control_tx.clone(),
                 SUBSCRIPTION_LINGER,
+                tracker.clone(),
+                shutdown.clone(),
             ),
             next_conn: AtomicU64::new(1),
             live: AtomicUsize::new(0),
+            slots: Slots::default(),
         });
-        let dispatcher = dispatcher::Dispatcher::new(hub.clone(), store, control_tx);
-        tracker.spawn(dispatcher.run(deliveries, control_rx, shutdown));
+        let dispatcher =
+            dispatcher::Dispatcher::new(hub.clone(), store, control_tx, tracker.clone(), shutdown);
+        tracker.spawn(dispatcher.run(deliveries, control_rx));
         hub
+    }
+
+    /// Reserves a connection slot for `user`, atomically against concurrent reservations, so
+    /// the caps hold exactly: at most `max_total` on the node, `max_per_user` per user.
+    pub fn reserve(
+        self: &Arc<Self>,
+        user: &UserId,
+        max_total: usize,
+        max_per_user: usize,
+    ) -> Result<ConnectionSlot, &'static str> {
+        let slots = &self.slots;
+        if slots.total.fetch_add(1, Ordering::AcqRel) >= max_total {
+            slots.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("this node has too many connections");
+        }
+        // The entry holds its shard's lock: check and increment are one step.
+        let mut count = slots.per_user.entry(user.clone()).or_insert(0);
+        if *count >= max_per_user {
+            let unused = *count == 0;
+            drop(count);
+            if unused {
+                slots.per_user.remove_if(user, |_, n| *n == 0);
+            }
+            slots.total.fetch_sub(1, Ordering::AcqRel);
+            return Err("too many connections for this user");
+        }
+        *count += 1;
+        Ok(ConnectionSlot {
+            hub: self.clone(),
+            user: user.clone(),
+        })
     }
 
     pub fn new_conn_id(&self) -> ConnId {

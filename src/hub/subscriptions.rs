@@ -16,6 +16,7 @@ use std::{
 };
 
 use tokio::sync::{OnceCell, mpsc};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::dispatcher::Control;
 use crate::{
@@ -42,18 +43,25 @@ struct Entry {
 pub struct Subscriptions {
     bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
-    control: mpsc::UnboundedSender<Control>,
+    /// Bounded: a full queue makes joining connections wait (they are not on the fan-out
+    /// path). Generations make the order of news about different subscriptions irrelevant.
+    control: mpsc::Sender<Control>,
     entries: Mutex<HashMap<Topic, Entry>>,
     generations: AtomicU64,
     linger: Duration,
+    /// Linger timers run here and end with the node.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 impl Subscriptions {
     pub fn new(
         bus: Arc<dyn Bus>,
         store: Arc<dyn Store>,
-        control: mpsc::UnboundedSender<Control>,
+        control: mpsc::Sender<Control>,
         linger: Duration,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
     ) -> Arc<Self> {
         Arc::new(Self {
             bus,
@@ -62,6 +70,8 @@ impl Subscriptions {
             entries: Mutex::default(),
             generations: AtomicU64::new(1),
             linger,
+            tasks,
+            shutdown,
         })
     }
 
@@ -72,12 +82,6 @@ impl Subscriptions {
             let mut entries = self.entries.lock().expect("subscriptions lock");
             let entry = entries.entry(topic.clone()).or_insert_with(|| {
                 let generation = self.generations.fetch_add(1, Ordering::Relaxed);
-                if let Topic::Room(room) = topic {
-                    let _ = self.control.send(Control::Activating {
-                        room: room.clone(),
-                        generation,
-                    });
-                }
                 Entry {
                     refs: 0,
                     generation,
@@ -93,14 +97,23 @@ impl Subscriptions {
         };
         ready
             .get_or_try_init(|| async {
+                if let Topic::Room(room) = topic {
+                    // Before subscribing, so it precedes every message of the room.
+                    self.tell(Control::Activating {
+                        room: room.clone(),
+                        generation,
+                    })
+                    .await;
+                }
                 self.bus.subscribe(topic).await?;
                 if let Topic::Room(room) = topic {
                     let last_seq = self.store.last_seq(room).await?;
-                    let _ = self.control.send(Control::Activated {
+                    self.tell(Control::Activated {
                         room: room.clone(),
                         generation,
                         last_seq,
-                    });
+                    })
+                    .await;
                 }
                 Ok::<_, JoinError>(())
             })
@@ -124,28 +137,40 @@ impl Subscriptions {
         };
         let subs = Arc::clone(self);
         let topic = topic.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(subs.linger).await;
-            subs.drop_if_unused(&topic, generation);
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = subs.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(subs.linger) => {}
+            }
+            subs.drop_if_unused(&topic, generation).await;
         });
     }
 
-    fn drop_if_unused(&self, topic: &Topic, generation: u64) {
-        let mut entries = self.entries.lock().expect("subscriptions lock");
-        let unused = entries
-            .get(topic)
-            .is_some_and(|e| e.refs == 0 && e.generation == generation);
-        if unused {
-            entries.remove(topic);
-            // Both under the lock: a new subscription of this topic is ordered after these.
-            self.bus.unsubscribe(topic);
-            if let Topic::Room(room) = topic {
-                let _ = self.control.send(Control::Deactivated {
-                    room: room.clone(),
-                    generation,
-                });
+    async fn drop_if_unused(&self, topic: &Topic, generation: u64) {
+        {
+            let mut entries = self.entries.lock().expect("subscriptions lock");
+            let unused = entries
+                .get(topic)
+                .is_some_and(|e| e.refs == 0 && e.generation == generation);
+            if !unused {
+                return;
             }
+            entries.remove(topic);
+            // Under the lock: a new subscription of this topic is ordered after this.
+            self.bus.unsubscribe(topic);
         }
+        if let Topic::Room(room) = topic {
+            self.tell(Control::Deactivated {
+                room: room.clone(),
+                generation,
+            })
+            .await;
+        }
+    }
+
+    /// Tells the dispatcher, waiting for room in its queue; a stopped dispatcher needs no news.
+    async fn tell(&self, news: Control) {
+        let _ = self.control.send(news).await;
     }
 
     /// Topics this node is subscribed to, for metrics and tests.

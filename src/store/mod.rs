@@ -10,11 +10,36 @@ use chrono::{DateTime, Utc};
 
 use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
 
+pub mod deadline;
 pub mod mongo;
 pub mod sqlite;
 
+pub use deadline::DeadlineStore;
 pub use mongo::MongoStore;
 pub use sqlite::SqliteStore;
+
+/// The largest seq a store can hold (both keep it as a signed 64-bit integer). Seqs from
+/// clients above it are refused at the edge (`bad_field`).
+pub const MAX_SEQ: Seq = i64::MAX as Seq;
+
+/// A seq as the stores keep it. Seqs never exceed [`MAX_SEQ`] (the edge refuses larger
+/// ones); this saturates rather than wraps all the same.
+pub fn seq_to_i64(seq: Seq) -> i64 {
+    i64::try_from(seq).unwrap_or(i64::MAX)
+}
+
+/// A stored seq read back; a negative one can only be corruption, read as 0.
+pub fn seq_from_i64(seq: i64) -> Seq {
+    Seq::try_from(seq).unwrap_or(0)
+}
+
+/// The outcome of [`Store::mark_read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadMark {
+    pub read_seq: Seq,
+    /// Whether the position moved (only then is anybody told).
+    pub moved: bool,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -148,8 +173,20 @@ pub trait Store: Send + Sync + 'static {
 
     async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>>;
 
-    /// Raises the user's read position to `seq` (never lowers it); returns the position.
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<Seq>;
+    /// Up to `limit` of the user's memberships with a room id greater than `after`, by room id.
+    async fn memberships_page(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>>;
+
+    /// How many rooms each user is a member of, in the order given.
+    async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>>;
+
+    /// Raises the user's read position to `seq` (never lowers it, never past the newest
+    /// message); says where it is and whether it moved.
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark>;
 
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

@@ -30,7 +30,10 @@ use mongodb::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
 
-use super::{Appended, HistoryQuery, NewGroup, NewMessage, Order, Store, StoreError, StoreResult};
+use super::{
+    Appended, HistoryQuery, NewGroup, NewMessage, Order, ReadMark, Store, StoreError, StoreResult,
+    seq_from_i64, seq_to_i64,
+};
 use crate::{
     clock::next_created_at,
     domain::{Membership, Message, Room, RoomId, RoomKind, Seq, UserId},
@@ -157,7 +160,7 @@ impl MessageDoc {
         Self {
             id: m.id.clone(),
             room_id: m.room.to_string(),
-            seq: m.seq as i64,
+            seq: seq_to_i64(m.seq),
             sender: m.sender.to_string(),
             client_msg_id: m.client_msg_id.clone(),
             text: m.text.clone(),
@@ -170,7 +173,7 @@ impl MessageDoc {
             room: RoomId::parse(&self.room_id).map_err(|_| corrupt("chatRoomId"))?,
             sender: UserId::parse(&self.sender).map_err(|_| corrupt("sender"))?,
             id: self.id,
-            seq: self.seq as Seq,
+            seq: seq_from_i64(self.seq),
             client_msg_id: self.client_msg_id,
             text: self.text,
             created_at: from_bson_time(self.created_at),
@@ -193,7 +196,7 @@ impl MemberDoc {
         Ok(Membership {
             room: RoomId::parse(&self.room_id).map_err(|_| corrupt("roomId"))?,
             user: UserId::parse(&self.user_id).map_err(|_| corrupt("userId"))?,
-            read_seq: self.read_seq as Seq,
+            read_seq: seq_from_i64(self.read_seq),
             joined_at: from_bson_time(self.joined_at),
         })
     }
@@ -361,7 +364,7 @@ impl Store for MongoStore {
             let message = Message {
                 id: uuid::Uuid::now_v7().to_string(),
                 room: new.room.clone(),
-                seq: previous.as_ref().map_or(1, |p| p.seq as Seq + 1),
+                seq: previous.as_ref().map_or(1, |p| seq_from_i64(p.seq) + 1),
                 sender: new.sender.clone(),
                 client_msg_id: new.client_msg_id.clone(),
                 text: new.text.clone(),
@@ -404,10 +407,10 @@ impl Store for MongoStore {
         let mut filter = doc! {"chatRoomId": room.as_str()};
         let mut seq = Document::new();
         if let Some(after) = query.after {
-            seq.insert("$gt", after as i64);
+            seq.insert("$gt", seq_to_i64(after));
         }
         if let Some(before) = query.before {
-            seq.insert("$lt", before as i64);
+            seq.insert("$lt", seq_to_i64(before));
         }
         if !seq.is_empty() {
             filter.insert("seq", seq);
@@ -441,7 +444,7 @@ impl Store for MongoStore {
     }
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
-        Ok(self.newest(room).await?.map_or(0, |m| m.seq as Seq))
+        Ok(self.newest(room).await?.map_or(0, |m| seq_from_i64(m.seq)))
     }
 
     async fn count_unread(
@@ -453,7 +456,7 @@ impl Store for MongoStore {
     ) -> StoreResult<u64> {
         let filter = doc! {
             "chatRoomId": room.as_str(),
-            "seq": {"$gt": after_seq as i64},
+            "seq": {"$gt": seq_to_i64(after_seq)},
             "sender": {"$ne": user.as_str()},
         };
         self.messages
@@ -564,18 +567,76 @@ impl Store for MongoStore {
         docs.into_iter().map(MemberDoc::into_membership).collect()
     }
 
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<Seq> {
-        let target = seq.min(self.last_seq(room).await?);
-        let updated = self
+    async fn memberships_page(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>> {
+        let mut filter = doc! {"userId": user.as_str()};
+        if let Some(after) = after {
+            filter.insert("roomId", doc! {"$gt": after.as_str()});
+        }
+        let docs: Vec<MemberDoc> = self
+            .members
+            .find(filter)
+            .sort(doc! {"roomId": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(store_err)?
+            .try_collect()
+            .await
+            .map_err(store_err)?;
+        docs.into_iter().map(MemberDoc::into_membership).collect()
+    }
+
+    async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>> {
+        // One index-only count per user ({userId, roomId}), a few at a time.
+        let mut counts = Vec::with_capacity(users.len());
+        for chunk in users.chunks(8) {
+            let counted = futures_util::future::try_join_all(chunk.iter().map(|user| {
+                self.members
+                    .count_documents(doc! {"userId": user.as_str()})
+                    .into_future()
+            }))
+            .await
+            .map_err(store_err)?;
+            counts.extend(counted);
+        }
+        Ok(counts)
+    }
+
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
+        let target = seq_to_i64(seq.min(self.last_seq(room).await?));
+        let id = member_id(room, user);
+        // Only forward: a report that moves nothing matches no document and changes nothing.
+        let moved = self
             .members
             .find_one_and_update(
-                doc! {"_id": member_id(room, user)},
-                doc! {"$max": {"readSeq": target as i64}},
+                doc! {"_id": &id, "readSeq": {"$lt": target}},
+                doc! {"$set": {"readSeq": target}},
             )
             .return_document(ReturnDocument::After)
             .await
             .map_err(store_err)?;
-        Ok(updated.map_or(0, |m| m.read_seq as Seq))
+        let read_seq = match moved {
+            Some(member) => {
+                return Ok(ReadMark {
+                    read_seq: seq_from_i64(member.read_seq),
+                    moved: true,
+                });
+            }
+            None => self
+                .members
+                .find_one(doc! {"_id": &id})
+                .await
+                .map_err(store_err)?
+                .map_or(0, |m| seq_from_i64(m.read_seq)),
+        };
+        Ok(ReadMark {
+            read_seq,
+            moved: false,
+        })
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -6,15 +6,18 @@
 //! is told "stored" before the data is durable. Reads use a small pool of read-only
 //! connections, which WAL lets run beside the writer.
 
-use std::{path::Path, sync::mpsc as std_mpsc, thread};
+use std::{path::Path, thread};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, Row, params};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use super::{Appended, HistoryQuery, NewGroup, NewMessage, Order, Store, StoreError, StoreResult};
+use super::{
+    Appended, HistoryQuery, NewGroup, NewMessage, Order, ReadMark, Store, StoreError, StoreResult,
+    seq_from_i64, seq_to_i64,
+};
 use crate::{
     clock::next_created_at,
     config::SqliteSynchronous,
@@ -56,6 +59,9 @@ CREATE INDEX messages_by_time ON messages (room_id, created_at);
 
 /// Most jobs committed together; bounds the latency one commit adds to the first job.
 const MAX_BATCH: usize = 512;
+/// Writes waiting for the writer thread. When it is full, writers wait for room (under the
+/// store deadline, so a stalled disk answers `store_unavailable` instead of queueing forever).
+const WRITE_QUEUE: usize = 4096;
 const READ_POOL_SIZE: u32 = 4;
 
 type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -65,7 +71,7 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type WriteJob = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Completion) + Send>;
 
 pub struct SqliteStore {
-    jobs: std_mpsc::Sender<WriteJob>,
+    jobs: mpsc::Sender<WriteJob>,
     readers: r2d2::Pool<SqliteConnectionManager>,
 }
 
@@ -108,7 +114,7 @@ impl SqliteStore {
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("sqlite read pool: {e}")))?;
 
-        let (jobs, inbox) = std_mpsc::channel::<WriteJob>();
+        let (jobs, inbox) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
         thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run_writer(writer, inbox))
@@ -132,6 +138,7 @@ impl SqliteStore {
         });
         self.jobs
             .send(job)
+            .await
             .map_err(|_| StoreError::Internal("sqlite writer stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Internal("sqlite writer dropped a job".into()))?
@@ -174,8 +181,8 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 }
 
 /// The writer thread: batch what is waiting, commit once, then answer everyone.
-fn run_writer(conn: Connection, inbox: std_mpsc::Receiver<WriteJob>) {
-    while let Ok(first) = inbox.recv() {
+fn run_writer(conn: Connection, mut inbox: mpsc::Receiver<WriteJob>) {
+    while let Some(first) = inbox.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match inbox.try_recv() {
@@ -226,7 +233,7 @@ fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
         id: row.get(0)?,
         room: RoomId::parse(&room).map_err(|e| bad_column(1, e))?,
-        seq: row.get::<_, i64>(2)? as Seq,
+        seq: seq_from_i64(row.get(2)?),
         sender: UserId::parse(&sender).map_err(|e| bad_column(3, e))?,
         client_msg_id: row.get(4)?,
         text: row.get(5)?,
@@ -328,7 +335,7 @@ fn membership_from_row(user: &UserId, row: &Row<'_>) -> rusqlite::Result<Members
     Ok(Membership {
         room: RoomId::parse(&room).map_err(|e| bad_column(0, e))?,
         user: user.clone(),
-        read_seq: row.get::<_, i64>(1)? as Seq,
+        read_seq: seq_from_i64(row.get(1)?),
         joined_at: from_millis(row.get(2)?),
     })
 }
@@ -363,7 +370,7 @@ impl Store for SqliteStore {
                 )
                 .and_then(|mut s| {
                     s.query_row([new.room.as_str()], |r| {
-                        Ok((r.get::<_, i64>(0)? as Seq, from_millis(r.get(1)?)))
+                        Ok((seq_from_i64(r.get(0)?), from_millis(r.get(1)?)))
                     })
                     .optional()
                 })
@@ -384,7 +391,7 @@ impl Store for SqliteStore {
                 s.execute(params![
                     message.id,
                     message.room.as_str(),
-                    message.seq as i64,
+                    seq_to_i64(message.seq),
                     message.sender.as_str(),
                     message.client_msg_id,
                     message.text,
@@ -419,8 +426,8 @@ impl Store for SqliteStore {
                 .query_map(
                     params![
                         room.as_str(),
-                        q.after.unwrap_or(0) as i64,
-                        q.before.map_or(i64::MAX, |b| b as i64),
+                        seq_to_i64(q.after.unwrap_or(0)),
+                        q.before.map_or(i64::MAX, seq_to_i64),
                         q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
                         q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
                         q.limit as i64
@@ -438,7 +445,7 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
                 .and_then(|mut s| s.query_row([room.as_str()], |r| r.get::<_, i64>(0)))
-                .map(|s| s as Seq)
+                .map(seq_from_i64)
                 .map_err(sql_err)
         })
         .await
@@ -459,7 +466,12 @@ impl Store for SqliteStore {
             )
             .and_then(|mut s| {
                 s.query_row(
-                    params![room.as_str(), after_seq as i64, user.as_str(), cap as i64],
+                    params![
+                        room.as_str(),
+                        seq_to_i64(after_seq),
+                        user.as_str(),
+                        i64::try_from(cap).unwrap_or(i64::MAX)
+                    ],
                     |r| r.get::<_, i64>(0),
                 )
             })
@@ -562,23 +574,81 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<Seq> {
-        let (room, user) = (room.clone(), user.clone());
-        self.write(move |conn| {
-            // Never lowered, never beyond the newest message.
+    async fn memberships_page(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>> {
+        let (user, after) = (
+            user.clone(),
+            after.map(|r| r.to_string()).unwrap_or_default(),
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
             conn.prepare_cached(
-                "UPDATE members SET read_seq = MAX(read_seq, MIN(?3,
-                    (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1)))
-                 WHERE room_id = ?1 AND user_id = ?2 RETURNING read_seq",
+                "SELECT room_id, read_seq, joined_at FROM members
+                 WHERE user_id = ?1 AND room_id > ?2 ORDER BY room_id LIMIT ?3",
             )
             .and_then(|mut s| {
-                s.query_row(params![room.as_str(), user.as_str(), seq as i64], |r| {
-                    r.get::<_, i64>(0)
-                })
-                .optional()
+                s.query_map(params![user.as_str(), after, limit], |r| {
+                    membership_from_row(&user, r)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
             })
-            .map(|s| s.unwrap_or(0) as Seq)
             .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>> {
+        let users = users.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT COUNT(*) FROM members WHERE user_id = ?1")
+                .map_err(sql_err)?;
+            users
+                .iter()
+                .map(|u| {
+                    stmt.query_row([u.as_str()], |r| r.get::<_, i64>(0))
+                        .map(|n| u64::try_from(n).unwrap_or(0))
+                        .map_err(sql_err)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
+        let (room, user) = (room.clone(), user.clone());
+        self.write(move |conn| {
+            let position = |conn: &Connection| {
+                conn.prepare_cached(
+                    "SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row([room.as_str(), user.as_str()], |r| r.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|s| s.map_or(0, seq_from_i64))
+                .map_err(sql_err)
+            };
+            // Only forward, never beyond the newest message; a report that moves nothing
+            // changes no row.
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE members SET read_seq = MIN(?3,
+                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))
+                     WHERE room_id = ?1 AND user_id = ?2 AND read_seq < MIN(?3,
+                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))",
+                )
+                .and_then(|mut s| s.execute(params![room.as_str(), user.as_str(), seq_to_i64(seq)]))
+                .map_err(sql_err)?
+                == 1;
+            Ok(ReadMark {
+                read_seq: position(conn)?,
+                moved,
+            })
         })
         .await
     }

@@ -331,12 +331,16 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
                 chatd::client::ServerEvent::Error {
                     code,
                     client_msg_id,
+                    message,
+                    request_id,
                     ..
                 } => {
                     assert_eq!(
                         (code.as_str(), client_msg_id.as_deref()),
                         ("store_unavailable", Some(attempt))
                     );
+                    assert_no_internals(&message);
+                    assert!(request_id.is_some_and(|id| !id.is_empty()));
                     break;
                 }
                 chatd::client::ServerEvent::Ack { .. } => panic!("acked while MongoDB is down"),
@@ -353,6 +357,15 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
     assert_eq!(r.status(), 503);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "store_unavailable");
+    assert_no_internals(body["error"]["message"].as_str().unwrap());
+    // The detail is in the node's log, under the id the client got.
+    let request_id = body["error"]["requestId"].as_str().unwrap().to_owned();
+    let log = std::fs::read_to_string(log_dir().join(format!("chatd-{}.log", node.name))).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&request_id) && l.contains("unavailable")),
+        "request {request_id} not in the log"
+    );
     let ready = http
         .get(format!("{}/readyz", node.base()))
         .send()
@@ -410,6 +423,23 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
         .await
         .unwrap();
     assert_eq!(ready.status(), 200);
+}
+
+/// A client-facing message with nothing of the node's insides: no driver text, no address.
+fn assert_no_internals(message: &str) {
+    for leak in [
+        "mongodb",
+        "127.0.0.1",
+        "Kind",
+        "topology",
+        "redis",
+        "sqlite",
+    ] {
+        assert!(
+            !message.to_lowercase().contains(&leak.to_lowercase()),
+            "{leak:?} leaked in {message:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -322,6 +322,9 @@ pub fn cluster_env(
         ("CHATD__BUS__KIND", "redis"),
         ("CHATD__BUS__REDIS_URL", redis),
         ("CHATD__BUS__REDIS_PREFIX", prefix),
+        // The MongoDB-wire test server queues for seconds under the load tests' bursts (about
+        // 40 inserts/s on one core); the store deadline has its own tests (partition.rs).
+        ("CHATD__STORE__TIMEOUT_MS", "60000"),
         // Load tests send faster than a person; the limits have their own tests.
         ("CHATD__LIMITS__FRAMES_PER_SECOND", "100000"),
         ("CHATD__LIMITS__FRAMES_BURST", "100000"),

@@ -100,6 +100,14 @@ test("two users chat 1:1, and a reload shows the same history in the same order"
     await waitForTexts(bob, conversation, "history after reload");
     assert.deepEqual(await shown(bob), before, "the same history in the same order");
 
+    // A malformed fragment (not valid percent-encoding) selects no room and signs nobody out.
+    await bob.goto(`${node.base}/#%E0%A4%A`);
+    await bob.waitForSelector('#connection[data-state="online"]');
+    assert.ok(await bob.locator("#chat-view").isVisible(), "still signed in");
+    assert.ok(!(await bob.locator("#login-view").isVisible()), "no sign-in screen");
+    await openRoomNamed(bob, "alice");
+    await waitForTexts(bob, conversation, "the room still opens");
+
     // A phone-sized screen: the list and the conversation take turns.
     const phone = await signIn(node.base, "bob", { width: 390, height: 780 });
     await phone.screenshot({ path: join(ARTIFACTS, "03-rooms-phone.png") });

@@ -1,9 +1,10 @@
-// The SDK's rules, without a network: ordering, duplicates, gaps, retries, close codes.
+// The SDK's rules, without a network: ordering, duplicates, gaps, retries, close codes, and
+// the client against a fake fetch and WebSocket (room-list paging, forgotten rooms, errors).
 // Run: node --test tests/sdk/
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RoomState, Outbox, closeAction, backoffDelay, isRetryable } from "../../web/sdk/chatd.js";
+import { RoomState, Outbox, ChatClient, closeAction, backoffDelay, isRetryable } from "../../web/sdk/chatd.js";
 
 const msg = (seq) => ({ id: `m${seq}`, room: "r", seq, sender: "a", clientMsgId: `c${seq}`, text: `t${seq}`, createdAt: "2026-01-01T00:00:00.000Z" });
 
@@ -91,11 +92,15 @@ test("the outbox counts what awaits an ack, so sending can be windowed", () => {
 });
 
 test("close codes decide how to reconnect", () => {
-  for (const code of [1000, 1001, 1006, 1012, 4000]) assert.equal(closeAction(code), "now", `${code}`);
-  for (const code of [1008, 1009, 1011, 1013, 4100, 4101, 4102, 3000]) assert.equal(closeAction(code), "backoff", `${code}`);
+  for (const code of [1000, 1001, 1005, 1006, 1012, 4000, 4001, 4099]) assert.equal(closeAction(code), "now", `${code}`);
+  const backoff = [1002, 1003, 1007, 1008, 1009, 1010, 1011, 1013, 4100, 4101, 4102, 4150, 4199];
+  for (const code of backoff) assert.equal(closeAction(code), "backoff", `${code}`);
+  for (const code of [0, 999, 1004, 1014, 1015, 2000, 3000, 3999, 4200, 4399, 4500, 4999, 5000]) {
+    assert.equal(closeAction(code), "backoff", `unknown ${code}`);
+  }
   assert.equal(closeAction(4401), "reauth");
   assert.equal(closeAction(4402), "reauth");
-  assert.equal(closeAction(4403), "stop");
+  for (const code of [4400, 4403, 4404, 4499]) assert.equal(closeAction(code), "stop", `${code}`);
 });
 
 test("backoff grows exponentially with full jitter, capped", () => {
@@ -105,4 +110,148 @@ test("backoff grows exponentially with full jitter, capped", () => {
   assert.equal(backoffDelay(5, { random: () => 0 }), 0);
   assert.ok(isRetryable("store_unavailable") && isRetryable("rate_limited"));
   assert.ok(!isRetryable("text_too_long") && !isRetryable("room_not_found"));
+});
+
+test("retryable error codes", () => {
+  for (const code of ["store_unavailable", "bus_unavailable", "rate_limited", "internal", "request_timeout", "overloaded"]) {
+    assert.ok(isRetryable(code), code);
+  }
+  for (const code of ["too_many_rooms", "text_too_long", "empty_text", "room_not_found", "forbidden", "unauthorized", "bad_field", undefined]) {
+    assert.ok(!isRetryable(code), String(code));
+  }
+});
+
+// ---- the client against fakes ------------------------------------------------------------
+
+const summary = (id, createdAt, lastAt = null) => ({
+  id,
+  kind: "group",
+  name: id,
+  members: ["me"],
+  createdBy: "me",
+  createdAt,
+  lastMessage: lastAt ? { id: `m-${id}`, room: id, seq: 1, sender: "me", clientMsgId: `c-${id}`, text: "hi", createdAt: lastAt } : null,
+  lastSeq: lastAt ? 1 : 0,
+  readSeq: 0,
+  unread: 0,
+});
+
+/** A fake REST server: `routes` maps a path (with query) to [status, body] or a body. */
+function fakeFetch(routes) {
+  const calls = [];
+  const fetch = async (url, init) => {
+    const path = url.replace("http://chatd.test", "");
+    calls.push({ method: init.method, path });
+    const route = routes[path];
+    if (route === undefined) throw new Error(`unexpected request ${init.method} ${path}`);
+    const [status, body] = Array.isArray(route) && typeof route[0] === "number" ? route : [200, route];
+    return { status, ok: status >= 200 && status < 300, json: async () => body };
+  };
+  return { fetch, calls };
+}
+
+class FakeWebSocket {
+  static last = null;
+  constructor(url, protocols) {
+    this.url = url;
+    this.protocols = protocols;
+    this.readyState = 1;
+    this.sent = [];
+    FakeWebSocket.last = this;
+  }
+  send(data) {
+    this.sent.push(JSON.parse(data));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  receive(frame) {
+    this.onmessage({ data: JSON.stringify(frame) });
+  }
+}
+
+async function startClient(routes) {
+  const { fetch, calls } = fakeFetch({ "/v1/me": { user: "me" }, ...routes });
+  const client = new ChatClient({ baseUrl: "http://chatd.test", token: "t", fetch, WebSocket: FakeWebSocket });
+  await client.start();
+  return { client, calls, ws: FakeWebSocket.last };
+}
+
+test("the room list follows every page and is sorted most recently active first", async () => {
+  const pages = {
+    "/v1/rooms?limit=500": { rooms: [summary("a", "2026-01-01T00:00:00.000Z"), summary("b", "2026-01-02T00:00:00.000Z", "2026-01-05T00:00:00.000Z")], next: "b" },
+    "/v1/rooms?limit=500&after=b": { rooms: [summary("c", "2026-01-03T00:00:00.000Z")], next: "c/+=" },
+    "/v1/rooms?limit=500&after=c%2F%2B%3D": { rooms: [summary("d", "2026-01-04T00:00:00.000Z", "2026-01-04T12:00:00.000Z")], next: null },
+  };
+  const { client, calls } = await startClient(pages);
+  try {
+    assert.deepEqual(
+      calls.map((c) => c.path),
+      ["/v1/me", "/v1/rooms?limit=500", "/v1/rooms?limit=500&after=b", "/v1/rooms?limit=500&after=c%2F%2B%3D"],
+    );
+    assert.deepEqual(client.rooms().map((r) => r.id), ["b", "d", "c", "a"], "by lastMessage.createdAt, else createdAt, newest first");
+    assert.equal(client.room("a").name, "a");
+    const seen = [];
+    client.on("rooms", (rooms) => seen.push(rooms.map((r) => r.id)));
+    assert.deepEqual((await client.refreshRooms()).map((r) => r.id), ["b", "d", "c", "a"]);
+    assert.deepEqual(seen, [["b", "d", "c", "a"]], "one rooms event per refresh");
+  } finally {
+    client.stop();
+  }
+});
+
+test("a room-list page cursor seen before stops the paging with an error", async () => {
+  const { fetch } = fakeFetch({
+    "/v1/rooms?limit=500": { rooms: [], next: "x" },
+    "/v1/rooms?limit=500&after=x": { rooms: [], next: "x" },
+  });
+  const client = new ChatClient({ baseUrl: "http://chatd.test", token: "t", fetch, WebSocket: FakeWebSocket });
+  await assert.rejects(client.refreshRooms(), /repeated/);
+});
+
+test("resume's room_not_found forgets the listed rooms quietly, one rooms event", async () => {
+  const rooms = ["a", "b", "c", "d"].map((id, i) => summary(id, `2026-01-0${i + 1}T00:00:00.000Z`));
+  const { client, ws } = await startClient({ "/v1/rooms?limit=500": { rooms, next: null } });
+  try {
+    const roomEvents = [];
+    const errors = [];
+    client.on("rooms", (list) => roomEvents.push(list.map((r) => r.id)));
+    client.on("error", (e) => errors.push(e));
+    ws.receive({ type: "error", code: "room_not_found", message: "not a member", rooms: ["a", "c", "zz"] });
+    assert.deepEqual(roomEvents, [["d", "b"]]);
+    assert.equal(client.room("a"), undefined);
+    // The older shape, one frame per room with `room`, still works.
+    ws.receive({ type: "error", code: "room_not_found", message: "not a member", room: "b" });
+    assert.deepEqual(roomEvents, [["d", "b"], ["d"]]);
+    // Nothing known: no event.
+    ws.receive({ type: "error", code: "room_not_found", message: "not a member", rooms: ["zz"] });
+    assert.equal(roomEvents.length, 2);
+    assert.deepEqual(errors, [], "not reported as errors");
+    // With a clientMsgId it is a send's error, reported and nothing forgotten.
+    ws.receive({ type: "error", code: "room_not_found", message: "not a member", room: "d", clientMsgId: "x" });
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].room, "d");
+    assert.ok(client.room("d"));
+  } finally {
+    client.stop();
+  }
+});
+
+test("error frames and REST errors carry requestId", async () => {
+  const { client, ws } = await startClient({
+    "/v1/rooms?limit=500": { rooms: [], next: null },
+    "/v1/rooms": [503, { error: { code: "store_unavailable", message: "store down", requestId: "req-1" } }],
+    "/v1/rooms/direct": [409, { error: { code: "too_many_rooms", message: "too many rooms" } }],
+  });
+  try {
+    const errors = [];
+    client.on("error", (e) => errors.push(e));
+    ws.receive({ type: "error", code: "internal", message: "oops", requestId: "req-2" });
+    assert.equal(errors[0].code, "internal");
+    assert.equal(errors[0].requestId, "req-2");
+    await assert.rejects(client.createGroup("g", ["x"]), (e) => e.code === "store_unavailable" && e.status === 503 && e.requestId === "req-1");
+    await assert.rejects(client.openDirect("x"), (e) => e.code === "too_many_rooms" && e.status === 409 && !isRetryable(e.code));
+  } finally {
+    client.stop();
+  }
 });

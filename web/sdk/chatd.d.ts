@@ -41,12 +41,22 @@ export interface RoomSummary extends Room {
   unread: number;
 }
 
+/** One page of `GET /v1/rooms?limit=N&after=CURSOR` (limit 1-500, default 100). Pages come
+ * in room-id order, not activity order; `next` is null on the last page, else pass it back
+ * as `after`. `ChatClient.refreshRooms()` follows every page. */
+export interface RoomPage {
+  rooms: RoomSummary[];
+  next: string | null;
+}
+
 export interface ChatError extends Error {
-  /** A stable code from docs/protocol.md, e.g. "rate_limited", "text_too_long". */
+  /** A stable code from docs/protocol.md, e.g. "rate_limited", "text_too_long", "too_many_rooms". */
   code: string;
   room?: string;
   clientMsgId?: string;
   retryAfterMs?: number;
+  /** The server's request id, for "store_unavailable", "bus_unavailable" and "internal" (quote it in bug reports). */
+  requestId?: string;
   /** HTTP status, for REST errors. */
   status?: number;
 }
@@ -95,6 +105,7 @@ export declare class ChatClient {
   /** Loads the room list and connects; reconnects by itself until stop(). */
   start(): Promise<void>;
   stop(): void;
+  /** Room summaries, most recently active first (lastMessage.createdAt, else createdAt). */
   rooms(): RoomSummary[];
   room(id: string): RoomSummary | undefined;
   /** Stored messages sorted by seq, then own pending or failed ones. */
@@ -107,6 +118,7 @@ export declare class ChatClient {
   send(roomId: string, text: string): Promise<Message> & { clientMsgId: string };
   discard(clientMsgId: string): void;
   markRead(roomId: string, seq?: number): void;
+  /** Reloads every page of the room list; resolves with rooms(). */
   refreshRooms(): Promise<RoomSummary[]>;
   openDirect(peer: string): Promise<Room>;
   createGroup(name: string, members: string[]): Promise<Room>;
@@ -160,6 +172,8 @@ export declare class Outbox {
 
 export declare function closeAction(code: number): CloseAction;
 export declare function backoffDelay(attempt: number, options?: { baseMs?: number; maxMs?: number; random?: () => number }): number;
+/** Whether a retry can cure the error: store_unavailable, bus_unavailable, rate_limited,
+ * internal, request_timeout, overloaded. */
 export declare function isRetryable(code: string): boolean;
 /** Development only: a token from the server's dev login. */
 export declare function devLogin(baseUrl: string, user: string, fetchImpl?: typeof fetch): Promise<string>;

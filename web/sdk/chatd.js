@@ -13,12 +13,20 @@
 
 export const PROTOCOL = "chatd.v1";
 
-/** What to do after the server closes with `code`: "now", "backoff", "reauth" or "stop". */
+/**
+ * What to do after the server closes with `code`: "now", "backoff", "reauth" or "stop".
+ *   now:     1000, 1001, 1005, 1006, 1012 and 4000-4099 (reconnect at once, resume);
+ *   backoff: 1002 (WebSocket protocol error), 1003, 1007 (invalid UTF-8), 1008, 1009, 1010,
+ *            1011, 1013, 4100-4199 and anything unknown (exponential backoff with jitter);
+ *   reauth:  4401, 4402 (a new token first);
+ *   stop:    the rest of 4400-4499 (the user or app must act first).
+ */
 export function closeAction(code) {
   if (code === 4401 || code === 4402) return "reauth";
   if (code >= 4400 && code <= 4499) return "stop";
-  if (code === 1012 || (code >= 1000 && code <= 1007) || (code >= 4000 && code <= 4099)) return "now";
-  return "backoff"; // 1008, 1009, 1011, 1013, 4100-4199 and anything unknown
+  if (code === 1000 || code === 1001 || code === 1005 || code === 1006 || code === 1012) return "now";
+  if (code >= 4000 && code <= 4099) return "now";
+  return "backoff";
 }
 
 /** Exponential backoff with full jitter: a random delay in [0, min(max, base * 2^attempt)). */
@@ -27,9 +35,11 @@ export function backoffDelay(attempt, { baseMs = 250, maxMs = 30000, random = Ma
   return Math.floor(random() * cap);
 }
 
-/** Error codes a later retry of the same request can cure. */
+const RETRYABLE = new Set(["store_unavailable", "bus_unavailable", "rate_limited", "internal", "request_timeout", "overloaded"]);
+
+/** Error codes a later retry of the same request can cure (e.g. not `too_many_rooms`). */
 export function isRetryable(code) {
-  return code === "store_unavailable" || code === "bus_unavailable" || code === "rate_limited" || code === "internal";
+  return RETRYABLE.has(code);
 }
 
 /**
@@ -198,7 +208,7 @@ class ChatError extends Error {
  *   "message" (Message)                 a message arrived, each exactly once
  *   "ack"     ({clientMsgId, message})  an own message was stored
  *   "receipt" ({room, user, readSeq})
- *   "error"   (ChatError: code, message, room?, clientMsgId?, retryAfterMs?)
+ *   "error"   (ChatError: code, message, room?, clientMsgId?, retryAfterMs?, requestId?, status?)
  */
 export class ChatClient {
   constructor(options = {}) {
@@ -450,16 +460,24 @@ export class ChatClient {
   }
 
   #onError(frame) {
-    if (frame.code === "room_not_found" && frame.room && !frame.clientMsgId) {
-      // A resumed room the user left while away: forget it quietly.
-      this.roomStates.delete(frame.room);
-      if (this.summaries.delete(frame.room)) this.emit("rooms", this.rooms());
+    if (frame.code === "room_not_found" && !frame.clientMsgId && (Array.isArray(frame.rooms) || frame.room)) {
+      // Resumed rooms the user left while away (one frame listing them all in `rooms`, or,
+      // from an older server, one frame per room with `room`): forget them quietly.
+      const gone = Array.isArray(frame.rooms) ? [...frame.rooms] : [];
+      if (frame.room) gone.push(frame.room);
+      let changed = false;
+      for (const room of gone) {
+        this.roomStates.delete(room);
+        if (this.summaries.delete(room)) changed = true;
+      }
+      if (changed) this.emit("rooms", this.rooms());
       return;
     }
     const error = new ChatError(frame.code, frame.message, {
       room: frame.room,
       clientMsgId: frame.clientMsgId,
       retryAfterMs: frame.retryAfterMs,
+      requestId: frame.requestId,
     });
     if (frame.clientMsgId && this.outbox.items.has(frame.clientMsgId)) {
       if (isRetryable(frame.code)) {
@@ -684,8 +702,26 @@ export class ChatClient {
     }
   }
 
+  /** Reloads the whole room list: every page of `GET /v1/rooms` (pages come in room-id
+   * order; `rooms()` sorts by activity). */
   async refreshRooms() {
-    const list = await this.api("GET", "/v1/rooms");
+    const list = [];
+    const seen = new Set(); // cursors asked for, so a misbehaving server cannot loop us
+    let after = null;
+    for (;;) {
+      const query = after === null ? "" : `&after=${encodeURIComponent(after)}`;
+      const page = await this.api("GET", `/v1/rooms?limit=500${query}`);
+      if (Array.isArray(page)) {
+        for (const s of page) list.push(s); // an older server: the whole list, unpaginated
+        break;
+      }
+      for (const s of page.rooms) list.push(s);
+      const next = page.next ?? null;
+      if (next === null) break;
+      if (seen.has(next)) throw new ChatError("internal", "the room list repeated a page cursor");
+      seen.add(next);
+      after = next;
+    }
     this.summaries = new Map(list.map((s) => [s.id, s]));
     this.emit("rooms", this.rooms());
     return this.rooms();
@@ -744,7 +780,7 @@ export class ChatClient {
     const data = await response.json().catch(() => null);
     if (!response.ok) {
       const error = data?.error ?? { code: "internal", message: `HTTP ${response.status}` };
-      throw new ChatError(error.code, error.message, { status: response.status });
+      throw new ChatError(error.code, error.message, { status: response.status, requestId: error.requestId });
     }
     return data;
   }

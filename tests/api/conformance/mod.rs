@@ -104,13 +104,23 @@ mod redis_bus {
     /// Nodes on the shared redis-server, under a prefix of their own.
     pub struct Factory {
         prefix: String,
+        tasks: tokio_util::task::TaskTracker,
+        shutdown: tokio_util::sync::CancellationToken,
     }
 
     #[async_trait::async_trait]
     impl BusFactory for Factory {
         async fn node(&self) -> BusNode {
             let client = redis::Client::open(Redis::shared().url()).unwrap();
-            let (bus, deliveries) = RedisBus::connect(&client, &self.prefix).await.unwrap();
+            let (bus, deliveries) = RedisBus::connect(
+                &client,
+                &self.prefix,
+                std::time::Duration::from_secs(2),
+                &self.tasks,
+                &self.shutdown,
+            )
+            .await
+            .unwrap();
             (Arc::new(bus), deliveries)
         }
     }
@@ -118,6 +128,8 @@ mod redis_bus {
     async fn factory() -> Factory {
         Factory {
             prefix: unique("chatd_conformance"),
+            tasks: Default::default(),
+            shutdown: Default::default(),
         }
     }
 

@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 
 use chatd::{
     domain::{RoomId, RoomKind, Seq, UserId},
-    store::{HistoryQuery, NewGroup, NewMessage, Order, Store},
+    store::{HistoryQuery, MAX_SEQ, NewGroup, NewMessage, Order, ReadMark, Store},
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -36,7 +36,9 @@ macro_rules! store_conformance {
             read_position_never_lowers_nor_passes_the_end,
             rooms_are_independent,
             messages_read_back_exactly,
-            unknown_rooms_are_empty
+            unknown_rooms_are_empty,
+            memberships_page_by_room_id_and_count,
+            seqs_at_the_top_of_the_range_do_not_wrap
         );
     };
     (@tests $($name:ident),*) => {
@@ -430,9 +432,32 @@ pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory
             .unwrap();
     }
     let alice = user("alice");
-    assert_eq!(store.mark_read(&room, &alice, 3).await.unwrap(), 3);
-    assert_eq!(store.mark_read(&room, &alice, 2).await.unwrap(), 3);
-    assert_eq!(store.mark_read(&room, &alice, 50).await.unwrap(), 5);
+    let mark = |read_seq, moved| ReadMark { read_seq, moved };
+    assert_eq!(
+        store.mark_read(&room, &alice, 3).await.unwrap(),
+        mark(3, true)
+    );
+    assert_eq!(
+        store.mark_read(&room, &alice, 2).await.unwrap(),
+        mark(3, false)
+    );
+    assert_eq!(
+        store.mark_read(&room, &alice, 3).await.unwrap(),
+        mark(3, false)
+    );
+    assert_eq!(
+        store.mark_read(&room, &alice, 50).await.unwrap(),
+        mark(5, true)
+    );
+    assert_eq!(
+        store.mark_read(&room, &alice, 50).await.unwrap(),
+        mark(5, false)
+    );
+    // The largest seq a store holds is read as such, not wrapped.
+    assert_eq!(
+        store.mark_read(&room, &alice, MAX_SEQ).await.unwrap(),
+        mark(5, false)
+    );
     assert_eq!(
         store
             .membership(&room, &alice)
@@ -515,4 +540,71 @@ pub async fn unknown_rooms_are_empty(f: &impl StoreFactory) {
             .is_none()
     );
     store.ping().await.unwrap();
+}
+
+pub async fn memberships_page_by_room_id_and_count(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let alice = user("alice");
+    let mut rooms = Vec::new();
+    for i in 0..5 {
+        let group = NewGroup {
+            id: RoomId::new_group(),
+            name: format!("g{i}"),
+            created_by: alice.clone(),
+            members: vec![alice.clone(), user("bob")],
+        };
+        rooms.push(store.create_group(group, now()).await.unwrap().id);
+    }
+    rooms.sort();
+    let first = store.memberships_page(&alice, None, 2).await.unwrap();
+    let ids =
+        |ms: &[chatd::domain::Membership]| ms.iter().map(|m| m.room.clone()).collect::<Vec<_>>();
+    assert_eq!(ids(&first), rooms[..2]);
+    let rest = store
+        .memberships_page(&alice, Some(&rooms[1]), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest), rooms[2..]);
+    assert!(
+        store
+            .memberships_page(&alice, Some(&rooms[4]), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store
+            .membership_counts(&[user("bob"), user("nobody"), alice])
+            .await
+            .unwrap(),
+        vec![5, 0, 5]
+    );
+}
+
+pub async fn seqs_at_the_top_of_the_range_do_not_wrap(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    for i in 0..3 {
+        store
+            .append(new(&room, "bob", &format!("c{i}")), now())
+            .await
+            .unwrap();
+    }
+    let after_max = store
+        .history(&room, &HistoryQuery::after(MAX_SEQ, 10))
+        .await
+        .unwrap();
+    assert!(after_max.is_empty(), "nothing follows the largest seq");
+    let before_max = HistoryQuery {
+        before: Some(MAX_SEQ),
+        ..HistoryQuery::after(0, 10)
+    };
+    assert_eq!(store.history(&room, &before_max).await.unwrap().len(), 3);
+    assert_eq!(
+        store
+            .count_unread(&room, &user("alice"), MAX_SEQ, 999)
+            .await
+            .unwrap(),
+        0
+    );
 }

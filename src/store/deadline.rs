@@ -1,0 +1,127 @@
+//! Every store call under one deadline (`store.timeout_ms`): a store that hangs (a stalled
+//! disk, a network link that drops packets without closing) answers `Unavailable` in bounded
+//! time instead of holding the caller, its connection and its memory indefinitely.
+//!
+//! A write that times out may still complete in the backend; that is the same uncertainty as
+//! a lost reply, and the same remedy applies: appends are retried with the same clientMsgId
+//! (the store de-duplicates), and every other write is idempotent.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    Appended, HistoryQuery, NewGroup, NewMessage, ReadMark, Store, StoreError, StoreResult,
+};
+use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
+
+pub struct DeadlineStore {
+    inner: Arc<dyn Store>,
+    limit: Duration,
+}
+
+impl DeadlineStore {
+    pub fn new(inner: Arc<dyn Store>, limit: Duration) -> Self {
+        Self { inner, limit }
+    }
+
+    async fn within<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        match tokio::time::timeout(self.limit, call).await {
+            Ok(result) => result,
+            Err(_) => {
+                metrics::counter!("chatd_store_timeouts_total").increment(1);
+                Err(StoreError::Unavailable(format!(
+                    "no answer within {} ms",
+                    self.limit.as_millis()
+                )))
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Store for DeadlineStore {
+    async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+        self.within(self.inner.append(new, now)).await
+    }
+
+    async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
+        self.within(self.inner.history(room, query)).await
+    }
+
+    async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
+        self.within(self.inner.last_seq(room)).await
+    }
+
+    async fn count_unread(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        after_seq: Seq,
+        cap: u64,
+    ) -> StoreResult<u64> {
+        self.within(self.inner.count_unread(room, user, after_seq, cap))
+            .await
+    }
+
+    async fn ensure_direct_room(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Room> {
+        self.within(self.inner.ensure_direct_room(a, b, now)).await
+    }
+
+    async fn create_group(&self, group: NewGroup, now: DateTime<Utc>) -> StoreResult<Room> {
+        self.within(self.inner.create_group(group, now)).await
+    }
+
+    async fn add_members(
+        &self,
+        room: &RoomId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<UserId>> {
+        self.within(self.inner.add_members(room, users, now)).await
+    }
+
+    async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
+        self.within(self.inner.remove_member(room, user)).await
+    }
+
+    async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {
+        self.within(self.inner.room(room)).await
+    }
+
+    async fn membership(&self, room: &RoomId, user: &UserId) -> StoreResult<Option<Membership>> {
+        self.within(self.inner.membership(room, user)).await
+    }
+
+    async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>> {
+        self.within(self.inner.memberships_of(user)).await
+    }
+
+    async fn memberships_page(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>> {
+        self.within(self.inner.memberships_page(user, after, limit))
+            .await
+    }
+
+    async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>> {
+        self.within(self.inner.membership_counts(users)).await
+    }
+
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
+        self.within(self.inner.mark_read(room, user, seq)).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.within(self.inner.ping()).await
+    }
+}
