@@ -1,14 +1,12 @@
 # chatd: a small runtime image with one static-ish binary, run as a non-root user.
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo build --release --locked --bin chatd || true
+COPY crates crates
 COPY src src
 COPY config config
 COPY web web
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin chatd
+RUN cargo build --release --locked -p chatd --bin chatd
 
 FROM debian:bookworm-slim
 RUN apt-get update \

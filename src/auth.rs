@@ -30,7 +30,7 @@ use crate::{clock::Clock, config::AuthSettings, domain::UserId};
 
 /// The development secret in `config/default.toml`; refused in production and on any
 /// non-loopback address (see `Settings::validate`).
-pub const DEV_SECRET: &str = "chatd-development-secret-do-not-use-in-production";
+pub use chatd_protocol::DEV_SECRET;
 
 /// Browsers cannot set headers on a WebSocket, so a token may travel as a subprotocol
 /// `bearer.<jwt>` next to the protocol name (JWTs use only characters valid there).

@@ -9,8 +9,6 @@ pub mod auth;
 pub mod bus;
 pub mod cache;
 pub mod chat;
-pub mod check;
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod domain;

@@ -50,43 +50,6 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
-    /// Load and audit running nodes: simulated users chat for a while, then every client is
-    /// checked against the store. Exits 1 on any lost, duplicated or misordered message.
-    Check(CheckArgs),
-}
-
-#[derive(clap::Args)]
-struct CheckArgs {
-    /// Node URLs, comma separated; users are spread over them.
-    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
-    url: Vec<String>,
-    /// Simulated users.
-    #[arg(long, default_value_t = 20)]
-    users: usize,
-    /// Group rooms (users are dealt into them).
-    #[arg(long, default_value_t = 3)]
-    groups: usize,
-    /// Direct (1:1) rooms.
-    #[arg(long, default_value_t = 3)]
-    directs: usize,
-    /// Messages per second, all users together.
-    #[arg(long, default_value_t = 50.0)]
-    rate: f64,
-    /// How long to send, e.g. 30s, 2m.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    duration: Duration,
-    /// After sending, how long clients may take to receive everything.
-    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-    settle: Duration,
-    /// Write the JSON summary here.
-    #[arg(long)]
-    json: Option<PathBuf>,
-    /// The nodes' JWT secret (default: auth.jwt_secret of the configuration).
-    #[arg(long, env = "CHATD_CHECK_SECRET")]
-    secret: Option<String>,
-    /// No progress lines.
-    #[arg(long)]
-    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -113,48 +76,6 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => serve(settings),
-        Command::Check(args) => check(args, &settings),
-    }
-}
-
-fn check(args: CheckArgs, settings: &Settings) -> ExitCode {
-    let secret = args
-        .secret
-        .unwrap_or_else(|| settings.auth.jwt_secret.clone());
-    let mut config = chatd::check::CheckConfig::new(args.url, secret);
-    config.users = args.users;
-    config.groups = args.groups;
-    config.directs = args.directs;
-    config.rate = args.rate;
-    config.duration = args.duration;
-    config.settle = args.settle;
-    config.progress = !args.quiet;
-    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let report = match runtime.block_on(chatd::check::run(&config, async {})) {
-        Ok((report, ())) => report,
-        Err(e) => {
-            eprintln!("chatd check: {e:#}");
-            return ExitCode::from(2);
-        }
-    };
-    let json = serde_json::to_string_pretty(&report).expect("reports serialize");
-    if let Some(path) = args.json
-        && let Err(e) = std::fs::write(&path, &json)
-    {
-        eprintln!("chatd check: cannot write {}: {e}", path.display());
-        return ExitCode::from(2);
-    }
-    println!("{}", report.summary());
-    for example in &report.audit.examples {
-        println!("  {example}");
-    }
-    for failure in &report.incomplete {
-        println!("  incomplete: {failure}");
-    }
-    if report.clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
     }
 }
 

@@ -4,7 +4,7 @@ start_bench_node() {
   local port=$1
   BENCH_DIR=$(mktemp -d)
   ulimit -n 65536 2>/dev/null || true
-  cargo build --release --locked --bins >/dev/null
+  cargo build --release --locked --workspace --bins >/dev/null
   CHATD__SERVER__PORT=$port CHATD__STORE__SQLITE_PATH=$BENCH_DIR/chatd.db CHATD__LOG__LEVEL=warn \
     target/release/chatd >"$BENCH_DIR/server.log" 2>&1 &
   NODE_PID=$!

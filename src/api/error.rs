@@ -40,22 +40,11 @@ impl ApiError {
     }
 }
 
+/// The HTTP status of a REST answer with `code` (the protocol crate's table).
 pub fn status_of(code: ErrorCode) -> StatusCode {
-    use ErrorCode::*;
-    match code {
-        BadJson | UnknownType | BadField | EmptyText | TextTooLong | BinaryUnsupported
-        | BadRequest => StatusCode::BAD_REQUEST,
-        Unauthorized | TokenExpired => StatusCode::UNAUTHORIZED,
-        Forbidden => StatusCode::FORBIDDEN,
-        RoomNotFound | NotFound => StatusCode::NOT_FOUND,
-        MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        FrameTooLarge | PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        RateLimited | TooManyConnections => StatusCode::TOO_MANY_REQUESTS,
-        TooManyRooms => StatusCode::CONFLICT,
-        RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        StoreUnavailable | BusUnavailable | Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-        Internal => StatusCode::INTERNAL_SERVER_ERROR,
-    }
+    code.http_status()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::BAD_REQUEST)
 }
 
 impl IntoResponse for ApiError {

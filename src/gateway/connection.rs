@@ -17,8 +17,8 @@ use crate::{
     domain::{RoomId, UserId},
     hub::{ConnHandle, LiveMessage, Outbound},
     protocol::{
-        ClientFrame, CloseReason, ErrorCode, PROTOCOL_VERSION, ResumeFrame, ResumedRoom,
-        ServerFrame, parse_client_frame,
+        ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ResumeFrame,
+        ResumedRoom, ServerFrame, encode, parse_client_frame,
     },
     startup::Node,
     throttle::FrameThrottle,
@@ -115,7 +115,7 @@ impl Drop for Cleanup {
 
 /// Refuses a connection with a reason a browser can read: an `error` frame, then the close.
 async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str, reason: CloseReason) {
-    let frame = ServerFrame::error(code, message).encode();
+    let frame = encode(&ServerFrame::error(code, message));
     let close = WsMessage::Close(Some(CloseFrame {
         code: reason.code(),
         reason: Utf8Bytes::from_static(reason.text()),
@@ -166,9 +166,9 @@ impl Session {
         let conn_id = format!("{}:{}", self.node.id, self.conn.id);
         self.reply(ServerFrame::Welcome {
             v: PROTOCOL_VERSION,
-            conn_id: &conn_id,
-            user: &self.user,
-            node: &self.node.id,
+            conn_id,
+            user: self.user.clone(),
+            node: self.node.id.clone(),
             heartbeat_ms: settings.websocket.heartbeat_interval_ms,
             resume_wait_ms: settings.websocket.resume_wait_ms,
             max_text_chars: settings.limits.max_text_chars,
@@ -199,7 +199,7 @@ impl Session {
                 }
                 _ = self.conn.closed() => break,
                 _ = &mut token_expiry => {
-                    self.reply_error(ErrorCode::TokenExpired, "token expired", None, None).await;
+                    self.reply_error(ErrorCode::TokenExpired, "token expired").await;
                     self.conn.close(CloseReason::TokenExpired);
                     break;
                 }
@@ -257,7 +257,8 @@ impl Session {
         let current: HashSet<RoomId> = self.conn.rooms().into_iter().collect();
         for room in current.difference(&wanted) {
             self.node.hub.leave(&self.conn, room);
-            self.reply(ServerFrame::RoomRemoved { room }).await;
+            self.reply(ServerFrame::RoomRemoved { room: room.clone() })
+                .await;
         }
         for room in wanted.difference(&current) {
             if let Err(e) = self.node.hub.join(&self.conn, room).await {
@@ -265,7 +266,7 @@ impl Session {
                 return self.conn.close(CloseReason::TryAgainLater);
             }
             if let Ok(room) = self.node.chat.room(&self.user, room.as_str()).await {
-                self.reply(ServerFrame::RoomAdded { room: &room }).await;
+                self.reply(ServerFrame::RoomAdded { room }).await;
             }
         }
     }
@@ -342,21 +343,16 @@ impl Session {
             return false;
         }
         let (client_msg_id, room) = match frame {
-            ClientFrame::Send(send) => {
-                (Some(send.client_msg_id.as_str()), Some(send.room.as_str()))
-            }
+            ClientFrame::Send(send) => (Some(send.client_msg_id.clone()), Some(send.room.clone())),
             _ => (None, None),
         };
-        let retry_after_ms = wait.as_millis().max(1) as u64;
-        self.reply(ServerFrame::Error {
-            code: ErrorCode::RateLimited,
-            message: "too many frames; retry later",
+        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        self.reply(ServerFrame::Error(ErrorFrame {
             client_msg_id,
             room,
-            rooms: None,
             retry_after_ms: Some(retry_after_ms),
-            request_id: None,
-        })
+            ..ErrorFrame::new(ErrorCode::RateLimited, "too many frames; retry later")
+        }))
         .await;
         true
     }
@@ -369,7 +365,7 @@ impl Session {
         } else {
             tracing::debug!(user = %self.user, conn = self.conn.id, ?code, message, "bad frame");
         }
-        self.reply_error(code, message, None, None).await;
+        self.reply_error(code, message).await;
         if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
             tracing::info!(user = %self.user, conn = self.conn.id, "closing: too many bad frames");
             self.conn.close(CloseReason::PolicyViolation);
@@ -388,11 +384,11 @@ impl Session {
                     .await;
                 match sent {
                     Ok(appended) => {
-                        let m = &appended.message;
+                        let m = appended.message;
                         self.reply(ServerFrame::Ack {
-                            client_msg_id: &m.client_msg_id,
-                            room: &m.room,
-                            id: &m.id,
+                            client_msg_id: m.client_msg_id,
+                            room: m.room,
+                            id: m.id,
                             seq: m.seq,
                             created_at: m.created_at,
                             duplicate: appended.duplicate,
@@ -416,12 +412,7 @@ impl Session {
                     self.reply_chat_error(&e, None, Some(&read.room)).await;
                 }
             }
-            ClientFrame::Ping(ping) => {
-                self.reply(ServerFrame::Pong {
-                    id: ping.id.as_ref(),
-                })
-                .await
-            }
+            ClientFrame::Ping(ping) => self.reply(ServerFrame::Pong { id: ping.id }).await,
         }
     }
 
@@ -439,16 +430,10 @@ impl Session {
             }
         };
         if !resumption.unknown.is_empty() {
-            let rooms: Vec<&str> = resumption.unknown.iter().map(String::as_str).collect();
-            self.reply(ServerFrame::Error {
-                code: ErrorCode::RoomNotFound,
-                message: "not rooms of yours",
-                client_msg_id: None,
-                room: None,
-                rooms: Some(&rooms),
-                retry_after_ms: None,
-                request_id: None,
-            })
+            self.reply(ServerFrame::Error(ErrorFrame {
+                rooms: Some(resumption.unknown),
+                ..ErrorFrame::new(ErrorCode::RoomNotFound, "not rooms of yours")
+            }))
             .await;
         }
         let mut summary = std::collections::BTreeMap::new();
@@ -461,7 +446,7 @@ impl Session {
             let after = resume.rooms.get(replay.room.as_str()).copied().unwrap_or(0);
             let last_seq = replay.messages.last().map_or(after, |m| m.seq);
             summary.insert(
-                &replay.room,
+                replay.room.clone(),
                 ResumedRoom {
                     last_seq,
                     more: replay.more,
@@ -472,29 +457,14 @@ impl Session {
         self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
     }
 
-    async fn reply(&self, frame: ServerFrame<'_>) {
+    async fn reply(&self, frame: ServerFrame) {
         self.conn
-            .send(Outbound::Frame(frame.encode()), REPLY_PATIENCE)
+            .send(Outbound::Frame(encode(&frame)), REPLY_PATIENCE)
             .await;
     }
 
-    async fn reply_error(
-        &self,
-        code: ErrorCode,
-        message: &str,
-        client_msg_id: Option<&str>,
-        room: Option<&str>,
-    ) {
-        self.reply(ServerFrame::Error {
-            code,
-            message,
-            client_msg_id,
-            room,
-            rooms: None,
-            retry_after_ms: None,
-            request_id: None,
-        })
-        .await;
+    async fn reply_error(&self, code: ErrorCode, message: &str) {
+        self.reply(ServerFrame::error(code, message)).await;
     }
 
     /// A service error as the client may see it (internal detail logged, not sent).
@@ -509,15 +479,12 @@ impl Session {
             message,
             request_id,
         } = e.public();
-        self.reply(ServerFrame::Error {
-            code,
-            message: &message,
-            client_msg_id,
-            room,
-            rooms: None,
-            retry_after_ms: None,
-            request_id: request_id.as_deref(),
-        })
+        self.reply(ServerFrame::Error(ErrorFrame {
+            client_msg_id: client_msg_id.map(str::to_owned),
+            room: room.map(str::to_owned),
+            request_id,
+            ..ErrorFrame::new(code, message)
+        }))
         .await;
     }
 }

@@ -137,7 +137,7 @@ impl Writer {
     /// Sends what must precede the close frame, then the close frame.
     async fn finish(mut self, queue: &mut mpsc::Receiver<Outbound>) {
         let reason = self.conn.close_reason().unwrap_or(CloseReason::Normal);
-        if reason.flush_queue_first() {
+        if crate::protocol::flush_queue_first(reason) {
             // Acks and replies already queued go out; held live traffic does not matter any
             // more (the client resumes elsewhere).
             self.held = None;

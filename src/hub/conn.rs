@@ -48,7 +48,7 @@ impl LiveMessage {
         Arc::new(Self {
             room: message.room.clone(),
             seq: message.seq,
-            frame: crate::protocol::ServerFrame::Message(message).encode(),
+            frame: crate::protocol::encode(&crate::protocol::ServerFrame::Message(message.clone())),
         })
     }
 }
@@ -133,10 +133,13 @@ impl ConnHandle {
     }
 
     /// Resolves when the connection is being dropped rather than closed politely (slow,
-    /// silent or oversized: see [`CloseReason::flush_queue_first`]).
+    /// silent or oversized: see [`crate::protocol::flush_queue_first`]).
     pub async fn abandoned(&self) {
         self.closed().await;
-        if self.close_reason().is_some_and(|r| r.flush_queue_first()) {
+        if self
+            .close_reason()
+            .is_some_and(crate::protocol::flush_queue_first)
+        {
             std::future::pending::<()>().await;
         }
     }

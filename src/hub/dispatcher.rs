@@ -1,13 +1,17 @@
-//! The dispatcher: one task per node that turns bus deliveries into frames for local
-//! connections. It alone owns the per-room cursors, so ordering needs no locks.
+//! The dispatcher: drives the [`DeliveryCore`] with real I/O. Rooms are spread over several
+//! shard tasks by room hash, so one task is not the node's ceiling; each shard owns the core
+//! of its rooms, so ordering needs no locks.
 //!
-//! For each room with local members it delivers messages in seq order and exactly once
-//! (see [`RoomCursor`]); when a gap persists, or after the bus reconnected, it reads the
-//! missing range from the store. Each message is serialized once per node and the same bytes
-//! are queued to every recipient.
+//! A router task reads the bus: room messages go to the room's shard, receipts and member
+//! lists go straight to the room's connections (they need no order), membership events to
+//! the user's connections, and a resync to every shard. Subscriptions tell a room's shard
+//! when it activates ([`Shards::tell`]); they do so before subscribing to the bus, and one
+//! channel per shard carries both, so a room's activation always precedes its messages.
+//! Store reads run as tracked tasks that end with the node. Each message is serialized once
+//! per node and the same bytes are queued to every recipient.
 
 use std::{
-    collections::HashMap,
+    hash::{Hash, Hasher},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,194 +21,197 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{
     Hub, LiveMessage, Outbound,
-    cursor::{MAX_HELD, RoomCursor},
+    delivery::{Action, DeliveryCore, FETCH_LIMIT, Input},
 };
 use crate::{
     bus::{BusEvent, Delivery, Topic},
-    domain::{Message, RoomId, Seq},
-    protocol::ServerFrame,
-    store::{HistoryQuery, Store, StoreError, StoreResult},
+    domain::{Message, RoomId},
+    protocol::{ServerFrame, encode},
+    store::{HistoryQuery, Store},
 };
 
-/// How long a gap may stay open before it is read from the store. Messages published at the
-/// same moment by two nodes arrive within milliseconds of each other; a gap older than this
-/// means a lost publish (or a sender that crashed between storing and publishing).
-const GAP_PATIENCE: Duration = Duration::from_millis(300);
 const GAP_CHECK_EVERY: Duration = Duration::from_millis(100);
-/// Messages read per store round trip when filling a gap or catching up.
-const FETCH_LIMIT: usize = 500;
-/// Fills of one gap that found nothing before the gap is declared permanent (skipped).
-const MAX_EMPTY_FILLS: u32 = 3;
 /// A store read that takes longer is abandoned (and retried by the next tick).
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages held behind a gap beyond which the gap is skipped rather than waited for.
-const HARD_MAX_HELD: usize = 5 * MAX_HELD;
-/// News waiting for the dispatcher. Senders (joining connections, finished fetches) wait
-/// for room; at most a few items per local room are ever in flight.
-pub const CONTROL_QUEUE: usize = 4096;
+/// Inputs waiting for one shard. Senders (the router, joining connections, finished reads)
+/// wait for room: back-pressure, never loss.
+const SHARD_QUEUE: usize = 4096;
 
-/// News for the dispatcher from the rest of the node.
-#[derive(Debug)]
-pub enum Control {
-    /// A room subscription is starting: hold its messages until `Activated`.
-    Activating {
-        room: RoomId,
-        generation: u64,
-    },
-    /// The subscription is live and the store's newest seq was `last_seq` after it went live.
-    Activated {
-        room: RoomId,
-        generation: u64,
-        last_seq: Seq,
-    },
-    Deactivated {
-        room: RoomId,
-        generation: u64,
-    },
-    Fetched {
-        room: RoomId,
-        generation: u64,
-        /// Catch-up reads continue until a short page; gap fills stop after one.
-        catch_up: bool,
-        result: StoreResult<Vec<Message>>,
-    },
+/// The shards' inboxes, by room hash.
+pub struct Shards {
+    inboxes: Vec<mpsc::Sender<Input>>,
 }
 
-enum Phase {
-    Activating { early: Vec<Message> },
-    Active(RoomCursor),
+impl Shards {
+    fn of(&self, room: &RoomId) -> &mpsc::Sender<Input> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        room.hash(&mut hasher);
+        &self.inboxes[hasher.finish() as usize % self.inboxes.len()]
+    }
+
+    /// Gives `input` (about `room`) to the room's shard, waiting for room in its queue; a
+    /// stopped shard needs no news.
+    pub async fn tell(&self, room: &RoomId, input: Input) {
+        let _ = self.of(room).send(input).await;
+    }
+
+    async fn tell_all(&self, input: impl Fn() -> Input) {
+        for inbox in &self.inboxes {
+            let _ = inbox.send(input()).await;
+        }
+    }
 }
 
-struct RoomState {
-    generation: u64,
-    phase: Phase,
-    filling: bool,
-    empty_fills: u32,
-    /// The bus lost events: read the store after the last delivered seq until a read
-    /// succeeds and comes back short.
-    catching_up: CatchUp,
+/// How many shards: one per core, at least two (so a slow fetch of one room's shard is not
+/// every room's problem).
+fn shard_count() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 16))
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CatchUp {
-    Done,
-    Due,
-    Reading,
+/// The shards' inboxes, and their receiving ends for [`start`].
+pub fn shards() -> (Arc<Shards>, Vec<mpsc::Receiver<Input>>) {
+    let (inboxes, receivers) = (0..shard_count())
+        .map(|_| mpsc::channel(SHARD_QUEUE))
+        .unzip();
+    (Arc::new(Shards { inboxes }), receivers)
 }
 
-pub struct Dispatcher {
-    hub: Arc<Hub>,
+/// Starts the shards and the router on `tasks`; they stop with `shutdown`.
+pub fn start(
+    hub: &Arc<Hub>,
     store: Arc<dyn Store>,
-    control: mpsc::Sender<Control>,
-    rooms: HashMap<RoomId, RoomState>,
-    /// Store reads run here, and are abandoned when the node stops.
-    tasks: TaskTracker,
-    shutdown: CancellationToken,
+    (shards, receivers): (Arc<Shards>, Vec<mpsc::Receiver<Input>>),
+    deliveries: mpsc::Receiver<Delivery>,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) {
+    for (index, inbox) in receivers.into_iter().enumerate() {
+        let shard = Shard {
+            index,
+            hub: hub.clone(),
+            store: store.clone(),
+            shards: shards.clone(),
+            core: DeliveryCore::default(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+        };
+        tasks.spawn(shard.run(inbox));
+    }
+    tasks.spawn(route(hub.clone(), shards, deliveries, shutdown.clone()));
 }
 
-impl Dispatcher {
-    pub fn new(
-        hub: Arc<Hub>,
-        store: Arc<dyn Store>,
-        control: mpsc::Sender<Control>,
-        tasks: TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Self {
-        Self {
-            hub,
-            store,
-            control,
-            rooms: HashMap::new(),
-            tasks,
-            shutdown,
-        }
-    }
-
-    pub async fn run(
-        mut self,
-        mut deliveries: mpsc::Receiver<Delivery>,
-        mut control: mpsc::Receiver<Control>,
-    ) {
-        let shutdown = self.shutdown.clone();
-        let mut gap_check = tokio::time::interval(GAP_CHECK_EVERY);
-        gap_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                // Control first: a room's Activating must be seen before its messages.
-                biased;
-                _ = shutdown.cancelled() => break,
-                Some(news) = control.recv() => self.on_control(news),
-                delivery = deliveries.recv() => match delivery {
-                    Some(delivery) => self.on_delivery(delivery),
-                    None => break,
-                },
-                _ = gap_check.tick() => self.fill_overdue_gaps(),
-            }
-        }
-        tracing::debug!("dispatcher stopped");
-    }
-
-    fn on_delivery(&mut self, delivery: Delivery) {
+/// Reads the bus and hands each event to whoever needs it.
+async fn route(
+    hub: Arc<Hub>,
+    shards: Arc<Shards>,
+    mut deliveries: mpsc::Receiver<Delivery>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let delivery = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            delivery = deliveries.recv() => match delivery {
+                Some(delivery) => delivery,
+                None => break,
+            },
+        };
         let (topic, payload) = match delivery {
             Delivery::Event { topic, payload } => (topic, payload),
             Delivery::Resynced => {
+                tracing::info!("bus resynced; catching up from the store");
                 // Membership events may have been lost too.
-                self.hub.recheck_all_memberships();
-                return self.catch_up_all();
+                hub.recheck_all_memberships();
+                shards.tell_all(|| Input::Resynced).await;
+                continue;
             }
         };
         let event = match BusEvent::decode(&payload) {
             Ok(event) => event,
             Err(e) => {
                 tracing::warn!(error = %e, ?topic, "skipping undecodable bus event");
-                return;
+                continue;
             }
         };
         match (topic, event) {
             (Topic::Room(room), BusEvent::Message { message }) if message.room == room => {
-                self.on_message(message)
+                shards.tell(&room, Input::Message(message)).await;
             }
             (Topic::Room(room), BusEvent::Receipt { user, read_seq, .. }) => {
-                let frame = ServerFrame::Receipt {
-                    room: &room,
-                    user: &user,
+                let frame = encode(&ServerFrame::Receipt {
+                    room: room.clone(),
+                    user,
                     read_seq,
-                };
-                self.hub.offer_room(&room, &Outbound::Frame(frame.encode()));
+                });
+                hub.offer_room(&room, &Outbound::Frame(frame));
             }
             (Topic::Room(room), BusEvent::Members { members, .. }) => {
-                let frame = ServerFrame::Members {
-                    room: &room,
-                    members: &members,
-                };
-                self.hub.offer_room(&room, &Outbound::Frame(frame.encode()));
+                let frame = encode(&ServerFrame::Members {
+                    room: room.clone(),
+                    members,
+                });
+                hub.offer_room(&room, &Outbound::Frame(frame));
             }
             // Each connection re-reads the user's memberships and reconciles (in its own task,
             // so that events arriving in any order, or lost, still end in the right state).
             (Topic::User(user), BusEvent::RoomAdded { .. } | BusEvent::RoomRemoved { .. }) => {
-                for conn in self.hub.connections_of(&user) {
+                for conn in hub.connections_of(&user) {
                     conn.memberships_changed();
                 }
             }
             (topic, event) => tracing::warn!(?topic, ?event, "bus event on the wrong topic"),
         }
     }
+    tracing::debug!("dispatcher router stopped");
+}
 
-    fn on_message(&mut self, message: Message) {
-        let Some(state) = self.rooms.get_mut(&message.room) else {
-            return; // no local members (any more)
-        };
-        match &mut state.phase {
-            Phase::Activating { early } => {
-                if early.len() < MAX_HELD {
-                    early.push(message);
-                }
+/// One shard: the delivery core of its rooms, and the I/O its actions ask for.
+struct Shard {
+    index: usize,
+    hub: Arc<Hub>,
+    store: Arc<dyn Store>,
+    shards: Arc<Shards>,
+    core: DeliveryCore,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+impl Shard {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Input>) {
+        let mut tick = tokio::time::interval(GAP_CHECK_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let shutdown = self.shutdown.clone();
+        let mut actions = Vec::new();
+        loop {
+            let input = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                input = inbox.recv() => match input {
+                    Some(input) => input,
+                    None => break,
+                },
+                _ = tick.tick() => Input::Tick,
+            };
+            self.core.handle(input, Instant::now(), &mut actions);
+            for action in actions.drain(..) {
+                self.act(action);
             }
-            Phase::Active(cursor) => {
-                let room = message.room.clone();
-                let mut ready = Vec::new();
-                cursor.accept(message, Instant::now(), &mut ready);
-                self.deliver(&room, ready);
+        }
+        tracing::debug!(shard = self.index, "dispatcher shard stopped");
+    }
+
+    fn act(&self, action: Action) {
+        match action {
+            Action::Deliver { room, messages } => self.deliver(&room, messages),
+            Action::Fetch {
+                room,
+                generation,
+                after,
+                before,
+                catch_up,
+            } => {
+                if !catch_up {
+                    metrics::counter!("chatd_gap_fills_total").increment(1);
+                }
+                self.fetch(room, generation, after, before, catch_up);
             }
         }
     }
@@ -218,185 +225,17 @@ impl Dispatcher {
         }
     }
 
-    fn on_control(&mut self, news: Control) {
-        match news {
-            Control::Activating { room, generation } => {
-                let state = RoomState {
-                    generation,
-                    phase: Phase::Activating { early: Vec::new() },
-                    filling: false,
-                    empty_fills: 0,
-                    catching_up: CatchUp::Done,
-                };
-                self.rooms.insert(room, state);
-            }
-            Control::Activated {
-                room,
-                generation,
-                last_seq,
-            } => {
-                let Some(state) = self.rooms.get_mut(&room) else {
-                    return;
-                };
-                if state.generation != generation {
-                    return;
-                }
-                if let Phase::Activating { early } = &mut state.phase {
-                    let early = std::mem::take(early);
-                    let mut cursor = RoomCursor::new(last_seq);
-                    let mut ready = Vec::new();
-                    let now = Instant::now();
-                    for message in early {
-                        cursor.accept(message, now, &mut ready);
-                    }
-                    state.phase = Phase::Active(cursor);
-                    self.deliver(&room, ready);
-                }
-            }
-            Control::Deactivated { room, generation } => {
-                if self
-                    .rooms
-                    .get(&room)
-                    .is_some_and(|s| s.generation == generation)
-                {
-                    self.rooms.remove(&room);
-                }
-            }
-            Control::Fetched {
-                room,
-                generation,
-                catch_up,
-                result,
-            } => self.on_fetched(room, generation, catch_up, result),
-        }
-    }
-
-    fn on_fetched(
-        &mut self,
-        room: RoomId,
-        generation: u64,
-        catch_up: bool,
-        result: StoreResult<Vec<Message>>,
-    ) {
-        let Some(state) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        let Phase::Active(cursor) = &mut state.phase else {
-            return;
-        };
-        if state.generation != generation {
-            return;
-        }
-        if !catch_up {
-            state.filling = false;
-        }
-        let messages = match result {
-            Ok(messages) => messages,
-            Err(e) => {
-                // Retried by the next gap check.
-                tracing::warn!(error = %e, %room, "cannot read missing messages");
-                if catch_up {
-                    state.catching_up = CatchUp::Due;
-                }
-                return;
-            }
-        };
-        let full_page = messages.len() == FETCH_LIMIT;
-        let gap_before = cursor.gap();
-        let mut ready = Vec::new();
-        let now = Instant::now();
-        for message in messages {
-            cursor.accept(message, now, &mut ready);
-        }
-        if !catch_up {
-            if cursor.gap().is_some() && cursor.gap() == gap_before {
-                state.empty_fills += 1;
-                if state.empty_fills >= MAX_EMPTY_FILLS {
-                    tracing::error!(%room, gap = ?gap_before, "store lacks these seqs; skipping");
-                    cursor.skip_gap(&mut ready);
-                    state.empty_fills = 0;
-                }
-            } else {
-                state.empty_fills = 0;
-            }
-        }
-        if cursor.gap().is_some() && cursor.held() > HARD_MAX_HELD {
-            // The store cannot fill it (or not yet); deliver rather than hold without bound.
-            tracing::error!(%room, "too many messages held behind a gap; skipping it");
-            cursor.skip_gap(&mut ready);
-        }
-        let after = cursor.delivered_up_to();
-        if catch_up {
-            state.catching_up = if full_page {
-                CatchUp::Reading
-            } else {
-                CatchUp::Done
-            };
-        }
-        self.deliver(&room, ready);
-        if catch_up && full_page {
-            self.fetch(room, generation, after, None, true);
-        }
-    }
-
-    fn fill_overdue_gaps(&mut self) {
-        let now = Instant::now();
-        let mut due = Vec::new();
-        let mut catch_up = Vec::new();
-        for (room, state) in &mut self.rooms {
-            if let Phase::Active(cursor) = &state.phase
-                && state.catching_up == CatchUp::Due
-            {
-                state.catching_up = CatchUp::Reading;
-                catch_up.push((room.clone(), state.generation, cursor.delivered_up_to()));
-            }
-            if let Phase::Active(cursor) = &state.phase
-                && !state.filling
-                && cursor.gap_overdue(now, GAP_PATIENCE)
-                && let Some((after, before)) = cursor.gap()
-            {
-                state.filling = true;
-                due.push((room.clone(), state.generation, after, before));
-            }
-        }
-        for (room, generation, after, before) in due {
-            metrics::counter!("chatd_gap_fills_total").increment(1);
-            self.fetch(room, generation, after, Some(before), false);
-        }
-        for (room, generation, after) in catch_up {
-            self.fetch(room, generation, after, None, true);
-        }
-    }
-
-    /// After a bus reconnection: read whatever each local room missed meanwhile.
-    fn catch_up_all(&self) {
-        tracing::info!(
-            rooms = self.rooms.len(),
-            "bus resynced; catching up from the store"
-        );
-        for (room, state) in &self.rooms {
-            if let Phase::Active(cursor) = &state.phase {
-                self.fetch(
-                    room.clone(),
-                    state.generation,
-                    cursor.delivered_up_to(),
-                    None,
-                    true,
-                );
-            }
-        }
-    }
-
+    /// Reads from the store in a tracked task, and tells this shard the result.
     fn fetch(
         &self,
         room: RoomId,
         generation: u64,
-        after: Seq,
-        before: Option<Seq>,
+        after: u64,
+        before: Option<u64>,
         catch_up: bool,
     ) {
         let store = self.store.clone();
-        let control = self.control.clone();
+        let shards = self.shards.clone();
         let shutdown = self.shutdown.clone();
         self.tasks.spawn(async move {
             let query = HistoryQuery {
@@ -407,16 +246,25 @@ impl Dispatcher {
             let result = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 read = read => read,
-            }
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("read timed out".into())));
-            let _ = control
-                .send(Control::Fetched {
-                    room,
-                    generation,
-                    catch_up,
-                    result,
-                })
-                .await;
+            };
+            let result = match result {
+                Ok(Ok(messages)) => Ok(messages),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, %room, "cannot read missing messages");
+                    Err(())
+                }
+                Err(_) => {
+                    tracing::warn!(%room, "reading missing messages timed out");
+                    Err(())
+                }
+            };
+            let fetched = Input::Fetched {
+                room: room.clone(),
+                generation,
+                catch_up,
+                result,
+            };
+            shards.tell(&room, fetched).await;
         });
     }
 }

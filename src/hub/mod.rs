@@ -24,6 +24,7 @@ use crate::{
 
 pub mod conn;
 pub mod cursor;
+pub mod delivery;
 pub mod dispatcher;
 pub mod subscriptions;
 
@@ -80,14 +81,14 @@ impl Hub {
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Self> {
-        let (control_tx, control_rx) = mpsc::channel(dispatcher::CONTROL_QUEUE);
+        let (shards, inboxes) = dispatcher::shards();
         let hub = Arc::new(Self {
             rooms: DashMap::new(),
             users: DashMap::new(),
             subscriptions: Subscriptions::new(
                 bus,
                 store.clone(),
-                control_tx.clone(),
+                shards.clone(),
                 SUBSCRIPTION_LINGER,
                 tracker.clone(),
                 shutdown.clone(),
@@ -96,9 +97,14 @@ impl Hub {
             live: AtomicUsize::new(0),
             slots: Slots::default(),
         });
-        let dispatcher =
-            dispatcher::Dispatcher::new(hub.clone(), store, control_tx, tracker.clone(), shutdown);
-        tracker.spawn(dispatcher.run(deliveries, control_rx));
+        dispatcher::start(
+            &hub,
+            store,
+            (shards, inboxes),
+            deliveries,
+            tracker,
+            &shutdown,
+        );
         hub
     }
 

@@ -15,10 +15,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::OnceCell;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::dispatcher::Control;
+use super::{delivery::Input, dispatcher::Shards};
 use crate::{
     bus::{Bus, BusError, Topic},
     store::{Store, StoreError},
@@ -43,9 +43,10 @@ struct Entry {
 pub struct Subscriptions {
     bus: Arc<dyn Bus>,
     store: Arc<dyn Store>,
-    /// Bounded: a full queue makes joining connections wait (they are not on the fan-out
-    /// path). Generations make the order of news about different subscriptions irrelevant.
-    control: mpsc::Sender<Control>,
+    /// Where rooms' activations go (bounded: a full queue makes joining connections wait;
+    /// they are not on the fan-out path). Generations make the order of news about different
+    /// subscriptions irrelevant.
+    shards: Arc<Shards>,
     entries: Mutex<HashMap<Topic, Entry>>,
     generations: AtomicU64,
     linger: Duration,
@@ -58,7 +59,7 @@ impl Subscriptions {
     pub fn new(
         bus: Arc<dyn Bus>,
         store: Arc<dyn Store>,
-        control: mpsc::Sender<Control>,
+        shards: Arc<Shards>,
         linger: Duration,
         tasks: TaskTracker,
         shutdown: CancellationToken,
@@ -66,7 +67,7 @@ impl Subscriptions {
         Arc::new(Self {
             bus,
             store,
-            control,
+            shards,
             entries: Mutex::default(),
             generations: AtomicU64::new(1),
             linger,
@@ -99,21 +100,21 @@ impl Subscriptions {
             .get_or_try_init(|| async {
                 if let Topic::Room(room) = topic {
                     // Before subscribing, so it precedes every message of the room.
-                    self.tell(Control::Activating {
+                    let activating = Input::Activating {
                         room: room.clone(),
                         generation,
-                    })
-                    .await;
+                    };
+                    self.shards.tell(room, activating).await;
                 }
                 self.bus.subscribe(topic).await?;
                 if let Topic::Room(room) = topic {
                     let last_seq = self.store.last_seq(room).await?;
-                    self.tell(Control::Activated {
+                    let activated = Input::Activated {
                         room: room.clone(),
                         generation,
                         last_seq,
-                    })
-                    .await;
+                    };
+                    self.shards.tell(room, activated).await;
                 }
                 Ok::<_, JoinError>(())
             })
@@ -160,17 +161,12 @@ impl Subscriptions {
             self.bus.unsubscribe(topic);
         }
         if let Topic::Room(room) = topic {
-            self.tell(Control::Deactivated {
+            let deactivated = Input::Deactivated {
                 room: room.clone(),
                 generation,
-            })
-            .await;
+            };
+            self.shards.tell(room, deactivated).await;
         }
-    }
-
-    /// Tells the dispatcher, waiting for room in its queue; a stopped dispatcher needs no news.
-    async fn tell(&self, news: Control) {
-        let _ = self.control.send(news).await;
     }
 
     /// Topics this node is subscribed to, for metrics and tests.

@@ -20,7 +20,7 @@ pub use sqlite::SqliteStore;
 
 /// The largest seq a store can hold (both keep it as a signed 64-bit integer). Seqs from
 /// clients above it are refused at the edge (`bad_field`).
-pub const MAX_SEQ: Seq = i64::MAX as Seq;
+pub use crate::domain::MAX_SEQ;
 
 /// A seq as the stores keep it. Seqs never exceed [`MAX_SEQ`] (the edge refuses larger
 /// ones); this saturates rather than wraps all the same.

@@ -3,10 +3,8 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use base64::Engine;
-use chatd::{
-    client::{Connection, ServerEvent},
-    domain::RoomId,
-};
+use chatd::domain::RoomId;
+use chatd_client::{Connection, ServerFrame};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -86,7 +84,9 @@ async fn websocket_refuses_bad_tokens_with_a_readable_close() {
         };
         let mut conn = Connection::open(&url).await.unwrap();
         match conn.event(WAIT).await.unwrap() {
-            ServerEvent::Error { code: got, .. } => assert_eq!(got, code, "{what}"),
+            ServerFrame::Error(chatd_client::ErrorFrame { code: got, .. }) => {
+                assert_eq!(got, code, "{what}")
+            }
             other => panic!("{what}: {other:?}"),
         }
         let close = conn.closed(WAIT).await.unwrap();
@@ -119,7 +119,7 @@ async fn a_browser_can_send_its_token_as_a_subprotocol() {
             .await
             .expect("handshake accepts the selected subprotocol");
     match conn.event(WAIT).await.unwrap() {
-        ServerEvent::Welcome { user, v, .. } => assert_eq!((user.as_str(), v), ("alice", 1)),
+        ServerFrame::Welcome { user, v, .. } => assert_eq!((user.as_str(), v), ("alice", 1)),
         other => panic!("{other:?}"),
     }
 }
@@ -178,11 +178,13 @@ async fn non_members_cannot_read_send_list_or_observe() {
         .await
         .unwrap();
     match snoop.event(WAIT).await.unwrap() {
-        ServerEvent::Error { code, .. } => assert_eq!(code, "room_not_found"),
+        ServerFrame::Error(chatd_client::ErrorFrame { code, .. }) => {
+            assert_eq!(code, "room_not_found")
+        }
         other => panic!("{other:?}"),
     }
     match snoop.event(WAIT).await.unwrap() {
-        ServerEvent::Resumed { rooms } => assert!(rooms.is_empty()),
+        ServerFrame::Resumed { rooms } => assert!(rooms.is_empty()),
         other => panic!("{other:?}"),
     }
     // Live: bob gets it, mallory's connections get nothing.
@@ -215,7 +217,7 @@ async fn dev_login_is_off_when_disabled() {
         .unwrap();
     assert_eq!(r.status(), 404);
     let on = TestApp::spawn().await;
-    let client = chatd::client::Client::dev_login(&on.base, "alice")
+    let client = chatd_client::Client::dev_login(&on.base, "alice")
         .await
         .unwrap();
     assert!(client.rooms().await.unwrap().is_empty());

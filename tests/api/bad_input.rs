@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use chatd::{client::ServerEvent, domain::RoomId};
+use chatd::domain::RoomId;
+use chatd_client::ServerFrame;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -90,7 +91,7 @@ async fn bad_frames_get_error_frames_and_the_connection_stays_open() {
     alice.send_json(json!({"type": "ping", "id": 42})).await;
     let pong = alice
         .wait_for(|e| match e {
-            ServerEvent::Pong { id } => Some(id),
+            ServerFrame::Pong { id } => Some(id),
             _ => None,
         })
         .await;

@@ -6,12 +6,10 @@
 
 use std::time::{Duration, Instant};
 
-use chatd::{
-    auth::TokenAuthority,
+use chatd::{auth::TokenAuthority, config::Settings, domain::UserId};
+use chatd_client::{
+    Client,
     check::{CheckConfig, CheckReport, run},
-    client::Client,
-    config::Settings,
-    domain::UserId,
 };
 
 use crate::servers::*;
@@ -307,11 +305,11 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
     let alice = Client::new(node.base(), token("alice"));
     let room = alice.open_direct("bob").await.unwrap();
     let url = format!("{}?token={}", node.ws_url(), alice.token());
-    let mut conn = chatd::client::Connection::open(&url).await.unwrap();
+    let mut conn = chatd_client::Connection::open(&url).await.unwrap();
     conn.event(Duration::from_secs(10)).await.unwrap();
     let wait = Duration::from_secs(15);
-    let ack = |event: chatd::client::ServerEvent| match event {
-        chatd::client::ServerEvent::Ack { seq, duplicate, .. } => Some((seq, duplicate)),
+    let ack = |event: chatd_client::ServerFrame| match event {
+        chatd_client::ServerFrame::Ack { seq, duplicate, .. } => Some((seq, duplicate)),
         _ => None,
     };
     conn.send_message(&room.id, "m1", "before").await.unwrap();
@@ -328,13 +326,13 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
             .unwrap();
         loop {
             match conn.event(wait).await.unwrap() {
-                chatd::client::ServerEvent::Error {
+                chatd_client::ServerFrame::Error(chatd_client::ErrorFrame {
                     code,
                     client_msg_id,
                     message,
                     request_id,
                     ..
-                } => {
+                }) => {
                     assert_eq!(
                         (code.as_str(), client_msg_id.as_deref()),
                         ("store_unavailable", Some(attempt))
@@ -343,7 +341,7 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
                     assert!(request_id.is_some_and(|id| !id.is_empty()));
                     break;
                 }
-                chatd::client::ServerEvent::Ack { .. } => panic!("acked while MongoDB is down"),
+                chatd_client::ServerFrame::Ack { .. } => panic!("acked while MongoDB is down"),
                 _ => {}
             }
         }
@@ -386,7 +384,7 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
             conn.send_message(&room.id, attempt, "after").await.unwrap();
             loop {
                 match conn.event(wait).await.unwrap() {
-                    chatd::client::ServerEvent::Ack {
+                    chatd_client::ServerFrame::Ack {
                         client_msg_id,
                         seq,
                         duplicate,
@@ -395,16 +393,16 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
                         acked.push((attempt, seq, duplicate));
                         break 'retry;
                     }
-                    chatd::client::ServerEvent::Error {
+                    chatd_client::ServerFrame::Error(chatd_client::ErrorFrame {
                         code,
                         client_msg_id,
                         ..
-                    } if client_msg_id.as_deref() == Some(attempt) => {
+                    }) if client_msg_id.as_deref() == Some(attempt) => {
                         assert_eq!(code, "store_unavailable");
                         tokio::time::sleep(Duration::from_millis(300)).await;
                         continue 'retry;
                     }
-                    chatd::client::ServerEvent::Message(_) => {}
+                    chatd_client::ServerFrame::Message(_) => {}
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -477,7 +475,7 @@ async fn users_of_a_dead_node_go_offline_within_the_presence_ttl() {
     };
     assert!(!online(nodes[0].base()).await);
     let bob_url = format!("{}?token={}", nodes[1].ws_url(), token("bob"));
-    let mut bob = chatd::client::Connection::open(&bob_url).await.unwrap();
+    let mut bob = chatd_client::Connection::open(&bob_url).await.unwrap();
     bob.event(Duration::from_secs(10)).await.unwrap();
     assert!(
         online(nodes[0].base()).await,
@@ -507,7 +505,7 @@ async fn a_stopping_node_tells_its_clients_to_reconnect_elsewhere() {
     let alice = Client::new(node.base(), token("alice"));
     let room = alice.open_direct("bob").await.unwrap();
     let url = format!("{}?token={}", node.ws_url(), alice.token());
-    let mut conn = chatd::client::Connection::open(&url).await.unwrap();
+    let mut conn = chatd_client::Connection::open(&url).await.unwrap();
     conn.event(Duration::from_secs(10)).await.unwrap();
     conn.send_message(&room.id, "last-words", "sent just before the stop")
         .await
@@ -518,9 +516,9 @@ async fn a_stopping_node_tells_its_clients_to_reconnect_elsewhere() {
     let mut acked = false;
     let code = loop {
         match conn.next(Duration::from_secs(15)).await.unwrap() {
-            chatd::client::Incoming::Event(chatd::client::ServerEvent::Ack { .. }) => acked = true,
-            chatd::client::Incoming::Event(_) => {}
-            chatd::client::Incoming::Closed { code, .. } => break code,
+            chatd_client::Incoming::Event(chatd_client::ServerFrame::Ack { .. }) => acked = true,
+            chatd_client::Incoming::Event(_) => {}
+            chatd_client::Incoming::Closed { code, .. } => break code,
         }
     };
     assert_eq!(code, 1012);

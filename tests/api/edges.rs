@@ -8,10 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chatd::{
-    client::{Incoming, ServerEvent},
-    domain::{RoomId, UserId},
-};
+use chatd::domain::{RoomId, UserId};
+use chatd_client::{Incoming, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::{
@@ -159,18 +157,20 @@ async fn absurd_token_dates_are_refused_and_far_ones_leak_nothing() {
     };
     // Beyond year 9999 (chrono's maximum is within reach of the leeway there): refused.
     let absurd = sign(json!(8_210_266_876_799_i64));
-    let mut conn = chatd::client::Connection::open(&format!("{}?token={absurd}", app.ws_url()))
+    let mut conn = chatd_client::Connection::open(&format!("{}?token={absurd}", app.ws_url()))
         .await
         .unwrap();
     match conn.event(WAIT).await.unwrap() {
-        ServerEvent::Error { code, .. } => assert_eq!(code, "unauthorized"),
+        ServerFrame::Error(chatd_client::ErrorFrame { code, .. }) => {
+            assert_eq!(code, "unauthorized")
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(conn.closed(WAIT).await.unwrap(), 4401);
     // The latest accepted date works, and each connection gives its slot back: more
     // connections in a row than the per-user cap all get in.
     let far = sign(json!(chatd::auth::MAX_EXP));
-    let client = chatd::client::Client::new(&app.base, far);
+    let client = chatd_client::Client::new(&app.base, far);
     for _ in 0..6 {
         let conn = TestConn::connect(&client).await;
         conn.conn.close().await;
@@ -231,7 +231,7 @@ async fn a_read_that_moves_nothing_tells_nobody_and_reads_are_limited() {
     assert_eq!(read(1).await.unwrap().status(), 200);
     let receipt = alice
         .wait_for(|e| match e {
-            ServerEvent::Receipt { read_seq, .. } => Some(read_seq),
+            ServerFrame::Receipt { read_seq, .. } => Some(read_seq),
             _ => None,
         })
         .await;
@@ -244,8 +244,8 @@ async fn a_read_that_moves_nothing_tells_nobody_and_reads_are_limited() {
     bob.send_acked(&room.id, "marker", "after the reads").await;
     let seen = alice
         .wait_for(|e| match e {
-            ServerEvent::Receipt { .. } => Some(true),
-            ServerEvent::Message(m) if m.client_msg_id == "marker" => Some(false),
+            ServerFrame::Receipt { .. } => Some(true),
+            ServerFrame::Message(m) if m.client_msg_id == "marker" => Some(false),
             _ => None,
         })
         .await;
@@ -276,12 +276,12 @@ async fn a_resume_answers_unknown_rooms_in_one_frame_and_costs_per_room() {
     let mut errors = 0;
     let resumed = loop {
         match alice.event().await {
-            ServerEvent::Error { code, rooms, .. } => {
+            ServerFrame::Error(chatd_client::ErrorFrame { code, rooms, .. }) => {
                 assert_eq!(code, "room_not_found");
                 assert_eq!(rooms.unwrap().len(), 999);
                 errors += 1;
             }
-            ServerEvent::Resumed { rooms } => break rooms,
+            ServerFrame::Resumed { rooms } => break rooms,
             other => panic!("{other:?}"),
         }
     };
@@ -542,9 +542,9 @@ async fn connection_caps_hold_exactly_under_a_race() {
     let app = TestApp::spawn_with(|s| s.limits.max_connections_per_user = 30).await;
     let attempts = (0..60).map(|_| async {
         let url = format!("{}?token={}", app.ws_url(), app.token("alice"));
-        let mut conn = chatd::client::Connection::open(&url).await.unwrap();
+        let mut conn = chatd_client::Connection::open(&url).await.unwrap();
         let first = conn.event(WAIT).await.unwrap();
-        (matches!(first, ServerEvent::Welcome { .. }), conn)
+        (matches!(first, ServerFrame::Welcome { .. }), conn)
     });
     let outcomes = futures_util::future::join_all(attempts).await;
     let admitted = outcomes.iter().filter(|(ok, _)| *ok).count();
@@ -572,7 +572,7 @@ async fn a_drain_closes_with_1012_however_fast_a_client_sends() {
     });
     // Acks flow; then the node is told to stop.
     loop {
-        if let Incoming::Event(ServerEvent::Ack { seq, .. }) = rx.next(WAIT).await.unwrap()
+        if let Incoming::Event(ServerFrame::Ack { seq, .. }) = rx.next(WAIT).await.unwrap()
             && seq >= 50
         {
             break;

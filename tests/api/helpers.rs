@@ -9,12 +9,12 @@ use std::{
 
 use chatd::{
     auth::TokenAuthority,
-    client::{Client, Connection, Incoming, ServerEvent},
     clock::Clock,
     config::Settings,
     domain::{Message, Room, RoomId, Seq, UserId},
     startup::Application,
 };
+use chatd_client::{Client, Connection, Incoming, ServerFrame};
 use serde_json::Value;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -137,7 +137,7 @@ pub fn authority(settings: &Settings) -> TokenAuthority {
 /// A WebSocket connection with assertions.
 pub struct TestConn {
     pub conn: Connection,
-    pub welcome: ServerEvent,
+    pub welcome: ServerFrame,
 }
 
 impl TestConn {
@@ -160,7 +160,7 @@ impl TestConn {
         let mut conn = client.connect().await.expect("connects");
         let welcome = conn.event(WAIT).await.expect("welcome");
         assert!(
-            matches!(welcome, ServerEvent::Welcome { .. }),
+            matches!(welcome, ServerFrame::Welcome { .. }),
             "{welcome:?}"
         );
         conn.resume(rooms).await.expect("resume");
@@ -168,14 +168,14 @@ impl TestConn {
         let mut replayed = Vec::new();
         loop {
             match this.event().await {
-                ServerEvent::Message(m) => replayed.push(m),
-                ServerEvent::Resumed { .. } => return (this, replayed),
+                ServerFrame::Message(m) => replayed.push(m),
+                ServerFrame::Resumed { .. } => return (this, replayed),
                 other => panic!("unexpected during resume: {other:?}"),
             }
         }
     }
 
-    pub async fn event(&mut self) -> ServerEvent {
+    pub async fn event(&mut self) -> ServerFrame {
         self.conn.event(WAIT).await.expect("event")
     }
 
@@ -191,7 +191,7 @@ impl TestConn {
     }
 
     /// Skips frames until one satisfies `pick`.
-    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(ServerEvent) -> Option<T>) -> T {
+    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(ServerFrame) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -202,14 +202,14 @@ impl TestConn {
         }
     }
 
-    pub async fn ack(&mut self, client_msg_id: &str) -> ServerEvent {
+    pub async fn ack(&mut self, client_msg_id: &str) -> ServerFrame {
         let wanted = client_msg_id.to_owned();
         self.wait_for(|e| match &e {
-            ServerEvent::Ack { client_msg_id, .. } if *client_msg_id == wanted => Some(e),
-            ServerEvent::Error {
+            ServerFrame::Ack { client_msg_id, .. } if *client_msg_id == wanted => Some(e),
+            ServerFrame::Error(chatd_client::ErrorFrame {
                 client_msg_id: Some(id),
                 ..
-            } if *id == wanted => {
+            }) if *id == wanted => {
                 panic!("send {wanted} failed: {e:?}")
             }
             _ => None,
@@ -221,14 +221,16 @@ impl TestConn {
     pub async fn send_acked(&mut self, room: &RoomId, client_msg_id: &str, text: &str) -> Seq {
         self.send(room, client_msg_id, text).await;
         match self.ack(client_msg_id).await {
-            ServerEvent::Ack { seq, .. } => seq,
+            ServerFrame::Ack { seq, .. } => seq,
             _ => unreachable!(),
         }
     }
 
     pub async fn error(&mut self) -> (String, String) {
         self.wait_for(|e| match e {
-            ServerEvent::Error { code, message, .. } => Some((code, message)),
+            ServerFrame::Error(chatd_client::ErrorFrame { code, message, .. }) => {
+                Some((code.to_string(), message))
+            }
             _ => None,
         })
         .await
@@ -240,7 +242,7 @@ impl TestConn {
         while got.len() < n {
             let m = self
                 .wait_for(|e| match e {
-                    ServerEvent::Message(m) if &m.room == room => Some(m),
+                    ServerFrame::Message(m) if &m.room == room => Some(m),
                     _ => None,
                 })
                 .await;
@@ -259,7 +261,7 @@ impl TestConn {
             }
             match self.conn.next(left).await {
                 Err(_) => return, // nothing within the window
-                Ok(Incoming::Event(ServerEvent::Message(m))) => panic!("unexpected message {m:?}"),
+                Ok(Incoming::Event(ServerFrame::Message(m))) => panic!("unexpected message {m:?}"),
                 Ok(Incoming::Closed { code, .. }) => panic!("closed {code}"),
                 Ok(Incoming::Event(_)) => {}
             }
@@ -272,7 +274,7 @@ impl TestConn {
 
     /// The rooms this user's connections on `app` are live in.
     pub fn conn_rooms(&self, app: &TestApp) -> Vec<RoomId> {
-        let ServerEvent::Welcome { user, .. } = &self.welcome else {
+        let ServerFrame::Welcome { user, .. } = &self.welcome else {
             unreachable!("connections start with a welcome")
         };
         app.node

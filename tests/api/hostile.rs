@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use chatd::client::{Connection, RoomLog, ServerEvent};
+use chatd_client::{Connection, RoomLog, ServerFrame};
 use serde_json::json;
 
 use crate::helpers::*;
@@ -17,10 +17,10 @@ use crate::helpers::*;
 async fn expect_refusal(app: &TestApp, user: &str) -> (String, u16) {
     let mut conn = Connection::open(&app.client(user).ws_url()).await.unwrap();
     let code = match conn.event(WAIT).await.unwrap() {
-        ServerEvent::Error { code, .. } => code,
+        ServerFrame::Error(chatd_client::ErrorFrame { code, .. }) => code,
         other => panic!("expected a refusal, got {other:?}"),
     };
-    (code, conn.closed(WAIT).await.unwrap())
+    (code.to_string(), conn.closed(WAIT).await.unwrap())
 }
 
 #[tokio::test]
@@ -42,12 +42,12 @@ async fn a_connection_over_its_frame_rate_is_told_when_to_retry_then_closed_if_i
     alice.send(&room.id, "over", "one too many").await;
     let (retry_after, client_msg_id) = alice
         .wait_for(|e| match e {
-            ServerEvent::Error {
+            ServerFrame::Error(chatd_client::ErrorFrame {
                 code,
                 retry_after_ms,
                 client_msg_id,
                 ..
-            } if code == "rate_limited" => Some((retry_after_ms, client_msg_id)),
+            }) if code == "rate_limited" => Some((retry_after_ms, client_msg_id)),
             _ => None,
         })
         .await;
@@ -68,8 +68,8 @@ async fn a_connection_over_its_frame_rate_is_told_when_to_retry_then_closed_if_i
     }
     let code = loop {
         match alice.conn.next(WAIT).await.unwrap() {
-            chatd::client::Incoming::Closed { code, .. } => break code,
-            chatd::client::Incoming::Event(_) => {}
+            chatd_client::Incoming::Closed { code, .. } => break code,
+            chatd_client::Incoming::Event(_) => {}
         }
     };
     assert_eq!(code, 4101);
@@ -147,7 +147,7 @@ async fn connections_are_capped_per_user_and_per_node() {
         let mut conn = Connection::open(&app.client("carol").ws_url())
             .await
             .unwrap();
-        if let ServerEvent::Welcome { .. } = conn.event(WAIT).await.unwrap() {
+        if let ServerFrame::Welcome { .. } = conn.event(WAIT).await.unwrap() {
             break;
         }
         assert!(Instant::now() < deadline, "the freed slot never came back");
@@ -222,11 +222,11 @@ async fn a_client_that_stops_reading_is_cut_off_and_resumes_without_loss() {
     let mut bob = bob;
     let code = loop {
         match bob.conn.next(WAIT).await.unwrap() {
-            chatd::client::Incoming::Event(ServerEvent::Message(m)) => {
+            chatd_client::Incoming::Event(ServerFrame::Message(m)) => {
                 log.insert(m);
             }
-            chatd::client::Incoming::Event(_) => {}
-            chatd::client::Incoming::Closed { code, .. } => break code,
+            chatd_client::Incoming::Event(_) => {}
+            chatd_client::Incoming::Closed { code, .. } => break code,
         }
     };
     assert_eq!(code, 4100, "closed as a slow consumer");

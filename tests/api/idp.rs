@@ -8,7 +8,7 @@ use std::sync::{
 };
 
 use base64::Engine;
-use chatd::client::{Connection, ServerEvent};
+use chatd_client::{Connection, ServerFrame};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use ring::{
     rand::SystemRandom,
@@ -117,7 +117,7 @@ async fn jwks_keys_verify_rotate_and_survive_an_outage() {
     let mut conn = Connection::open(&url).await.unwrap();
     assert!(matches!(
         conn.event(WAIT).await.unwrap(),
-        ServerEvent::Welcome { .. }
+        ServerFrame::Welcome { .. }
     ));
 
     // The provider rotates: a token with the new kid makes the node fetch the set again.

@@ -3,17 +3,17 @@
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chatd::{
-    client::{RoomLog, ServerEvent},
     clock::ManualClock,
     domain::{Message, RoomId, Seq},
 };
+use chatd_client::{RoomLog, ServerFrame};
 use chrono::{Duration as ChronoDuration, Utc};
 
 use crate::helpers::*;
 
 async fn room_added(conn: &mut TestConn) -> RoomId {
     conn.wait_for(|e| match e {
-        ServerEvent::RoomAdded { room } => Some(room.id),
+        ServerFrame::RoomAdded { room } => Some(room.id),
         _ => None,
     })
     .await
@@ -25,7 +25,7 @@ async fn two_users_chat_one_to_one() {
     let mut alice = app.connect("alice").await;
     let mut alice_phone = app.connect("alice").await;
     let mut bob = app.connect("bob").await;
-    let ServerEvent::Welcome {
+    let ServerFrame::Welcome {
         v,
         user,
         heartbeat_ms,
@@ -46,7 +46,7 @@ async fn two_users_chat_one_to_one() {
 
     alice.send(&room.id, "a1", "hi bob").await;
     let ack = alice.ack("a1").await;
-    let ServerEvent::Ack {
+    let ServerFrame::Ack {
         seq, id, duplicate, ..
     } = ack
     else {
@@ -141,8 +141,8 @@ async fn concurrent_senders_all_see_the_store_order() {
                     )
                 });
                 match event {
-                    ServerEvent::Message(m) => received.push(m),
-                    ServerEvent::Ack {
+                    ServerFrame::Message(m) => received.push(m),
+                    ServerFrame::Ack {
                         client_msg_id, seq, ..
                     } => acks.push((client_msg_id, seq)),
                     other => panic!("{name}: unexpected {other:?}"),
@@ -199,14 +199,14 @@ async fn a_retried_send_is_stored_once_and_acked_identically() {
     alice.send(&room.id, "same-id", "hello (retry)").await;
     let second = alice.ack("same-id").await;
     let (
-        ServerEvent::Ack {
+        ServerFrame::Ack {
             id: id1,
             seq: s1,
             created_at: t1,
             duplicate: d1,
             ..
         },
-        ServerEvent::Ack {
+        ServerFrame::Ack {
             id: id2,
             seq: s2,
             created_at: t2,
@@ -322,7 +322,7 @@ async fn resume_during_traffic_has_no_gap_and_no_overlap() {
         }
         let mut acks = 0;
         while acks < TOTAL {
-            if let ServerEvent::Ack { .. } = rx.event(WAIT).await.unwrap() {
+            if let ServerFrame::Ack { .. } = rx.event(WAIT).await.unwrap() {
                 acks += 1;
             }
         }
@@ -426,7 +426,7 @@ async fn a_late_resume_never_repeats_what_the_connection_was_sent() {
     let mut bob = app.client("bob").connect().await.unwrap();
     assert!(matches!(
         bob.event(WAIT).await.unwrap(),
-        ServerEvent::Welcome { .. }
+        ServerFrame::Welcome { .. }
     ));
     let mut alice = app.connect("alice").await;
     for i in 1..=3 {
@@ -435,7 +435,7 @@ async fn a_late_resume_never_repeats_what_the_connection_was_sent() {
     // No resume yet: after the wait these come live.
     let mut seen = Vec::new();
     while seen.len() < 3 {
-        if let ServerEvent::Message(m) = bob.event(WAIT).await.unwrap() {
+        if let ServerFrame::Message(m) = bob.event(WAIT).await.unwrap() {
             seen.push(m.seq);
         }
     }
@@ -444,14 +444,14 @@ async fn a_late_resume_never_repeats_what_the_connection_was_sent() {
         .unwrap();
     loop {
         match bob.event(WAIT).await.unwrap() {
-            ServerEvent::Message(m) => seen.push(m.seq),
-            ServerEvent::Resumed { .. } => break,
+            ServerFrame::Message(m) => seen.push(m.seq),
+            ServerFrame::Resumed { .. } => break,
             other => panic!("{other:?}"),
         }
     }
     alice.send_acked(&room.id, "a4", "after the resume").await;
     loop {
-        if let ServerEvent::Message(m) = bob.event(WAIT).await.unwrap() {
+        if let ServerFrame::Message(m) = bob.event(WAIT).await.unwrap() {
             seen.push(m.seq);
             if m.seq == 4 {
                 break;

@@ -14,10 +14,10 @@ use std::{
 
 use chatd::{
     auth::TokenAuthority,
-    client::{Client, Connection, Incoming, RoomLog, ServerEvent},
     config::Settings,
     domain::{RoomId, Seq, UserId},
 };
+use chatd_client::{Client, Connection, Incoming, RoomLog, ServerFrame};
 use tokio::{sync::watch, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 
@@ -394,7 +394,7 @@ async fn answer(conn: &mut Connection, id: &str, within: Duration) -> Result<Out
                     "alice's connection closed ({code} {reason}) awaiting {id}"
                 ));
             }
-            Ok(Incoming::Event(ServerEvent::Ack {
+            Ok(Incoming::Event(ServerFrame::Ack {
                 client_msg_id,
                 seq,
                 duplicate,
@@ -405,18 +405,20 @@ async fn answer(conn: &mut Connection, id: &str, within: Duration) -> Result<Out
                 }
                 return Ok(Outcome::Acked { seq, duplicate });
             }
-            Ok(Incoming::Event(ServerEvent::Error {
+            Ok(Incoming::Event(ServerFrame::Error(chatd_client::ErrorFrame {
                 code,
                 message,
                 client_msg_id,
                 ..
-            })) => {
+            }))) => {
                 if client_msg_id.as_deref() != Some(id) {
                     return Err(format!(
                         "error {code} ({message}) for {client_msg_id:?} while awaiting {id}"
                     ));
                 }
-                return Ok(Outcome::Failed { code });
+                return Ok(Outcome::Failed {
+                    code: code.to_string(),
+                });
             }
             Ok(Incoming::Event(_)) => {}
         }
@@ -531,7 +533,7 @@ impl Receiver {
                         next = conn.next(SCENARIO_WITHIN) => next,
                     };
                     match next {
-                        Ok(Incoming::Event(ServerEvent::Message(m))) if m.room == room => {
+                        Ok(Incoming::Event(ServerFrame::Message(m))) if m.room == room => {
                             log.insert(m);
                             progress.send_replace(log.contiguous());
                         }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use chatd::{client::ServerEvent, domain::RoomKind};
+use chatd::domain::RoomKind;
+use chatd_client::ServerFrame;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -54,14 +55,14 @@ async fn members_manage_groups_and_non_members_cannot() {
     assert_eq!(r.status(), 200);
     let joined = dave
         .wait_for(|e| match e {
-            ServerEvent::RoomAdded { room } => Some(room),
+            ServerFrame::RoomAdded { room } => Some(room),
             _ => None,
         })
         .await;
     assert_eq!(joined.id, room.id);
     let members = bob
         .wait_for(|e| match e {
-            ServerEvent::Members { members, .. } => Some(members),
+            ServerFrame::Members { members, .. } => Some(members),
             _ => None,
         })
         .await;
@@ -90,7 +91,7 @@ async fn members_manage_groups_and_non_members_cannot() {
         .await
         .unwrap();
     assert_eq!(r.status(), 204);
-    dave.wait_for(|e| matches!(e, ServerEvent::RoomRemoved { .. }).then_some(()))
+    dave.wait_for(|e| matches!(e, ServerFrame::RoomRemoved { .. }).then_some(()))
         .await;
     bob.send_acked(&room.id, "bye", "dave is gone").await;
     dave.no_message_within(Duration::from_millis(300)).await;
@@ -146,7 +147,7 @@ async fn room_list_shows_last_message_read_position_and_unread() {
         .await;
     let receipt = bob
         .wait_for(|e| match e {
-            ServerEvent::Receipt { user, read_seq, .. } => Some((user, read_seq)),
+            ServerFrame::Receipt { user, read_seq, .. } => Some((user, read_seq)),
             _ => None,
         })
         .await;

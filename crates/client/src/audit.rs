@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::Serialize;
 
 use super::{Client, Session};
-use crate::domain::{Message, RoomId};
+use chatd_protocol::model::{Message, RoomId};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct AuditReport {

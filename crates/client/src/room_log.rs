@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Message, Seq};
+use chatd_protocol::model::{Message, Seq};
 
 /// One room's messages as a client should show them.
 #[derive(Debug, Default, Clone)]
@@ -71,7 +71,7 @@ impl RoomLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{RoomId, UserId};
+    use chatd_protocol::model::{RoomId, UserId};
 
     fn msg(seq: Seq) -> Message {
         Message {

@@ -16,11 +16,8 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use chatd::{
-    auth::{DEV_SECRET, TokenAuthority},
-    client::{Client, Connection, ServerEvent, Session},
-    domain::UserId,
-};
+use chatd_client::{Client, Connection, ServerFrame, Session, token};
+use chatd_protocol::{DEV_SECRET, model::UserId};
 use clap::{Parser, Subcommand};
 use futures_util::{StreamExt, stream};
 use hdrhistogram::Histogram;
@@ -87,7 +84,7 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
 
 struct Bench {
     url: String,
-    authority: TokenAuthority,
+    secret: String,
     run: String,
 }
 
@@ -96,7 +93,7 @@ impl Bench {
         let user = UserId::parse(user).expect("bench user ids are valid");
         Client::new(
             &self.url,
-            self.authority.mint(&user, Duration::from_secs(3600)),
+            token::mint(&self.secret, &user, Duration::from_secs(3600)),
         )
     }
 
@@ -108,12 +105,12 @@ impl Bench {
     async fn connect(&self, client: &Client) -> anyhow::Result<Connection> {
         let mut conn = client.connect().await?;
         match conn.event(Duration::from_secs(30)).await? {
-            ServerEvent::Welcome { .. } => {}
+            ServerFrame::Welcome { .. } => {}
             other => bail!("expected welcome, got {other:?}"),
         }
         conn.resume(&BTreeMap::new()).await?;
         loop {
-            if let ServerEvent::Resumed { .. } = conn.event(Duration::from_secs(30)).await? {
+            if let ServerFrame::Resumed { .. } = conn.event(Duration::from_secs(30)).await? {
                 return Ok(conn);
             }
         }
@@ -125,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let bench = Bench {
         url: cli.url.clone(),
-        authority: TokenAuthority::new(&cli.secret, 30),
+        secret: cli.secret.clone(),
         run: format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
     };
     match cli.command {
@@ -189,12 +186,12 @@ async fn slow_reader(bench: &Bench, pid: u32, rate: u64, seconds: u64) -> anyhow
     let mut last_seq = 0;
     let close = loop {
         match stalled.next(Duration::from_secs(30)).await? {
-            chatd::client::Incoming::Event(ServerEvent::Message(m)) => {
+            chatd_client::Incoming::Event(ServerFrame::Message(m)) => {
                 received += 1;
                 last_seq = m.seq;
             }
-            chatd::client::Incoming::Event(_) => {}
-            chatd::client::Incoming::Closed { code, .. } => break code,
+            chatd_client::Incoming::Event(_) => {}
+            chatd_client::Incoming::Closed { code, .. } => break code,
         }
     };
     // It resumes from what it holds and pages the rest from history, as the SDK does.
@@ -298,7 +295,7 @@ async fn fanout(
             let mut got = 0;
             while got < messages {
                 match rx.event(Duration::from_secs(60)).await {
-                    Ok(ServerEvent::Message(m)) => {
+                    Ok(ServerFrame::Message(m)) => {
                         got += 1;
                         delivered.fetch_add(1, Ordering::Relaxed);
                         if let Some((_, stamp)) = m.text.rsplit_once(" @") {

@@ -5,7 +5,8 @@
 //! - [`Session`]: a client that behaves like the SDK: reconnects with backoff, resumes from
 //!   what it holds, resends unacknowledged messages, fills gaps from REST history.
 //!
-//! The integration tests and `chatd check` use it, so the rules are exercised in Rust too.
+//! The server's integration tests, `chatd-check` (load + audit, [`check`]) and `chatd-bench`
+//! use it, so the rules are exercised in Rust too. Frames are the protocol crate's types.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -19,95 +20,25 @@ use tokio_tungstenite::{
     tungstenite::{self, client::IntoClientRequest, protocol::frame::coding::CloseCode},
 };
 
-use crate::domain::{Message, Room, RoomId, RoomSummary, Seq, UserId};
+use chatd_protocol::{
+    ClientFrame, ResumeFrame, SendFrame,
+    model::{Message, Room, RoomId, RoomSummary, Seq},
+};
+pub use chatd_protocol::{ErrorCode, ErrorFrame, ResumedRoom, ServerFrame};
 
 pub mod audit;
+pub mod check;
 mod room_log;
 mod session;
+pub mod token;
 
 pub use room_log::{Inserted, RoomLog};
 pub use session::{Outgoing, Session, SessionConfig, SessionStats, Tally};
 
-/// Frames the server sends, as a client reads them.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "snake_case",
-    rename_all_fields = "camelCase"
-)]
-pub enum ServerEvent {
-    Welcome {
-        v: u32,
-        conn_id: String,
-        user: UserId,
-        node: String,
-        heartbeat_ms: u64,
-        resume_wait_ms: u64,
-        max_text_chars: usize,
-    },
-    Ack {
-        client_msg_id: String,
-        room: RoomId,
-        id: String,
-        seq: Seq,
-        created_at: String,
-        duplicate: bool,
-    },
-    Message(Message),
-    Resumed {
-        rooms: BTreeMap<RoomId, ResumedRoom>,
-    },
-    Pong {
-        #[serde(default)]
-        id: Option<Value>,
-    },
-    Receipt {
-        room: RoomId,
-        user: UserId,
-        read_seq: Seq,
-    },
-    RoomAdded {
-        room: Room,
-    },
-    RoomRemoved {
-        room: RoomId,
-    },
-    Members {
-        room: RoomId,
-        members: Vec<UserId>,
-    },
-    Error {
-        code: String,
-        message: String,
-        #[serde(default)]
-        client_msg_id: Option<String>,
-        #[serde(default)]
-        room: Option<String>,
-        /// Several rooms at once (a resume's unknown rooms).
-        #[serde(default)]
-        rooms: Option<Vec<String>>,
-        #[serde(default)]
-        retry_after_ms: Option<u64>,
-        /// For internal errors: the id the server logged the detail under.
-        #[serde(default)]
-        request_id: Option<String>,
-    },
-    /// A frame type this client does not know (a newer server).
-    #[serde(other)]
-    Unknown,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ResumedRoom {
-    pub last_seq: Seq,
-    pub more: bool,
-}
-
 /// What reading a connection produced.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Incoming {
-    Event(ServerEvent),
+    Event(ServerFrame),
     /// The server closed the connection (code 1006 if it vanished without a close frame).
     Closed {
         code: u16,
@@ -342,7 +273,7 @@ impl Connection {
         self.receiver.next(wait).await
     }
 
-    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerEvent> {
+    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerFrame> {
         self.receiver.event(wait).await
     }
 
@@ -378,15 +309,18 @@ impl ConnSender {
         client_msg_id: &str,
         text: &str,
     ) -> anyhow::Result<()> {
-        self.send_json(
-            &json!({"type": "send", "room": room, "clientMsgId": client_msg_id, "text": text}),
-        )
-        .await
+        let frame = ClientFrame::Send(SendFrame {
+            room: room.to_string(),
+            client_msg_id: client_msg_id.to_owned(),
+            text: text.to_owned(),
+        });
+        self.send_text(frame.to_json()).await
     }
 
     pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {
-        self.send_json(&json!({"type": "resume", "rooms": rooms}))
-            .await
+        let rooms = rooms.iter().map(|(r, s)| (r.to_string(), *s)).collect();
+        let frame = ClientFrame::Resume(ResumeFrame { rooms });
+        self.send_text(frame.to_json()).await
     }
 
     pub async fn close(&mut self) {
@@ -442,7 +376,7 @@ impl ConnReceiver {
     }
 
     /// The next event; an error if the connection closed instead.
-    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerEvent> {
+    pub async fn event(&mut self, wait: Duration) -> anyhow::Result<ServerFrame> {
         match self.next(wait).await? {
             Incoming::Event(event) => Ok(event),
             Incoming::Closed { code, reason } => bail!("closed {code} {reason}"),

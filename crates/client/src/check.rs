@@ -1,4 +1,4 @@
-//! `chatd check`: a load generator that is also an auditor.
+//! `chatd-check`: a load generator that is also an auditor.
 //!
 //! It signs up simulated users, puts them in group and direct rooms, and runs each as a
 //! [`Session`] (the SDK's rules: reconnect, resume, resend, fill gaps) against one or several
@@ -21,13 +21,11 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+use chatd_protocol::model::{RoomId, UserId};
+
 use crate::{
-    auth::TokenAuthority,
-    client::{
-        Client, Session, SessionConfig, Tally,
-        audit::{AuditReport, audit},
-    },
-    domain::{RoomId, UserId},
+    Client, Session, SessionConfig, Tally,
+    audit::{AuditReport, audit},
 };
 
 #[derive(Debug, Clone)]
@@ -143,13 +141,9 @@ fn user_id(config: &CheckConfig, i: usize) -> String {
     format!("{}-u{i}", config.run_id)
 }
 
-fn client_for(
-    config: &CheckConfig,
-    authority: &TokenAuthority,
-    i: usize,
-) -> anyhow::Result<Client> {
+fn client_for(config: &CheckConfig, i: usize) -> anyhow::Result<Client> {
     let user = UserId::parse(&user_id(config, i)).context("run_id makes invalid user ids")?;
-    let token = authority.mint(&user, Duration::from_secs(24 * 3600));
+    let token = crate::token::mint(&config.secret, &user, Duration::from_secs(24 * 3600));
     Ok(Client::new(&config.urls[i % config.urls.len()], token))
 }
 
@@ -195,9 +189,8 @@ pub async fn run<F: Future>(
     anyhow::ensure!(config.users >= 2, "at least two users");
     anyhow::ensure!(config.rate > 0.0, "rate must be positive");
     anyhow::ensure!(config.groups + config.directs > 0, "at least one room");
-    let authority = TokenAuthority::new(&config.secret, 30);
     let clients: Vec<Client> = (0..config.users)
-        .map(|i| client_for(config, &authority, i))
+        .map(|i| client_for(config, i))
         .collect::<anyhow::Result<_>>()?;
     let plan = plan(config, &clients).await?;
 

@@ -23,8 +23,12 @@ use std::{
 use anyhow::bail;
 use rand::Rng;
 
-use super::{Client, ConnSender, Connection, Incoming, Inserted, RoomLog, ServerEvent};
-use crate::domain::{RoomId, Seq};
+use chatd_protocol::{
+    ClientAction, ErrorFrame, close_action,
+    model::{RoomId, Seq},
+};
+
+use super::{Client, ConnSender, Connection, Incoming, Inserted, RoomLog, ServerFrame};
 
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
@@ -164,23 +168,6 @@ enum Ended {
     Closed(u16),
 }
 
-/// Close codes after which reconnecting at once is right (see docs/protocol.md).
-fn reconnect_now(code: u16) -> bool {
-    matches!(code, 1000 | 1001 | 1005 | 1006 | 1012 | 4000..=4099)
-}
-
-fn retryable(code: &str) -> bool {
-    matches!(
-        code,
-        "store_unavailable"
-            | "bus_unavailable"
-            | "rate_limited"
-            | "request_timeout"
-            | "overloaded"
-            | "internal"
-    )
-}
-
 fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -284,7 +271,7 @@ impl Session {
                 Ok(Ended::Finished) => return Ok(()),
                 Ok(Ended::Closed(code)) => {
                     *self.stats.closes.entry(code).or_default() += 1;
-                    if reconnect_now(code) {
+                    if close_action(code) == ClientAction::Now {
                         self.config.reconnect_min
                     } else {
                         backoff
@@ -314,8 +301,10 @@ impl Session {
     async fn connected(&mut self, tally: &Tally, deadline: Instant) -> anyhow::Result<Ended> {
         let (mut tx, mut rx) = Connection::open(&self.config.ws_url).await?.split();
         match rx.event(Duration::from_secs(10)).await? {
-            ServerEvent::Welcome { .. } => {}
-            ServerEvent::Error { code, message, .. } => bail!("refused: {code}: {message}"),
+            ServerFrame::Welcome { .. } => {}
+            ServerFrame::Error(ErrorFrame { code, message, .. }) => {
+                bail!("refused: {code}: {message}")
+            }
             other => bail!("expected welcome, got {other:?}"),
         }
         self.last_on_connection.clear();
@@ -366,9 +355,9 @@ impl Session {
         }
     }
 
-    async fn on_event(&mut self, event: ServerEvent, tally: &Tally) -> anyhow::Result<()> {
+    async fn on_event(&mut self, event: ServerFrame, tally: &Tally) -> anyhow::Result<()> {
         match event {
-            ServerEvent::Message(message) => {
+            ServerFrame::Message(message) => {
                 self.stats.frames += 1;
                 let last = self
                     .last_on_connection
@@ -394,7 +383,7 @@ impl Session {
                     tally.delivered.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            ServerEvent::Ack {
+            ServerFrame::Ack {
                 client_msg_id,
                 room,
                 seq,
@@ -407,24 +396,24 @@ impl Session {
                 tally.acked(&room, seq);
                 self.acks.insert(client_msg_id, (room, seq));
             }
-            ServerEvent::Error {
+            ServerFrame::Error(ErrorFrame {
                 code,
                 client_msg_id: Some(id),
                 retry_after_ms,
                 ..
-            } => {
-                if retryable(&code) {
-                    *self.stats.retried.entry(code).or_default() += 1;
+            }) => {
+                if code.retryable() {
+                    *self.stats.retried.entry(code.to_string()).or_default() += 1;
                     if let Some(outgoing) = self.unacked.get_mut(&id) {
                         let wait = Duration::from_millis(retry_after_ms.unwrap_or(300));
                         outgoing.retry_at = Some(Instant::now() + wait);
                     }
                 } else {
-                    *self.stats.rejected.entry(code).or_default() += 1;
+                    *self.stats.rejected.entry(code.to_string()).or_default() += 1;
                     self.unacked.remove(&id);
                 }
             }
-            ServerEvent::Resumed { rooms } => {
+            ServerFrame::Resumed { rooms } => {
                 for (room, resumed) in rooms {
                     if resumed.more {
                         // More than the server replays: page the rest over REST.
@@ -432,7 +421,7 @@ impl Session {
                     }
                 }
             }
-            ServerEvent::RoomAdded { room } => {
+            ServerFrame::RoomAdded { room } => {
                 self.track(room.id.clone());
                 self.fill_from(&room.id).await?;
             }

@@ -1,0 +1,198 @@
+//! The rules table: what every client must agree on, as data. The close codes the server
+//! sends and what a client does after each (and after any other code), the error codes with
+//! their HTTP status and whether a retry can succeed, and one sample of every frame.
+//!
+//! It is checked in as docs/protocol-rules.json; the JS SDK's tests hold the SDK to it, and
+//! the test below fails when the file is stale (`CHATD_WRITE_RULES=1 cargo test -p
+//! chatd-protocol` writes it).
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::{
+    ClientAction, ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, PingFrame,
+    ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame,
+    codes::CLOSE_ACTIONS,
+    model::{Message, Room, RoomId, RoomKind, UserId, timestamp},
+};
+
+/// The table, as JSON.
+pub fn document() -> Value {
+    let codes: BTreeMap<String, Value> = CloseReason::ALL
+        .iter()
+        .map(|r| {
+            let entry = json!({"reason": r.text(), "action": r.client_action()});
+            (r.code().to_string(), entry)
+        })
+        .collect();
+    let ranges: Vec<Value> = CLOSE_ACTIONS
+        .iter()
+        .map(|(from, to, action)| json!({"from": from, "to": to, "action": action}))
+        .collect();
+    let errors: BTreeMap<&str, Value> = ErrorCode::ALL
+        .iter()
+        .map(|c| {
+            let entry = json!({"http": c.http_status(), "retryable": c.retryable()});
+            (c.as_str(), entry)
+        })
+        .collect();
+    let by_type = |frames: Vec<Value>| -> BTreeMap<String, Value> {
+        frames
+            .into_iter()
+            .map(|v| (v["type"].as_str().expect("typed").to_owned(), v))
+            .collect()
+    };
+    let client = by_type(sample_client_frames().iter().map(json_of).collect());
+    let server = by_type(sample_server_frames().iter().map(json_of).collect());
+    json!({
+        "version": PROTOCOL_VERSION,
+        "subprotocol": SUBPROTOCOL,
+        "close": {"codes": codes, "ranges": ranges, "otherwise": ClientAction::Backoff},
+        "errors": errors,
+        "frames": {"client": client, "server": server},
+    })
+}
+
+fn json_of<T: serde::Serialize>(frame: &T) -> Value {
+    serde_json::to_value(frame).expect("frames serialize")
+}
+
+fn sample_room() -> RoomId {
+    RoomId::parse("6f1c2a4e-2b7d-4d3f-9a1e-0c5b7e9d2f10").expect("a uuid")
+}
+
+fn user(name: &str) -> UserId {
+    UserId::parse(name).expect("a valid user id")
+}
+
+fn sample_message() -> Message {
+    Message {
+        id: "01935b7e-0c6b-7c1e-9a55-0e6c3b1f2a10".into(),
+        room: sample_room(),
+        seq: 42,
+        sender: user("alice"),
+        client_msg_id: "c1".into(),
+        text: "hi".into(),
+        created_at: timestamp::from_millis(1_790_000_000_123),
+    }
+}
+
+fn sample_client_frames() -> Vec<ClientFrame> {
+    vec![
+        ClientFrame::Send(SendFrame {
+            room: sample_room().to_string(),
+            client_msg_id: "c1".into(),
+            text: "hi".into(),
+        }),
+        ClientFrame::Resume(ResumeFrame {
+            rooms: BTreeMap::from([(sample_room().to_string(), 41)]),
+        }),
+        ClientFrame::Read(ReadFrame {
+            room: sample_room().to_string(),
+            seq: 42,
+        }),
+        ClientFrame::Ping(PingFrame { id: Some(json!(7)) }),
+    ]
+}
+
+fn sample_server_frames() -> Vec<ServerFrame> {
+    let message = sample_message();
+    let room = Room {
+        id: sample_room(),
+        kind: RoomKind::Group,
+        name: Some("Trip".into()),
+        members: vec![user("alice"), user("bob")],
+        created_by: user("alice"),
+        created_at: timestamp::from_millis(1_790_000_000_000),
+    };
+    vec![
+        ServerFrame::Welcome {
+            v: PROTOCOL_VERSION,
+            conn_id: "node1:17".into(),
+            user: user("alice"),
+            node: "node1".into(),
+            heartbeat_ms: 20_000,
+            resume_wait_ms: 2_000,
+            max_text_chars: 4_000,
+        },
+        ServerFrame::Ack {
+            client_msg_id: "c1".into(),
+            room: sample_room(),
+            id: message.id.clone(),
+            seq: 42,
+            created_at: message.created_at,
+            duplicate: false,
+        },
+        ServerFrame::Message(message),
+        ServerFrame::Resumed {
+            rooms: BTreeMap::from([(
+                sample_room(),
+                ResumedRoom {
+                    last_seq: 42,
+                    more: false,
+                },
+            )]),
+        },
+        ServerFrame::Pong { id: Some(json!(7)) },
+        ServerFrame::Receipt {
+            room: sample_room(),
+            user: user("bob"),
+            read_seq: 42,
+        },
+        ServerFrame::RoomAdded { room: room.clone() },
+        ServerFrame::RoomRemoved {
+            room: sample_room(),
+        },
+        ServerFrame::Members {
+            room: sample_room(),
+            members: room.members.clone(),
+        },
+        ServerFrame::Error(ErrorFrame {
+            client_msg_id: Some("c1".into()),
+            room: Some(sample_room().to_string()),
+            rooms: Some(vec![sample_room().to_string()]),
+            retry_after_ms: Some(250),
+            request_id: Some("5f0c3e2a9b8d4c7e".into()),
+            ..ErrorFrame::new(
+                ErrorCode::StoreUnavailable,
+                ErrorCode::StoreUnavailable.public_message(),
+            )
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/protocol-rules.json"
+    );
+
+    #[test]
+    fn the_checked_in_table_is_current() {
+        let fresh = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        if std::env::var_os("CHATD_WRITE_RULES").is_some() {
+            std::fs::write(FILE, &fresh).unwrap();
+        }
+        let checked_in = std::fs::read_to_string(FILE).unwrap_or_default();
+        assert!(
+            checked_in == fresh,
+            "docs/protocol-rules.json is stale: run CHATD_WRITE_RULES=1 cargo test -p chatd-protocol"
+        );
+    }
+
+    #[test]
+    fn every_sample_frame_reads_back_as_itself() {
+        for frame in sample_server_frames() {
+            let back: ServerFrame = serde_json::from_str(&frame.to_json()).unwrap();
+            assert_eq!(back, frame);
+        }
+        for frame in sample_client_frames() {
+            let parsed = crate::parse_client_frame(&frame.to_json()).unwrap();
+            assert_eq!(parsed, frame);
+        }
+    }
+}
