@@ -12,6 +12,7 @@ use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
 
 pub mod deadline;
 pub mod mongo;
+mod rooms;
 pub mod sqlite;
 
 pub use deadline::DeadlineStore;
@@ -60,6 +61,27 @@ pub struct NewMessage {
     pub sender: UserId,
     pub client_msg_id: String,
     pub text: String,
+}
+
+impl NewMessage {
+    /// The message this becomes when stored after `previous`, the seq and createdAt of the
+    /// room's newest message: the rule of [`Store::append`] for seq and createdAt, with a
+    /// new id.
+    pub fn stored_after(
+        &self,
+        previous: Option<(Seq, DateTime<Utc>)>,
+        now: DateTime<Utc>,
+    ) -> Message {
+        Message {
+            id: uuid::Uuid::now_v7().to_string(),
+            room: self.room.clone(),
+            seq: previous.map_or(1, |(seq, _)| seq + 1),
+            sender: self.sender.clone(),
+            client_msg_id: self.client_msg_id.clone(),
+            text: self.text.clone(),
+            created_at: crate::clock::next_created_at(previous.map(|(_, at)| at), now),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

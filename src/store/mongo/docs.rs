@@ -1,0 +1,143 @@
+//! The documents of the three collections, and how they become values and back. Field names
+//! are camelCase, as the collections have always held them.
+
+use chrono::{DateTime, Utc};
+use mongodb::bson;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    domain::{Membership, Message, Room, RoomId, RoomKind, UserId},
+    store::{StoreError, StoreResult, seq_from_i64, seq_to_i64},
+};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RoomDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    pub kind: String,
+    pub name: Option<String>,
+    #[serde(rename = "createdBy")]
+    pub created_by: String,
+    #[serde(rename = "createdAt")]
+    pub created_at: bson::DateTime,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "roomId")]
+    pub room_id: String,
+    #[serde(rename = "userId")]
+    pub user_id: String,
+    #[serde(rename = "joinedAt")]
+    pub joined_at: bson::DateTime,
+    #[serde(rename = "readSeq")]
+    pub read_seq: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageDoc {
+    #[serde(rename = "_id")]
+    pub id: String,
+    #[serde(rename = "chatRoomId")]
+    pub room_id: String,
+    pub seq: i64,
+    pub sender: String,
+    #[serde(rename = "clientMsgId")]
+    pub client_msg_id: String,
+    pub text: String,
+    #[serde(rename = "createdAt")]
+    pub created_at: bson::DateTime,
+}
+
+pub fn corrupt(what: &str) -> StoreError {
+    StoreError::Internal(format!("mongodb: bad {what} in stored document"))
+}
+
+pub fn to_bson_time(t: DateTime<Utc>) -> bson::DateTime {
+    bson::DateTime::from_millis(t.timestamp_millis())
+}
+
+pub fn from_bson_time(t: bson::DateTime) -> DateTime<Utc> {
+    crate::domain::timestamp::from_millis(t.timestamp_millis())
+}
+
+/// The `_id` of a membership: one document per (room, user).
+pub fn member_id(room: &RoomId, user: &UserId) -> String {
+    format!("{room}|{user}")
+}
+
+impl RoomDoc {
+    pub fn from_room(room: &Room) -> Self {
+        Self {
+            id: room.id.to_string(),
+            kind: room.kind.as_str().into(),
+            name: room.name.clone(),
+            created_by: room.created_by.to_string(),
+            created_at: to_bson_time(room.created_at),
+        }
+    }
+
+    /// The room `id` (found under it) with these members (their documents, in order).
+    pub fn into_room(self, id: RoomId, members: &[MemberDoc]) -> StoreResult<Room> {
+        Ok(Room {
+            id,
+            kind: RoomKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            name: self.name,
+            members: members
+                .iter()
+                .map(|m| UserId::parse(&m.user_id).map_err(|_| corrupt("userId")))
+                .collect::<Result<_, _>>()?,
+            created_by: UserId::parse(&self.created_by).map_err(|_| corrupt("createdBy"))?,
+            created_at: from_bson_time(self.created_at),
+        })
+    }
+}
+
+impl MessageDoc {
+    pub fn from_message(m: &Message) -> Self {
+        Self {
+            id: m.id.clone(),
+            room_id: m.room.to_string(),
+            seq: seq_to_i64(m.seq),
+            sender: m.sender.to_string(),
+            client_msg_id: m.client_msg_id.clone(),
+            text: m.text.clone(),
+            created_at: to_bson_time(m.created_at),
+        }
+    }
+
+    pub fn into_message(self) -> StoreResult<Message> {
+        Ok(Message {
+            room: RoomId::parse(&self.room_id).map_err(|_| corrupt("chatRoomId"))?,
+            sender: UserId::parse(&self.sender).map_err(|_| corrupt("sender"))?,
+            id: self.id,
+            seq: seq_from_i64(self.seq),
+            client_msg_id: self.client_msg_id,
+            text: self.text,
+            created_at: from_bson_time(self.created_at),
+        })
+    }
+}
+
+impl MemberDoc {
+    pub fn new(room: &RoomId, user: &UserId, now: DateTime<Utc>) -> Self {
+        Self {
+            id: member_id(room, user),
+            room_id: room.to_string(),
+            user_id: user.to_string(),
+            joined_at: to_bson_time(now),
+            read_seq: 0,
+        }
+    }
+
+    pub fn into_membership(self) -> StoreResult<Membership> {
+        Ok(Membership {
+            room: RoomId::parse(&self.room_id).map_err(|_| corrupt("roomId"))?,
+            user: UserId::parse(&self.user_id).map_err(|_| corrupt("userId"))?,
+            read_seq: seq_from_i64(self.read_seq),
+            joined_at: from_bson_time(self.joined_at),
+        })
+    }
+}

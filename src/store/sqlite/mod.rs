@@ -1,0 +1,349 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! Writes go to a single writer thread ([`writer`]) that owns the only writing connection and
+//! commits waiting jobs together, answering each only after the commit. Reads use a small pool
+//! of read-only connections, which WAL lets run beside the writer. The file's schema is in
+//! [`schema`], the mapping between rows and values in [`rows`].
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{
+    Appended, HistoryQuery, NewGroup, NewMessage, Order, ReadMark, Store, StoreError, StoreResult,
+    rooms::{NewRoom, create_room},
+    seq_from_i64, seq_to_i64,
+};
+use crate::{
+    config::SqliteSynchronous,
+    domain::{Membership, Message, Room, RoomId, Seq, UserId},
+};
+
+mod rows;
+mod schema;
+mod writer;
+
+use rows::{
+    InTransaction, MEMBERSHIP_COLUMNS, MESSAGE_COLUMNS, insert_members, load_room,
+    membership_from_row, message_from_row,
+};
+
+pub struct SqliteStore {
+    writer: writer::Writer,
+    readers: r2d2::Pool<SqliteConnectionManager>,
+}
+
+/// A full disk, a locked or unreadable file: retry later. Anything else is a bug.
+fn sql_err(e: rusqlite::Error) -> StoreError {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(DiskFull | DatabaseBusy | DatabaseLocked | SystemIoFailure | CannotOpen) => {
+            StoreError::Unavailable(format!("sqlite: {e}"))
+        }
+        _ => StoreError::Internal(format!("sqlite: {e}")),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file and its directory.
+    pub fn open(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<Self> {
+        let writer = schema::open_writer(path, synchronous)?;
+        let readers = schema::open_readers(path)?;
+        Ok(Self {
+            writer: writer::Writer::start(writer)?,
+            readers,
+        })
+    }
+
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write(f).await
+    }
+
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool
+                .get()
+                .map_err(|e| StoreError::Unavailable(format!("sqlite read pool: {e}")))?;
+            f(&conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite read task: {e}")))?
+    }
+
+    /// One write job, so that the room, its members and the read-back are one transaction.
+    async fn create_room(&self, new: NewRoom) -> StoreResult<Room> {
+        self.write(move |conn| {
+            // The steps are ready futures: the composition ends in its first poll.
+            create_room(&InTransaction(conn), new)
+                .now_or_never()
+                .unwrap_or_else(|| Err(StoreError::Internal("sqlite room writes waited".into())))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+        self.write(move |conn| {
+            let stored =
+                rows::message_by_client_msg_id(conn, &new.room, &new.sender, &new.client_msg_id)?;
+            if let Some(message) = stored {
+                return Ok(Appended {
+                    message,
+                    duplicate: true,
+                });
+            }
+            let message = new.stored_after(rows::newest(conn, &new.room)?, now);
+            rows::insert_message(conn, &message)?;
+            Ok(Appended {
+                message,
+                duplicate: false,
+            })
+        })
+        .await
+    }
+
+    async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
+        let room = room.clone();
+        let q = query.clone();
+        self.read(move |conn| {
+            let order = match q.order {
+                Order::Asc => "ASC",
+                Order::Desc => "DESC",
+            };
+            // Absent bounds become bounds that exclude nothing, so one cached statement serves all.
+            let sql = format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages
+                 WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
+                 ORDER BY seq {order} LIMIT ?6"
+            );
+            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+            let rows = stmt
+                .query_map(
+                    params![
+                        room.as_str(),
+                        seq_to_i64(q.after.unwrap_or(0)),
+                        q.before.map_or(i64::MAX, seq_to_i64),
+                        q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
+                        q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
+                        q.limit as i64
+                    ],
+                    message_from_row,
+                )
+                .map_err(sql_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
+        let room = room.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
+                .and_then(|mut s| s.query_row([room.as_str()], |r| r.get::<_, i64>(0)))
+                .map(seq_from_i64)
+                .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn count_unread(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        after_seq: Seq,
+        cap: u64,
+    ) -> StoreResult<u64> {
+        let (room, user) = (room.clone(), user.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM messages
+                 WHERE room_id = ?1 AND seq > ?2 AND sender != ?3 LIMIT ?4)",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        room.as_str(),
+                        seq_to_i64(after_seq),
+                        user.as_str(),
+                        i64::try_from(cap).unwrap_or(i64::MAX)
+                    ],
+                    |r| r.get::<_, i64>(0),
+                )
+            })
+            .map(|n| n as u64)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn ensure_direct_room(
+        &self,
+        a: &UserId,
+        b: &UserId,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Room> {
+        self.create_room(NewRoom::direct(a, b, now)).await
+    }
+
+    async fn create_group(&self, group: NewGroup, now: DateTime<Utc>) -> StoreResult<Room> {
+        self.create_room(NewRoom::group(group, now)).await
+    }
+
+    async fn add_members(
+        &self,
+        room: &RoomId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) -> StoreResult<Vec<UserId>> {
+        let (room, users) = (room.clone(), users.to_vec());
+        self.write(move |conn| insert_members(conn, &room, &users, now))
+            .await
+    }
+
+    async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
+        let (room, user) = (room.clone(), user.clone());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")
+                .and_then(|mut s| s.execute([room.as_str(), user.as_str()]))
+                .map(|n| n == 1)
+                .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {
+        let room = room.clone();
+        self.read(move |conn| load_room(conn, &room)).await
+    }
+
+    async fn membership(&self, room: &RoomId, user: &UserId) -> StoreResult<Option<Membership>> {
+        let (room, user) = (room.clone(), user.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {MEMBERSHIP_COLUMNS} FROM members WHERE room_id = ?1 AND user_id = ?2"
+            ))
+            .and_then(|mut s| {
+                s.query_row([room.as_str(), user.as_str()], |r| {
+                    membership_from_row(&user, r)
+                })
+                .optional()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {MEMBERSHIP_COLUMNS} FROM members WHERE user_id = ?1 ORDER BY room_id"
+            ))
+            .and_then(|mut s| {
+                s.query_map([user.as_str()], |r| membership_from_row(&user, r))?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn memberships_page(
+        &self,
+        user: &UserId,
+        after: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Membership>> {
+        let (user, after) = (
+            user.clone(),
+            after.map(|r| r.to_string()).unwrap_or_default(),
+        );
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {MEMBERSHIP_COLUMNS} FROM members
+                     WHERE user_id = ?1 AND room_id > ?2 ORDER BY room_id LIMIT ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_map(params![user.as_str(), after, limit], |r| {
+                    membership_from_row(&user, r)
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>> {
+        let users = users.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT COUNT(*) FROM members WHERE user_id = ?1")
+                .map_err(sql_err)?;
+            users
+                .iter()
+                .map(|u| {
+                    stmt.query_row([u.as_str()], |r| r.get::<_, i64>(0))
+                        .map(|n| u64::try_from(n).unwrap_or(0))
+                        .map_err(sql_err)
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
+        let (room, user) = (room.clone(), user.clone());
+        self.write(move |conn| {
+            let position = |conn: &Connection| {
+                conn.prepare_cached(
+                    "SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row([room.as_str(), user.as_str()], |r| r.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|s| s.map_or(0, seq_from_i64))
+                .map_err(sql_err)
+            };
+            // Only forward, never beyond the newest message; a report that moves nothing
+            // changes no row.
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE members SET read_seq = MIN(?3,
+                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))
+                     WHERE room_id = ?1 AND user_id = ?2 AND read_seq < MIN(?3,
+                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))",
+                )
+                .and_then(|mut s| s.execute(params![room.as_str(), user.as_str(), seq_to_i64(seq)]))
+                .map_err(sql_err)?
+                == 1;
+            Ok(ReadMark {
+                read_seq: position(conn)?,
+                moved,
+            })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
+            .await
+    }
+}

@@ -1,0 +1,208 @@
+//! Rows to values and back: messages, rooms and memberships as the tables hold them.
+
+use std::future::{Future, ready};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::sql_err;
+use crate::{
+    domain::{Membership, Message, Room, RoomId, RoomKind, Seq, UserId, timestamp::from_millis},
+    store::{StoreError, StoreResult, rooms::RoomWrites, seq_from_i64, seq_to_i64},
+};
+
+pub const MESSAGE_COLUMNS: &str = "id, room_id, seq, sender, client_msg_id, text, created_at";
+
+/// The columns [`membership_from_row`] reads, in its order.
+pub const MEMBERSHIP_COLUMNS: &str = "room_id, read_seq, joined_at";
+
+pub fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let room: String = row.get(1)?;
+    let sender: String = row.get(3)?;
+    Ok(Message {
+        id: row.get(0)?,
+        room: RoomId::parse(&room).map_err(|e| bad_column(1, e))?,
+        seq: seq_from_i64(row.get(2)?),
+        sender: UserId::parse(&sender).map_err(|e| bad_column(3, e))?,
+        client_msg_id: row.get(4)?,
+        text: row.get(5)?,
+        created_at: from_millis(row.get(6)?),
+    })
+}
+
+pub fn membership_from_row(user: &UserId, row: &Row<'_>) -> rusqlite::Result<Membership> {
+    let room: String = row.get(0)?;
+    Ok(Membership {
+        room: RoomId::parse(&room).map_err(|e| bad_column(0, e))?,
+        user: user.clone(),
+        read_seq: seq_from_i64(row.get(1)?),
+        joined_at: from_millis(row.get(2)?),
+    })
+}
+
+fn bad_column(i: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+}
+
+/// The message stored under (room, sender, clientMsgId), if any.
+pub fn message_by_client_msg_id(
+    conn: &Connection,
+    room: &RoomId,
+    sender: &UserId,
+    client_msg_id: &str,
+) -> StoreResult<Option<Message>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE room_id = ?1 AND sender = ?2 AND client_msg_id = ?3"
+    ))
+    .and_then(|mut s| {
+        s.query_row(
+            params![room.as_str(), sender.as_str(), client_msg_id],
+            message_from_row,
+        )
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
+/// The seq and createdAt of the room's newest message.
+pub fn newest(conn: &Connection, room: &RoomId) -> StoreResult<Option<(Seq, DateTime<Utc>)>> {
+    conn.prepare_cached(
+        "SELECT seq, created_at FROM messages WHERE room_id = ?1 ORDER BY seq DESC LIMIT 1",
+    )
+    .and_then(|mut s| {
+        s.query_row([room.as_str()], |r| {
+            Ok((seq_from_i64(r.get(0)?), from_millis(r.get(1)?)))
+        })
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
+pub fn insert_message(conn: &Connection, message: &Message) -> StoreResult<()> {
+    conn.prepare_cached(&format!(
+        "INSERT INTO messages ({MESSAGE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            message.id,
+            message.room.as_str(),
+            seq_to_i64(message.seq),
+            message.sender.as_str(),
+            message.client_msg_id,
+            message.text,
+            message.created_at.timestamp_millis()
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+fn insert_room(conn: &Connection, room: &Room) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO rooms (id, kind, name, created_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            room.id.as_str(),
+            room.kind.as_str(),
+            room.name,
+            room.created_by.as_str(),
+            room.created_at.timestamp_millis()
+        ])
+    })
+    .map_err(sql_err)?;
+    Ok(())
+}
+
+/// Inserts the members that are missing; returns them.
+pub fn insert_members(
+    conn: &Connection,
+    room: &RoomId,
+    users: &[UserId],
+    now: DateTime<Utc>,
+) -> StoreResult<Vec<UserId>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO members (room_id, user_id, joined_at) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(sql_err)?;
+    let mut added = Vec::new();
+    for user in users {
+        let n = stmt
+            .execute(params![
+                room.as_str(),
+                user.as_str(),
+                now.timestamp_millis()
+            ])
+            .map_err(sql_err)?;
+        if n == 1 {
+            added.push(user.clone());
+        }
+    }
+    Ok(added)
+}
+
+pub fn load_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<Room>> {
+    let head = conn
+        .prepare_cached("SELECT kind, name, created_by, created_at FROM rooms WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.as_str()], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(sql_err)?;
+    let Some((kind, name, created_by, created_at)) = head else {
+        return Ok(None);
+    };
+    let members = conn
+        .prepare_cached("SELECT user_id FROM members WHERE room_id = ?1 ORDER BY user_id")
+        .and_then(|mut s| {
+            s.query_map([id.as_str()], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(sql_err)?;
+    let corrupt = |what: &str| StoreError::Internal(format!("room {id}: bad {what}"));
+    Ok(Some(Room {
+        id: id.clone(),
+        kind: RoomKind::parse(&kind).ok_or_else(|| corrupt("kind"))?,
+        name,
+        members: members
+            .iter()
+            .map(|m| UserId::parse(m).map_err(|_| corrupt("member")))
+            .collect::<Result<_, _>>()?,
+        created_by: UserId::parse(&created_by).map_err(|_| corrupt("creator"))?,
+        created_at: from_millis(created_at),
+    }))
+}
+
+/// A room creation's writes inside one write job: each runs at once on the job's
+/// transaction (the futures are ready), so the room, its members and the read-back are one
+/// transaction.
+pub struct InTransaction<'a>(pub &'a Connection);
+
+impl RoomWrites for InTransaction<'_> {
+    fn insert_room(&self, room: &Room) -> impl Future<Output = StoreResult<()>> + Send {
+        ready(insert_room(self.0, room))
+    }
+
+    fn insert_members(
+        &self,
+        room: &RoomId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send {
+        ready(insert_members(self.0, room, users, now))
+    }
+
+    fn load_room(&self, room: &RoomId) -> impl Future<Output = StoreResult<Option<Room>>> + Send {
+        ready(load_room(self.0, room))
+    }
+}

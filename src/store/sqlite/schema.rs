@@ -1,0 +1,100 @@
+//! The database file: its schema, the migrations that bring older files forward, and how
+//! the writing and the reading connections are set up.
+
+use std::path::Path;
+
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::Connection;
+
+use super::sql_err;
+use crate::{
+    config::SqliteSynchronous,
+    store::{StoreError, StoreResult},
+};
+
+/// Bumped with every schema change; `migrate` brings older files forward.
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE rooms (
+    id          TEXT PRIMARY KEY,
+    kind        TEXT NOT NULL,
+    name        TEXT,
+    created_by  TEXT NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE members (
+    room_id     TEXT NOT NULL REFERENCES rooms(id),
+    user_id     TEXT NOT NULL,
+    joined_at   INTEGER NOT NULL,
+    read_seq    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (room_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members (user_id, room_id);
+CREATE TABLE messages (
+    room_id       TEXT NOT NULL,
+    seq           INTEGER NOT NULL,
+    id            TEXT NOT NULL UNIQUE,
+    sender        TEXT NOT NULL,
+    client_msg_id TEXT NOT NULL,
+    text          TEXT NOT NULL,
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (room_id, seq),
+    UNIQUE (room_id, sender, client_msg_id)
+);
+CREATE INDEX messages_by_time ON messages (room_id, created_at);
+";
+
+const READ_POOL_SIZE: u32 = 4;
+
+/// Opens (creating if missing) the database file and its directory, in WAL mode, and
+/// migrates it: the connection the writer thread owns.
+pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<Connection> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        })?;
+    }
+    let sync = match synchronous {
+        SqliteSynchronous::Normal => "NORMAL",
+        SqliteSynchronous::Full => "FULL",
+    };
+    let mut writer = Connection::open(path).map_err(sql_err)?;
+    writer
+        .execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+        ))
+        .map_err(sql_err)?;
+    migrate(&mut writer)?;
+    Ok(writer)
+}
+
+/// A small pool of read-only connections, which WAL lets run beside the writer.
+pub fn open_readers(path: &Path) -> StoreResult<r2d2::Pool<SqliteConnectionManager>> {
+    let manager = SqliteConnectionManager::file(path)
+        .with_init(|c| c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;"));
+    r2d2::Pool::builder()
+        .max_size(READ_POOL_SIZE)
+        .build(manager)
+        .map_err(|e| StoreError::Unavailable(format!("sqlite read pool: {e}")))
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::Internal(format!(
+            "database schema {version} is newer than this chatd ({SCHEMA_VERSION})"
+        )));
+    }
+    if version < 1 {
+        let tx = conn.transaction().map_err(sql_err)?;
+        tx.execute_batch(SCHEMA_V1).map_err(sql_err)?;
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(sql_err)?;
+        tx.commit().map_err(sql_err)?;
+    }
+    Ok(())
+}
