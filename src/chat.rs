@@ -21,7 +21,7 @@ use crate::{
     clock::Clock,
     config::Limits,
     domain::{Message, Room, RoomId, RoomKind, RoomSummary, Seq, UserId},
-    presence::Presence,
+    presence::PresenceService,
     protocol::ErrorCode,
     store::{Appended, HistoryQuery, NewGroup, NewMessage, ReadMark, Store, StoreError},
 };
@@ -142,7 +142,7 @@ pub struct Chat {
     bus: Arc<dyn Bus>,
     /// Cluster mode: serves resumes and newest pages when it can vouch for them.
     recent: Option<Arc<dyn RecentCache>>,
-    presence: Arc<dyn Presence>,
+    presence: Arc<PresenceService>,
     clock: Arc<dyn Clock>,
     limits: Limits,
 }
@@ -159,7 +159,7 @@ impl Chat {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         recent: Option<Arc<dyn RecentCache>>,
-        presence: Arc<dyn Presence>,
+        presence: Arc<PresenceService>,
         clock: Arc<dyn Clock>,
         limits: Limits,
     ) -> Self {

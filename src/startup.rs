@@ -7,40 +7,22 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
+pub use crate::state::Node;
 use crate::{
     api,
     auth::TokenAuthority,
     bus::{self, Bus, Delivery},
-    cache::{RecentCache, RedisRecentCache},
+    cache::RecentCache,
     chat::Chat,
     clock::{Clock, SystemClock},
     config::{BusKind, Settings, StoreKind},
     hub::Hub,
-    presence::{LocalPresence, Presence, RedisPresence},
+    presence::{LocalPresence, Presence, PresenceService},
+    redis::{RedisBus, RedisPresence, RedisRecentCache},
     store::{self, DeadlineStore, Store},
     telemetry,
     throttle::UserLimits,
 };
-
-/// Everything a request or a connection needs, shared by all of them.
-pub struct Node {
-    pub id: String,
-    pub settings: Settings,
-    pub auth: TokenAuthority,
-    pub chat: Chat,
-    pub hub: Arc<Hub>,
-    pub store: Arc<dyn Store>,
-    pub bus: Arc<dyn Bus>,
-    pub presence: Arc<dyn Presence>,
-    /// The node's one clock (token expiry included).
-    pub clock: Arc<dyn Clock>,
-    /// Per-user limits on sends, reads and resumes (WebSocket and REST).
-    pub limits: UserLimits,
-    /// Cancelled when the node starts to stop.
-    pub shutdown: CancellationToken,
-    /// Connection and background tasks, awaited (up to the grace period) on shutdown.
-    pub tasks: TaskTracker,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -101,7 +83,7 @@ pub async fn connect_backends(
             let timeout = Duration::from_millis(bus_settings.timeout_ms);
             let client =
                 redis::Client::open(bus_settings.redis_url.as_str()).context("bus.redis_url")?;
-            let (bus, deliveries) = bus::RedisBus::connect(
+            let (bus, deliveries) = RedisBus::connect(
                 &client,
                 &bus_settings.redis_prefix,
                 timeout,
@@ -110,7 +92,7 @@ pub async fn connect_backends(
             )
             .await
             .context("connecting to Redis (bus.redis_url)")?;
-            let conn = bus::redis::connect_manager(&client, timeout).await?;
+            let conn = crate::redis::connect_manager(&client, timeout).await?;
             Backends {
                 store,
                 bus: Arc::new(bus),
@@ -161,6 +143,13 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
+        let id = settings.node_id();
+        let presence = Arc::new(PresenceService::new(
+            presence,
+            clock.clone(),
+            &id,
+            &settings.presence,
+        ));
         let chat = Chat::new(
             store.clone(),
             bus.clone(),
@@ -174,7 +163,7 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
-            id: settings.node_id(),
+            id,
             limits: UserLimits::new(&settings.limits),
             auth,
             clock,
@@ -253,29 +242,16 @@ impl Application {
     }
 }
 
-/// The key of a connection in the presence registry: unique across the cluster.
-pub fn presence_key(node: &str, conn: crate::hub::ConnId) -> String {
-    format!("{node}:{conn}")
-}
-
 /// Vouches for this node's connections until the node stops; if the node dies, its users
 /// expire from the registry by themselves.
 async fn refresh_presence(node: Arc<Node>) {
-    let every = Duration::from_millis(node.settings.presence.refresh_ms);
-    let ttl = Duration::from_millis(node.settings.presence.ttl_ms);
-    let mut tick = tokio::time::interval(every);
+    let mut tick = tokio::time::interval(node.presence.refresh_every());
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let entries: Vec<_> = node
-            .hub
-            .connections()
-            .into_iter()
-            .map(|(user, conn)| (user, presence_key(&node.id, conn)))
-            .collect();
-        if let Err(e) = node.presence.refresh(&entries, ttl).await {
+        if let Err(e) = node.presence.vouch(&node.hub.connections()).await {
             tracing::warn!(error = %e, "presence refresh failed");
         }
     }

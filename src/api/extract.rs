@@ -17,7 +17,7 @@ use crate::{
     auth::{AuthError, token_from_authorization},
     domain::UserId,
     protocol::ErrorCode,
-    startup::Node,
+    state::Node,
 };
 
 /// The caller, from `Authorization: Bearer <token>`.

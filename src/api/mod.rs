@@ -12,7 +12,7 @@ use axum::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::{gateway, protocol::ErrorCode, startup::Node};
+use crate::{gateway, protocol::ErrorCode, state::Node};
 
 mod error;
 mod extract;

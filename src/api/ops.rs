@@ -13,7 +13,7 @@ use serde_json::json;
 use utoipa::ToSchema;
 
 use super::{ApiError, ApiJson, AuthUser, openapi::ErrorBody};
-use crate::{domain::UserId, protocol::ErrorCode, startup::Node, telemetry};
+use crate::{domain::UserId, protocol::ErrorCode, state::Node, telemetry};
 
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),

@@ -16,7 +16,7 @@ use crate::{
     chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, MemberPresence},
     domain::{Message, Room, RoomId, RoomSummary, Seq, UserId},
     protocol::ErrorCode,
-    startup::Node,
+    state::Node,
     store::{HistoryQuery, MAX_SEQ, Order},
 };
 

@@ -17,10 +17,8 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{Message, Room, RoomId, Seq, UserId};
 
 pub mod local;
-pub mod redis;
 
 pub use local::{LocalBroker, LocalBus};
-pub use redis::RedisBus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {

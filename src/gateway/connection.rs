@@ -3,7 +3,7 @@
 //! token expires, or the node shuts down.
 //!
 //! Frames of one connection are handled one at a time, so a client's sends are stored in the
-//! order it sent them.
+//! order it sent them. What a frame may cost is in `admission`, the resume in `resume`.
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
@@ -15,19 +15,17 @@ use super::{Admitted, Refusal, writer};
 use crate::{
     chat::{ChatError, PublicError},
     domain::{RoomId, UserId},
-    hub::{ConnHandle, LiveMessage, Outbound},
+    hub::{ConnHandle, Outbound},
     protocol::{
-        ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ResumeFrame,
-        ResumedRoom, ServerFrame, encode, parse_client_frame,
+        ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, encode,
+        parse_client_frame,
     },
-    startup::Node,
+    state::Node,
     throttle::FrameThrottle,
 };
 
-/// Consecutive bad frames tolerated before the connection is closed (1008).
-const MAX_CONSECUTIVE_BAD_FRAMES: u32 = 20;
 /// How long the connection's own replies may wait for queue space.
-const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const REPLY_PATIENCE: Duration = Duration::from_secs(5);
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitted, Refusal>) {
     // Shutdown waits for this connection until the token is dropped.
@@ -97,15 +95,12 @@ impl Drop for Cleanup {
         conn.close(CloseReason::Internal); // no-op after a polite close; stops the writer
         node.hub.unregister(conn);
         let presence = node.presence.clone();
-        let (user, key) = (
-            conn.user.clone(),
-            crate::startup::presence_key(&node.id, conn.id),
-        );
+        let (user, id) = (conn.user.clone(), conn.id);
         // Drop cannot await; the entry also expires by itself if this never runs.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let _guard = runtime.enter();
             node.tasks.spawn(async move {
-                if let Err(e) = presence.remove(&user, &key).await {
+                if let Err(e) = presence.disconnected(&user, id).await {
                     tracing::debug!(error = %e, "presence not cleared; it expires by itself");
                 }
             });
@@ -127,16 +122,16 @@ async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str, reason: C
     .await;
 }
 
-struct Session {
-    node: Arc<Node>,
-    conn: Arc<ConnHandle>,
-    user: UserId,
+pub(super) struct Session {
+    pub(super) node: Arc<Node>,
+    pub(super) conn: Arc<ConnHandle>,
+    pub(super) user: UserId,
     /// Whether live traffic has been released (by a resume or the resume deadline).
-    resumed: bool,
-    bad_frames: u32,
-    frames: FrameThrottle,
+    pub(super) resumed: bool,
+    pub(super) bad_frames: u32,
+    pub(super) frames: FrameThrottle,
     /// Frames refused by a rate limit since the last accepted one.
-    throttled: u32,
+    pub(super) throttled: u32,
 }
 
 impl Session {
@@ -153,14 +148,7 @@ impl Session {
             self.conn.close(CloseReason::TryAgainLater);
             return;
         }
-        let key = crate::startup::presence_key(&self.node.id, self.conn.id);
-        let ttl = Duration::from_millis(settings.presence.ttl_ms);
-        if let Err(e) = self
-            .node
-            .presence
-            .refresh(&[(self.user.clone(), key)], ttl)
-            .await
-        {
+        if let Err(e) = self.node.presence.connected(&self.user, self.conn.id).await {
             tracing::warn!(error = %e, "presence not recorded");
         }
         let conn_id = format!("{}:{}", self.node.id, self.conn.id);
@@ -305,75 +293,6 @@ impl Session {
         true
     }
 
-    /// Applies the rate limits: every frame counts against the connection's bucket, every
-    /// send also against the user's.
-    fn admit(&self, frame: &ClientFrame) -> Result<(), Duration> {
-        self.frames.check()?;
-        let limits = &self.node.limits;
-        match frame {
-            ClientFrame::Send(_) => limits.sends.check(&self.user),
-            ClientFrame::Read(_) => limits.reads.check(&self.user),
-            // A resume costs one per room it names: its work grows with them.
-            ClientFrame::Resume(resume) => {
-                let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX);
-                limits.resumed_rooms.check_n(&self.user, rooms)
-            }
-            ClientFrame::Ping(_) => Ok(()),
-        }
-    }
-
-    /// Counts a refused frame; a client that keeps going is closed (4101). False: closed.
-    fn count_refusal(&mut self) -> bool {
-        self.throttled += 1;
-        if self.throttled == 1 {
-            tracing::info!(user = %self.user, conn = self.conn.id, "rate limited");
-        }
-        metrics::counter!("chatd_rate_limited_total").increment(1);
-        if self.throttled >= self.node.settings.limits.rate_limit_strikes {
-            tracing::info!(user = %self.user, conn = self.conn.id, "closing: ignored the rate limit");
-            self.conn.close(CloseReason::RateLimited);
-            return false;
-        }
-        true
-    }
-
-    /// Answers a throttled frame with when to retry; a client that keeps going is closed.
-    async fn throttle(&mut self, frame: &ClientFrame, wait: Duration) -> bool {
-        if !self.count_refusal() {
-            return false;
-        }
-        let (client_msg_id, room) = match frame {
-            ClientFrame::Send(send) => (Some(send.client_msg_id.clone()), Some(send.room.clone())),
-            _ => (None, None),
-        };
-        let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        self.reply(ServerFrame::Error(ErrorFrame {
-            client_msg_id,
-            room,
-            retry_after_ms: Some(retry_after_ms),
-            ..ErrorFrame::new(ErrorCode::RateLimited, "too many frames; retry later")
-        }))
-        .await;
-        true
-    }
-
-    /// Answers a bad frame; too many in a row close the connection.
-    async fn strike(&mut self, code: ErrorCode, message: &str) -> bool {
-        self.bad_frames += 1;
-        if self.bad_frames == 1 {
-            tracing::info!(user = %self.user, conn = self.conn.id, ?code, message, "bad frame");
-        } else {
-            tracing::debug!(user = %self.user, conn = self.conn.id, ?code, message, "bad frame");
-        }
-        self.reply_error(code, message).await;
-        if self.bad_frames >= MAX_CONSECUTIVE_BAD_FRAMES {
-            tracing::info!(user = %self.user, conn = self.conn.id, "closing: too many bad frames");
-            self.conn.close(CloseReason::PolicyViolation);
-            return false;
-        }
-        true
-    }
-
     async fn on_frame(&mut self, frame: ClientFrame) {
         match frame {
             ClientFrame::Send(send) => {
@@ -416,59 +335,18 @@ impl Session {
         }
     }
 
-    /// Replays each named room after the client's seq, then releases live traffic above it.
-    /// Rooms that are not the user's are named in one `error` frame.
-    async fn resume(&mut self, resume: ResumeFrame) {
-        self.resumed = true;
-        self.conn.send(Outbound::HoldLive, REPLY_PATIENCE).await;
-        let resumption = match self.node.chat.resume(&self.user, &resume.rooms).await {
-            Ok(resumption) => resumption,
-            Err(e) => {
-                self.reply_chat_error(&e, None, None).await;
-                self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
-                return;
-            }
-        };
-        if !resumption.unknown.is_empty() {
-            self.reply(ServerFrame::Error(ErrorFrame {
-                rooms: Some(resumption.unknown),
-                ..ErrorFrame::new(ErrorCode::RoomNotFound, "not rooms of yours")
-            }))
-            .await;
-        }
-        let mut summary = std::collections::BTreeMap::new();
-        for replay in &resumption.replays {
-            // The writer skips what this connection was already sent.
-            for message in &replay.messages {
-                let item = Outbound::Replay(LiveMessage::new(message));
-                self.conn.send(item, REPLY_PATIENCE).await;
-            }
-            let after = resume.rooms.get(replay.room.as_str()).copied().unwrap_or(0);
-            let last_seq = replay.messages.last().map_or(after, |m| m.seq);
-            summary.insert(
-                replay.room.clone(),
-                ResumedRoom {
-                    last_seq,
-                    more: replay.more,
-                },
-            );
-        }
-        self.reply(ServerFrame::Resumed { rooms: summary }).await;
-        self.conn.send(Outbound::ReleaseLive, REPLY_PATIENCE).await;
-    }
-
-    async fn reply(&self, frame: ServerFrame) {
+    pub(super) async fn reply(&self, frame: ServerFrame) {
         self.conn
             .send(Outbound::Frame(encode(&frame)), REPLY_PATIENCE)
             .await;
     }
 
-    async fn reply_error(&self, code: ErrorCode, message: &str) {
+    pub(super) async fn reply_error(&self, code: ErrorCode, message: &str) {
         self.reply(ServerFrame::error(code, message)).await;
     }
 
     /// A service error as the client may see it (internal detail logged, not sent).
-    async fn reply_chat_error(
+    pub(super) async fn reply_chat_error(
         &self,
         e: &ChatError,
         client_msg_id: Option<&str>,

@@ -17,14 +17,18 @@ use serde::Deserialize;
 
 use crate::{
     api::{ApiError, ApiQuery},
-    auth::{AuthError, Verified, token_from_subprotocols},
-    hub::ConnectionSlot,
-    protocol::{CloseReason, ErrorCode, SUBPROTOCOL},
-    startup::Node,
+    auth::{AuthError, token_from_subprotocols},
+    protocol::{ErrorCode, SUBPROTOCOL},
+    state::Node,
 };
 
+mod admission;
 pub mod connection;
+pub mod order;
+mod resume;
 pub mod writer;
+
+pub use admission::{Admitted, Refusal};
 
 #[derive(Debug, Deserialize)]
 pub struct ConnectParams {
@@ -75,38 +79,4 @@ pub async fn upgrade(
         .max_frame_size(limits.max_frame_bytes)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| connection::serve(socket, node, admission))
-}
-
-/// A connection allowed in: its user and its slot under the caps.
-pub struct Admitted {
-    pub verified: Verified,
-    pub slot: ConnectionSlot,
-}
-
-/// Why a connection is refused (told to the client after the upgrade, so browsers can read it).
-pub enum Refusal {
-    Auth(AuthError),
-    Full(crate::domain::UserId, &'static str),
-}
-
-impl Refusal {
-    pub fn close(&self) -> (ErrorCode, CloseReason) {
-        match self {
-            Refusal::Auth(AuthError::Expired) => {
-                (ErrorCode::TokenExpired, CloseReason::TokenExpired)
-            }
-            Refusal::Auth(_) => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
-            Refusal::Full(..) => (
-                ErrorCode::TooManyConnections,
-                CloseReason::TooManyConnections,
-            ),
-        }
-    }
-
-    pub fn message(&self) -> String {
-        match self {
-            Refusal::Auth(e) => e.to_string(),
-            Refusal::Full(_, why) => (*why).to_owned(),
-        }
-    }
 }

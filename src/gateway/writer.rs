@@ -1,20 +1,17 @@
 //! The writer: the only task that writes to a connection's socket. It drains the bounded
-//! queue, pings on a timer, and sends the close frame.
-//!
-//! It also enforces, per connection, the promise that a room's messages go out in seq order
-//! and each once: it remembers the highest seq it sent in each room and drops any message
-//! at or below it, whether it comes live or from a resume. During a resume it holds live
-//! messages back, so the replay goes first and live traffic follows without overlap.
+//! queue, pings on a timer, and sends the close frame. What goes out, and in which order, is
+//! decided by [`LiveOrder`] (each room's messages in seq order and once; live traffic held
+//! during a resume).
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, stream::SplitSink};
 use tokio::sync::mpsc;
 
+use super::order::LiveOrder;
 use crate::{
-    domain::{RoomId, Seq},
-    hub::{ConnHandle, LiveMessage, Outbound},
+    hub::{ConnHandle, Outbound},
     protocol::CloseReason,
 };
 
@@ -26,11 +23,9 @@ type Sink = SplitSink<WebSocket, WsMessage>;
 struct Writer {
     sink: Sink,
     conn: Arc<ConnHandle>,
-    /// Live messages held during a resume; `None` when not holding.
-    held: Option<Vec<Arc<LiveMessage>>>,
-    /// Per room, the highest seq sent on this connection.
-    sent: HashMap<RoomId, Seq>,
-    hold_limit: usize,
+    order: LiveOrder,
+    /// Frames to write now, reused between items.
+    ready: Vec<Utf8Bytes>,
 }
 
 /// Why writing stopped.
@@ -50,9 +45,8 @@ pub async fn run(
         sink,
         conn,
         // Live traffic waits for the client's resume (or the resume deadline).
-        held: Some(Vec::new()),
-        sent: HashMap::new(),
-        hold_limit,
+        order: LiveOrder::new(hold_limit),
+        ready: Vec::new(),
     };
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let stop = loop {
@@ -78,43 +72,20 @@ pub async fn run(
 
 impl Writer {
     async fn handle(&mut self, item: Outbound) -> Result<(), Stop> {
-        match item {
-            Outbound::Frame(frame) => self.write(WsMessage::Text(frame)).await,
-            Outbound::Replay(message) => self.write_message(&message).await,
-            Outbound::Live(live) => match &mut self.held {
-                Some(held) if held.len() >= self.hold_limit => {
-                    self.conn.close(CloseReason::SlowConsumer);
-                    Ok(())
-                }
-                Some(held) => {
-                    held.push(live);
-                    Ok(())
-                }
-                None => self.write_message(&live).await,
-            },
-            Outbound::HoldLive => {
-                self.held.get_or_insert_with(Vec::new);
-                Ok(())
-            }
-            Outbound::ReleaseLive => {
-                // Held messages of a room are in seq order already (the dispatcher sends them
-                // so); those the replay covered are dropped by write_message.
-                for live in self.held.take().unwrap_or_default() {
-                    self.write_message(&live).await?;
-                }
-                Ok(())
+        if self.order.accept(item, &mut self.ready).is_err() {
+            self.conn.close(CloseReason::SlowConsumer);
+        }
+        let mut ready = std::mem::take(&mut self.ready);
+        let mut written = Ok(());
+        for frame in ready.drain(..) {
+            written = self.write(WsMessage::Text(frame)).await;
+            if written.is_err() {
+                break;
             }
         }
-    }
-
-    /// Writes a message frame unless this connection already had it (or a later one).
-    async fn write_message(&mut self, message: &LiveMessage) -> Result<(), Stop> {
-        let sent = self.sent.entry(message.room.clone()).or_default();
-        if message.seq <= *sent {
-            return Ok(());
-        }
-        *sent = message.seq;
-        self.write(WsMessage::Text(message.frame.clone())).await
+        ready.clear();
+        self.ready = ready;
+        written
     }
 
     async fn write(&mut self, message: WsMessage) -> Result<(), Stop> {
@@ -140,7 +111,7 @@ impl Writer {
         if crate::protocol::flush_queue_first(reason) {
             // Acks and replies already queued go out; held live traffic does not matter any
             // more (the client resumes elsewhere).
-            self.held = None;
+            self.order.stop_holding();
             while let Ok(item) = queue.try_recv() {
                 if !matches!(
                     item,

@@ -21,41 +21,21 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt, future::BoxFuture};
 use rand::Rng;
-use redis::{
-    AsyncCommands, Client,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, Client, aio::ConnectionManager};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Bus, BusError, DELIVERY_QUEUE, Delivery, Topic};
-use crate::domain::{RoomId, UserId};
+use super::connect_manager;
+use crate::{
+    bus::{Bus, BusError, DELIVERY_QUEUE, Delivery, Topic},
+    domain::{RoomId, UserId},
+};
 
 /// The subscriber pings this often, so a silently dead connection is noticed.
 const KEEPALIVE: Duration = Duration::from_secs(5);
 
 fn bus_err(e: impl std::fmt::Display) -> BusError {
     BusError::Unavailable(format!("redis: {e}"))
-}
-
-/// A reconnecting connection for commands, shared (cloned) by everything Redis in a node.
-/// Every command answers within `timeout` or fails.
-pub async fn connect_manager(
-    client: &Client,
-    timeout: Duration,
-) -> Result<ConnectionManager, BusError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(2)
-        .set_max_delay(Duration::from_secs(1));
-    tokio::time::timeout(
-        timeout * 2,
-        ConnectionManager::new_with_config(client.clone(), config),
-    )
-    .await
-    .map_err(|_| bus_err("connect timed out"))?
-    .map_err(bus_err)
 }
 
 type Waiter = oneshot::Sender<Result<(), BusError>>;

@@ -657,21 +657,24 @@ async fn redis_presence_prunes_expired_connections() {
         .unwrap();
     let client = redis::Client::open(url).unwrap();
     let timeout = Duration::from_secs(2);
-    let conn = chatd::bus::redis::connect_manager(&client, timeout)
+    let conn = chatd::redis::connect_manager(&client, timeout)
         .await
         .unwrap();
     let prefix = crate::servers::unique("chatd_presence");
-    let presence = chatd::presence::RedisPresence::new(conn.clone(), &prefix, timeout);
+    let presence = chatd::redis::RedisPresence::new(conn.clone(), &prefix, timeout);
     use chatd::presence::Presence;
     let alice = UserId::parse("alice").unwrap();
     for i in 0..50 {
         let entry = (alice.clone(), format!("dead-node:{i}"));
         // Expired at once: what a dead node's entries become.
-        presence.refresh(&[entry], Duration::ZERO).await.unwrap();
+        presence
+            .refresh(&[entry], chrono::Utc::now(), Duration::ZERO)
+            .await
+            .unwrap();
     }
     let live = (alice.clone(), "live-node:1".to_owned());
     presence
-        .refresh(&[live], Duration::from_secs(30))
+        .refresh(&[live], chrono::Utc::now(), Duration::from_secs(30))
         .await
         .unwrap();
     let mut redis = conn.clone();
@@ -681,5 +684,8 @@ async fn redis_presence_prunes_expired_connections() {
         .await
         .unwrap();
     assert_eq!(held, 1, "expired entries were pruned");
-    assert_eq!(presence.online(&[alice]).await.unwrap(), vec![true]);
+    assert_eq!(
+        presence.online(&[alice], chrono::Utc::now()).await.unwrap(),
+        vec![true]
+    );
 }

@@ -30,10 +30,12 @@ pub mod audit;
 pub mod check;
 mod room_log;
 mod session;
+pub mod stats;
 pub mod token;
 
 pub use room_log::{Inserted, RoomLog};
-pub use session::{Outgoing, Session, SessionConfig, SessionStats, Tally};
+pub use session::{Outgoing, Session, SessionConfig};
+pub use stats::{SessionStats, Tally};
 
 /// What reading a connection produced.
 #[derive(Debug, Clone, PartialEq)]

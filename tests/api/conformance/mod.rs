@@ -96,7 +96,7 @@ mod mongo_store {
 mod redis_bus {
     use std::sync::Arc;
 
-    use chatd::bus::RedisBus;
+    use chatd::redis::RedisBus;
 
     use super::bus::{BusFactory, BusNode};
     use crate::servers::{Redis, unique};

@@ -1,0 +1,33 @@
+//! The application state: everything a request or a connection needs, shared by all of
+//! them. Built by `startup`; the REST API and the WebSocket gateway only read it, so the
+//! modules below (chat, hub, store, bus) never import the ones above.
+
+use std::sync::Arc;
+
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    auth::TokenAuthority, bus::Bus, chat::Chat, clock::Clock, config::Settings, hub::Hub,
+    presence::PresenceService, store::Store, throttle::UserLimits,
+};
+
+/// Everything a request or a connection needs, shared by all of them.
+pub struct Node {
+    pub id: String,
+    pub settings: Settings,
+    pub auth: TokenAuthority,
+    pub chat: Chat,
+    pub hub: Arc<Hub>,
+    pub store: Arc<dyn Store>,
+    pub bus: Arc<dyn Bus>,
+    /// Who is online: the only way into the presence registry.
+    pub presence: Arc<PresenceService>,
+    /// The node's one clock (token expiry included).
+    pub clock: Arc<dyn Clock>,
+    /// Per-user limits on sends, reads and resumes (WebSocket and REST).
+    pub limits: UserLimits,
+    /// Cancelled when the node starts to stop.
+    pub shutdown: CancellationToken,
+    /// Connection and background tasks, awaited (up to the grace period) on shutdown.
+    pub tasks: TaskTracker,
+}
