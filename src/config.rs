@@ -3,6 +3,8 @@
 //!
 //! Every mistake stops start-up with one line that names the key: unknown keys, wrong types
 //! (both reported by figment), and combinations that cannot work (checked in [`Settings::validate`]).
+//!
+//! Over 400 lines because every setting, its validation and the tests of the layering belong together; the keys themselves are documented in config/default.toml.
 
 use std::path::{Path, PathBuf};
 

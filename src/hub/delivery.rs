@@ -15,6 +15,8 @@
 //! - after the bus reconnects, every room is read from the store after its last delivered seq
 //!   until a read comes back short;
 //! - news about an old subscription of a room (its generation) never touches a newer one.
+//!
+//! Over 400 lines: half of it is the table-driven tests, which read as the specification of the rules above.
 
 use std::{
     collections::HashMap,

@@ -10,6 +10,8 @@
 //! It also measures what a load test needs: end-to-end latency (when message texts carry
 //! their send time, see [`Session::stamp`]), frames that arrived twice or out of order,
 //! reconnects.
+//!
+//! Over 400 lines because the rules (reconnect, resume, resend, gap fill) are one state machine around one connection; the statistics are in `stats`.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},

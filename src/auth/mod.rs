@@ -10,20 +10,20 @@
 //! jsonwebtoken checks the signature and the algorithm; the claims (`exp`, `nbf`, `aud`,
 //! `iss`) are checked here, against chatd's clock, so that fractional NumericDates are
 //! accepted and absurd dates are refused rather than overflowing later.
+//!
+//! Over 400 lines: a third is the tests of the claim rules; the key sources are in `jwks`.
 
 use std::{
-    collections::HashMap,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use anyhow::Context;
+
+mod jwks;
 use chrono::{DateTime, Utc};
-use jsonwebtoken::{
-    Algorithm, DecodingKey, EncodingKey, Header, Validation,
-    errors::ErrorKind,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
-};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use jwks::{Jwks, pem_key};
 use serde::{Deserialize, Serialize};
 
 use crate::{clock::Clock, config::AuthSettings, domain::UserId};
@@ -99,97 +99,6 @@ pub struct Verified {
     pub user: UserId,
     /// When the token stops being accepted: `exp` plus the leeway.
     pub valid_until: DateTime<Utc>,
-}
-
-/// Public keys by `kid`, each with the one algorithm it verifies.
-type KeyRing = HashMap<String, (Algorithm, DecodingKey)>;
-
-/// The keys of an identity provider, as published at a JWKS URL.
-struct Jwks {
-    url: String,
-    http: reqwest::Client,
-    keys: RwLock<KeyRing>,
-    /// When the keys were last fetched; held while fetching, so concurrent requests with an
-    /// unknown kid cause one fetch, not one each.
-    fetched: tokio::sync::Mutex<Instant>,
-    min_refresh: Duration,
-}
-
-impl Jwks {
-    async fn fetch(&self) -> anyhow::Result<KeyRing> {
-        let set: JwkSet = self
-            .http
-            .get(&self.url)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .context("fetching the JWKS")?
-            .json()
-            .await
-            .context("parsing the JWKS")?;
-        let mut ring = KeyRing::new();
-        for jwk in &set.keys {
-            match ring_entry(jwk) {
-                Some((kid, entry)) => {
-                    ring.insert(kid, entry);
-                }
-                None => tracing::debug!(kid = ?jwk.common.key_id, "skipping an unusable JWK"),
-            }
-        }
-        Ok(ring)
-    }
-
-    fn find(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
-        self.keys.read().expect("jwks lock").get(kid).cloned()
-    }
-
-    /// The key for `kid`, fetching the set again if it is unknown and the last fetch is old
-    /// enough. A failed fetch keeps the keys already known.
-    async fn key(&self, kid: &str) -> Option<(Algorithm, DecodingKey)> {
-        if let Some(found) = self.find(kid) {
-            return Some(found);
-        }
-        let mut fetched = self.fetched.lock().await;
-        if let Some(found) = self.find(kid) {
-            return Some(found); // fetched by someone else meanwhile
-        }
-        if fetched.elapsed() < self.min_refresh {
-            return None;
-        }
-        *fetched = Instant::now();
-        match self.fetch().await {
-            Ok(ring) => {
-                tracing::info!(keys = ring.len(), "JWKS refreshed");
-                *self.keys.write().expect("jwks lock") = ring;
-            }
-            Err(e) => tracing::warn!(error = %e, "JWKS refresh failed; keeping the cached keys"),
-        }
-        self.find(kid)
-    }
-}
-
-/// A JWK chatd can use: RSA (RS256) or P-256 (ES256), with a kid.
-fn ring_entry(jwk: &Jwk) -> Option<(String, (Algorithm, DecodingKey))> {
-    let kid = jwk.common.key_id.clone()?;
-    let algorithm = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => {
-            Algorithm::ES256
-        }
-        _ => return None,
-    };
-    let key = DecodingKey::from_jwk(jwk).ok()?;
-    Some((kid, (algorithm, key)))
-}
-
-/// A PEM public key: RSA (RS256) or EC P-256 (ES256).
-fn pem_key(pem: &[u8]) -> anyhow::Result<(Algorithm, DecodingKey)> {
-    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
-        return Ok((Algorithm::RS256, key));
-    }
-    let key = DecodingKey::from_ec_pem(pem)
-        .context("auth.public_key_file: not an RSA or EC public key in PEM")?;
-    Ok((Algorithm::ES256, key))
 }
 
 /// Signs (HS256) and verifies tokens.

@@ -1,0 +1,128 @@
+//! Reading a room: history pages, the replay of a resume, and the recent cache's part in
+//! both (it answers only what it can prove the store holds).
+
+use std::collections::{BTreeMap, HashSet};
+
+use super::{Chat, ChatError, ChatResult, HistoryPage, MAX_PAGE, Replay, Resumption, parse_room};
+use crate::{
+    domain::{Message, RoomId, Seq, UserId},
+    store::HistoryQuery,
+};
+
+impl Chat {
+    /// For a reconnecting client: per named room, the messages after its seq (up to the
+    /// configured replay limit). One membership read for all rooms, then one read per room.
+    pub async fn resume(
+        &self,
+        user: &UserId,
+        rooms: &BTreeMap<String, Seq>,
+    ) -> ChatResult<Resumption> {
+        let mine: HashSet<RoomId> = self
+            .store
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .map(|m| m.room)
+            .collect();
+        let mut resumption = Resumption::default();
+        for (name, &after) in rooms {
+            match RoomId::parse(name) {
+                Ok(room) if mine.contains(&room) => {
+                    resumption.replays.push(self.replay(room, after).await?);
+                }
+                _ => resumption.unknown.push(name.clone()),
+            }
+        }
+        Ok(resumption)
+    }
+
+    async fn replay(&self, room: RoomId, after: Seq) -> ChatResult<Replay> {
+        let limit = self.limits.resume_max_per_room;
+        let mut messages = match self
+            .cached(&room, &HistoryQuery::after(after, limit + 1))
+            .await?
+        {
+            Some(messages) => messages,
+            None => {
+                self.store
+                    .history(&room, &HistoryQuery::after(after, limit + 1))
+                    .await?
+            }
+        };
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(Replay {
+            room,
+            messages,
+            more,
+        })
+    }
+
+    pub async fn history(
+        &self,
+        user: &UserId,
+        room: &str,
+        mut query: HistoryQuery,
+    ) -> ChatResult<HistoryPage> {
+        let room = parse_room(room)?;
+        if query.limit == 0 || query.limit > MAX_PAGE {
+            return Err(ChatError::bad_field(format!(
+                "limit must be 1 to {MAX_PAGE}"
+            )));
+        }
+        self.require_member(&room, user).await?;
+        let limit = query.limit;
+        query.limit += 1;
+        let mut messages = self.read(&room, &query).await?;
+        let more = messages.len() > limit;
+        messages.truncate(limit);
+        Ok(HistoryPage { messages, more })
+    }
+
+    /// A history read: the newest page comes from the recent cache when it can vouch for it.
+    pub(super) async fn read(
+        &self,
+        room: &RoomId,
+        query: &HistoryQuery,
+    ) -> ChatResult<Vec<Message>> {
+        if *query == HistoryQuery::latest(query.limit)
+            && let Some(messages) = self.cached(room, query).await?
+        {
+            return Ok(messages);
+        }
+        Ok(self.store.history(room, query).await?)
+    }
+
+    /// What the recent cache holds for `query` (the newest page, or everything after a seq),
+    /// if it can prove that is what the store holds: contiguous (checked by the cache) and
+    /// reaching the store's last seq. The last check matters: a node that died between
+    /// storing a message and caching it leaves the store ahead of the cache.
+    async fn cached(
+        &self,
+        room: &RoomId,
+        query: &HistoryQuery,
+    ) -> ChatResult<Option<Vec<Message>>> {
+        let Some(recent) = &self.recent else {
+            return Ok(None);
+        };
+        let (found, last_seq) = match query.after {
+            Some(after) => tokio::join!(
+                recent.after(room, after, query.limit),
+                self.store.last_seq(room)
+            ),
+            None => tokio::join!(recent.latest(room, query.limit), self.store.last_seq(room)),
+        };
+        let (Some(found), last_seq) = (found, last_seq?) else {
+            return Ok(None);
+        };
+        let newest = match query.after {
+            Some(after) => found.last().map_or(after, |m| m.seq),
+            None => found.first().map_or(0, |m| m.seq),
+        };
+        // A page that is full may legitimately stop short of the last seq.
+        let complete = newest == last_seq || (query.after.is_some() && found.len() == query.limit);
+        metrics::counter!("chatd_recent_cache_reads_total", "hit" => complete.to_string())
+            .increment(1);
+        Ok(complete.then_some(found))
+    }
+}

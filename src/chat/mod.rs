@@ -1,0 +1,313 @@
+//! The service layer: the message pipeline and room management of shared/design.md §2.
+//! WebSocket and REST both come through here; it sees the store, the bus and the clock only
+//! through their traits.
+//!
+//! The pipeline of a send: validate -> authorize (member?) -> store (which deduplicates by
+//! clientMsgId and assigns seq and createdAt atomically) -> publish -> ack. The ack is only
+//! given once the message is both durable and announced; if announcing fails the sender gets
+//! a retryable error, and its retry (same clientMsgId) finds the stored message and announces
+//! it again.
+
+use std::sync::Arc;
+
+use crate::{
+    bus::{Bus, BusEvent, Topic},
+    cache::RecentCache,
+    clock::Clock,
+    config::Limits,
+    domain::{Message, Room, RoomId, Seq, UserId},
+    presence::PresenceService,
+    protocol::ErrorCode,
+    store::{Appended, NewMessage, ReadMark, Store, StoreError},
+};
+
+mod history;
+mod rooms;
+
+/// Room list pages: at most this many rooms each.
+pub const MAX_ROOM_PAGE: usize = 500;
+pub const DEFAULT_ROOM_PAGE: usize = 100;
+
+/// The most messages one history page returns.
+pub const MAX_PAGE: usize = 200;
+pub const DEFAULT_PAGE: usize = 50;
+pub const MAX_CLIENT_MSG_ID: usize = 64;
+pub const MAX_GROUP_NAME: usize = 100;
+/// Unread counts stop here ("999+").
+pub const UNREAD_CAP: u64 = 999;
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ChatError {
+    #[error("{message}")]
+    Invalid { code: ErrorCode, message: String },
+    /// No such room, or the caller is not a member (indistinguishable on purpose).
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bus (or the cache beside it) cannot be reached.
+    #[error("bus unavailable: {0}")]
+    Bus(String),
+}
+
+impl ChatError {
+    pub(crate) fn invalid(code: ErrorCode, message: impl Into<String>) -> Self {
+        ChatError::Invalid {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn bad_field(message: impl Into<String>) -> Self {
+        Self::invalid(ErrorCode::BadField, message)
+    }
+
+    /// What a client may see of this error: its code, and a message. For internal causes
+    /// (store, bus, bugs) the message is fixed and the detail is logged under a request id
+    /// that the client also gets, so an operator can find it.
+    pub fn public(&self) -> PublicError {
+        let code = self.code();
+        if !code.is_internal() {
+            return PublicError {
+                code,
+                message: self.to_string(),
+                request_id: None,
+            };
+        }
+        let request_id = uuid::Uuid::new_v4().simple().to_string();
+        if code == ErrorCode::Internal {
+            tracing::error!(request_id, error = %self, "request failed");
+        } else {
+            tracing::warn!(request_id, error = %self, "request failed");
+        }
+        PublicError {
+            code,
+            message: code.public_message().to_owned(),
+            request_id: Some(request_id),
+        }
+    }
+
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ChatError::Invalid { code, .. } => *code,
+            ChatError::RoomNotFound => ErrorCode::RoomNotFound,
+            ChatError::Forbidden(_) => ErrorCode::Forbidden,
+            ChatError::Store(StoreError::Unavailable(_)) => ErrorCode::StoreUnavailable,
+            ChatError::Store(StoreError::Internal(_)) => ErrorCode::Internal,
+            ChatError::Bus(_) => ErrorCode::BusUnavailable,
+        }
+    }
+}
+
+pub type ChatResult<T> = Result<T, ChatError>;
+
+/// An error as a client sees it (see [`ChatError::public`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PublicError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub request_id: Option<String>,
+}
+
+/// What a resume frame gets: the replay of each room of the user's, and the rooms named
+/// that are not (or are malformed).
+#[derive(Debug, Clone, Default)]
+pub struct Resumption {
+    pub replays: Vec<Replay>,
+    pub unknown: Vec<String>,
+}
+
+/// What a resume replays for one room.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    pub room: RoomId,
+    pub messages: Vec<Message>,
+    /// More messages follow the replayed ones (page them over REST).
+    pub more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    /// More messages match beyond this page.
+    pub more: bool,
+}
+
+pub struct Chat {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) bus: Arc<dyn Bus>,
+    /// Cluster mode: serves resumes and newest pages when it can vouch for them.
+    pub(super) recent: Option<Arc<dyn RecentCache>>,
+    presence: Arc<PresenceService>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) limits: Limits,
+}
+
+/// A member and whether they are online.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct MemberPresence {
+    pub user: UserId,
+    pub online: bool,
+}
+
+impl Chat {
+    pub fn new(
+        store: Arc<dyn Store>,
+        bus: Arc<dyn Bus>,
+        recent: Option<Arc<dyn RecentCache>>,
+        presence: Arc<PresenceService>,
+        clock: Arc<dyn Clock>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            store,
+            bus,
+            recent,
+            presence,
+            clock,
+            limits,
+        }
+    }
+
+    /// The message pipeline. Returns the stored message (the first one, for a retry).
+    pub async fn send(
+        &self,
+        sender: &UserId,
+        room: &str,
+        client_msg_id: &str,
+        text: &str,
+    ) -> ChatResult<Appended> {
+        let room = parse_room(room)?;
+        validate_client_msg_id(client_msg_id)?;
+        self.validate_text(text)?;
+        self.require_member(&room, sender).await?;
+        let new = NewMessage {
+            room: room.clone(),
+            sender: sender.clone(),
+            client_msg_id: client_msg_id.to_owned(),
+            text: text.to_owned(),
+        };
+        let appended = self.store.append(new, self.clock.now()).await?;
+        metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
+            .increment(1);
+        // Cached and announced again on a retry: the first attempt may have failed right here.
+        if let Some(recent) = &self.recent {
+            recent
+                .push(&appended.message)
+                .await
+                .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
+        }
+        let event = BusEvent::Message {
+            message: appended.message.clone(),
+        };
+        self.bus
+            .publish(&Topic::Room(room), event.encode())
+            .await
+            .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
+        Ok(appended)
+    }
+
+    fn validate_text(&self, text: &str) -> ChatResult<()> {
+        if text.trim().is_empty() {
+            return Err(ChatError::invalid(ErrorCode::EmptyText, "text is empty"));
+        }
+        let max = self.limits.max_text_chars;
+        // Cheap upper bound first: a char is at most 4 bytes.
+        if text.len() > max && text.chars().count() > max {
+            return Err(ChatError::invalid(
+                ErrorCode::TextTooLong,
+                format!("text is longer than {max} characters"),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(super) async fn require_member(&self, room: &RoomId, user: &UserId) -> ChatResult<()> {
+        match self.store.membership(room, user).await? {
+            Some(_) => Ok(()),
+            None => Err(ChatError::RoomNotFound),
+        }
+    }
+
+    /// The room, if `user` is a member.
+    pub async fn room(&self, user: &UserId, room: &str) -> ChatResult<Room> {
+        let room = parse_room(room)?;
+        self.require_member(&room, user).await?;
+        self.store.room(&room).await?.ok_or(ChatError::RoomNotFound)
+    }
+
+    /// Moves the user's read position forward and, if it moved, tells the room.
+    pub async fn mark_read(&self, user: &UserId, room: &str, seq: Seq) -> ChatResult<Seq> {
+        let room = parse_room(room)?;
+        self.require_member(&room, user).await?;
+        let ReadMark { read_seq, moved } = self.store.mark_read(&room, user, seq).await?;
+        if moved {
+            let event = BusEvent::Receipt {
+                room: room.clone(),
+                user: user.clone(),
+                read_seq,
+            };
+            self.publish_quietly(&Topic::Room(room), &event).await;
+        }
+        Ok(read_seq)
+    }
+
+    /// The room's members and whether each is online.
+    pub async fn presence(&self, user: &UserId, room: &str) -> ChatResult<Vec<MemberPresence>> {
+        let room = self.room(user, room).await?;
+        let online = self
+            .presence
+            .online(&room.members)
+            .await
+            .map_err(|e| ChatError::Bus(e.to_string()))?;
+        Ok(room
+            .members
+            .into_iter()
+            .zip(online)
+            .map(|(user, online)| MemberPresence { user, online })
+            .collect())
+    }
+
+    pub(super) async fn announce_added(&self, room: &Room, users: &[UserId]) {
+        let event = BusEvent::RoomAdded { room: room.clone() };
+        for user in users {
+            self.publish_quietly(&Topic::User(user.clone()), &event)
+                .await;
+        }
+    }
+
+    pub(super) async fn announce_members(&self, room: &Room) {
+        let event = BusEvent::Members {
+            room: room.id.clone(),
+            members: room.members.clone(),
+        };
+        self.publish_quietly(&Topic::Room(room.id.clone()), &event)
+            .await;
+    }
+
+    /// For events whose loss a client repairs by itself (room lists and receipts are
+    /// re-read on reconnect): logged, not failed.
+    pub(super) async fn publish_quietly(&self, topic: &Topic, event: &BusEvent) {
+        if let Err(e) = self.bus.publish(topic, event.encode()).await {
+            tracing::warn!(error = %e, ?topic, "event not published");
+        }
+    }
+}
+
+/// A room id from a client. Malformed ids name no room, so they get the same answer as
+/// unknown rooms.
+pub(super) fn parse_room(room: &str) -> ChatResult<RoomId> {
+    RoomId::parse(room).map_err(|_| ChatError::RoomNotFound)
+}
+
+fn validate_client_msg_id(id: &str) -> ChatResult<()> {
+    let printable = |c: char| c.is_ascii_graphic();
+    if id.is_empty() || id.len() > MAX_CLIENT_MSG_ID || !id.chars().all(printable) {
+        return Err(ChatError::bad_field(format!(
+            "clientMsgId must be 1 to {MAX_CLIENT_MSG_ID} printable ASCII characters"
+        )));
+    }
+    Ok(())
+}

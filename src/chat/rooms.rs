@@ -1,0 +1,233 @@
+//! Rooms and their members: direct rooms, groups, joining and leaving, the room list, and
+//! the cap on rooms per user.
+
+use std::collections::BTreeSet;
+
+use futures_util::{StreamExt, TryStreamExt};
+
+use super::{Chat, ChatError, ChatResult, MAX_GROUP_NAME, MAX_ROOM_PAGE, UNREAD_CAP};
+use crate::{
+    bus::{BusEvent, Topic},
+    domain::{Room, RoomId, RoomKind, RoomSummary, UserId},
+    protocol::ErrorCode,
+    store::{HistoryQuery, NewGroup},
+};
+
+impl Chat {
+    /// Opens (or finds) the direct room of `user` and `peer`.
+    pub async fn open_direct(&self, user: &UserId, peer: &str) -> ChatResult<(Room, bool)> {
+        let peer = UserId::parse(peer).map_err(|e| ChatError::bad_field(format!("peer: {e}")))?;
+        if &peer == user {
+            return Err(ChatError::bad_field(
+                "peer: cannot open a direct room with yourself",
+            ));
+        }
+        let id = RoomId::direct(user, &peer);
+        let existed = self.store.room(&id).await?.is_some();
+        if !existed {
+            self.require_room_capacity(&[user.clone(), peer.clone()])
+                .await?;
+        }
+        let room = self
+            .store
+            .ensure_direct_room(user, &peer, self.clock.now())
+            .await?;
+        if !existed {
+            self.announce_added(&room, &room.members).await;
+        }
+        Ok((room, !existed))
+    }
+
+    pub async fn create_group(
+        &self,
+        creator: &UserId,
+        name: &str,
+        members: &[String],
+    ) -> ChatResult<Room> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_GROUP_NAME {
+            return Err(ChatError::bad_field(format!(
+                "name must be 1 to {MAX_GROUP_NAME} characters"
+            )));
+        }
+        let mut all = self.parse_users(members)?;
+        all.insert(creator.clone());
+        if all.len() > self.limits.max_group_members {
+            return Err(ChatError::bad_field(format!(
+                "a group has at most {} members",
+                self.limits.max_group_members
+            )));
+        }
+        let all: Vec<UserId> = all.into_iter().collect();
+        self.require_room_capacity(&all).await?;
+        let group = NewGroup {
+            id: RoomId::new_group(),
+            name: name.to_owned(),
+            created_by: creator.clone(),
+            members: all,
+        };
+        let room = self.store.create_group(group, self.clock.now()).await?;
+        self.announce_added(&room, &room.members).await;
+        Ok(room)
+    }
+
+    pub async fn add_members(
+        &self,
+        user: &UserId,
+        room: &str,
+        members: &[String],
+    ) -> ChatResult<Room> {
+        let room = self.room(user, room).await?;
+        if room.kind == RoomKind::Direct {
+            return Err(ChatError::Forbidden(
+                "a direct room's members cannot change".into(),
+            ));
+        }
+        let wanted = self.parse_users(members)?;
+        if wanted.is_empty() {
+            return Err(ChatError::bad_field("members must name at least one user"));
+        }
+        let total =
+            room.members.len() + wanted.iter().filter(|u| !room.members.contains(u)).count();
+        if total > self.limits.max_group_members {
+            return Err(ChatError::bad_field(format!(
+                "a group has at most {} members",
+                self.limits.max_group_members
+            )));
+        }
+        let wanted: Vec<UserId> = wanted
+            .into_iter()
+            .filter(|u| !room.members.contains(u))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(room);
+        }
+        self.require_room_capacity(&wanted).await?;
+        let added = self
+            .store
+            .add_members(&room.id, &wanted, self.clock.now())
+            .await?;
+        let room = self
+            .store
+            .room(&room.id)
+            .await?
+            .ok_or(ChatError::RoomNotFound)?;
+        if !added.is_empty() {
+            self.announce_added(&room, &added).await;
+            self.announce_members(&room).await;
+        }
+        Ok(room)
+    }
+
+    /// Removes `target` from a group; members may remove anyone, including themselves.
+    pub async fn remove_member(&self, user: &UserId, room: &str, target: &str) -> ChatResult<()> {
+        let room = self.room(user, room).await?;
+        if room.kind == RoomKind::Direct {
+            return Err(ChatError::Forbidden(
+                "a direct room's members cannot change".into(),
+            ));
+        }
+        let target =
+            UserId::parse(target).map_err(|e| ChatError::bad_field(format!("user: {e}")))?;
+        if self.store.remove_member(&room.id, &target).await? {
+            let event = BusEvent::RoomRemoved {
+                room: room.id.clone(),
+            };
+            self.publish_quietly(&Topic::User(target.clone()), &event)
+                .await;
+            if let Some(room) = self.store.room(&room.id).await? {
+                self.announce_members(&room).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses to add users who are in `limits.max_rooms_per_user` rooms already. Checked
+    /// before the write: concurrent additions can overshoot the cap by the number racing.
+    async fn require_room_capacity(&self, users: &[UserId]) -> ChatResult<()> {
+        let cap = self.limits.max_rooms_per_user as u64;
+        let counts = self.store.membership_counts(users).await?;
+        let full: Vec<&str> = users
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n >= cap)
+            .map(|(u, _)| u.as_str())
+            .collect();
+        if full.is_empty() {
+            return Ok(());
+        }
+        Err(ChatError::invalid(
+            ErrorCode::TooManyRooms,
+            format!("in {cap} rooms already: {}", full.join(", ")),
+        ))
+    }
+
+    /// One page of the user's rooms, in room id order: at most `limit` rooms after the cursor
+    /// `after` (a room id), and the cursor of the next page if there is one.
+    pub async fn list_rooms(
+        &self,
+        user: &UserId,
+        after: Option<&str>,
+        limit: usize,
+    ) -> ChatResult<(Vec<RoomSummary>, Option<RoomId>)> {
+        if limit == 0 || limit > MAX_ROOM_PAGE {
+            return Err(ChatError::bad_field(format!(
+                "limit must be 1 to {MAX_ROOM_PAGE}"
+            )));
+        }
+        let after = after
+            .map(|a| RoomId::parse(a).map_err(|_| ChatError::bad_field("after: not a room cursor")))
+            .transpose()?;
+        let mut memberships = self
+            .store
+            .memberships_page(user, after.as_ref(), limit + 1)
+            .await?;
+        let next = (memberships.len() > limit).then(|| {
+            memberships.truncate(limit);
+            memberships.last().map(|m| m.room.clone())
+        });
+        let summaries = memberships.into_iter().map(|m| async move {
+            let room = self
+                .store
+                .room(&m.room)
+                .await?
+                .ok_or(ChatError::RoomNotFound)?;
+            let last_message = self.read(&m.room, &HistoryQuery::latest(1)).await?.pop();
+            let unread = self
+                .store
+                .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
+                .await?;
+            Ok::<_, ChatError>(RoomSummary {
+                last_seq: last_message.as_ref().map_or(0, |msg| msg.seq),
+                room,
+                last_message,
+                read_seq: m.read_seq,
+                unread,
+            })
+        });
+        // A few rooms at a time: a page costs the store a bounded number of reads at once.
+        let rooms = futures_util::stream::iter(summaries)
+            .buffered(16)
+            .try_collect()
+            .await?;
+        Ok((rooms, next.flatten()))
+    }
+
+    /// The ids of the user's rooms (what a new connection subscribes to).
+    pub async fn room_ids(&self, user: &UserId) -> ChatResult<Vec<RoomId>> {
+        Ok(self
+            .store
+            .memberships_of(user)
+            .await?
+            .into_iter()
+            .map(|m| m.room)
+            .collect())
+    }
+
+    fn parse_users(&self, users: &[String]) -> ChatResult<BTreeSet<UserId>> {
+        users
+            .iter()
+            .map(|u| UserId::parse(u).map_err(|e| ChatError::bad_field(format!("members: {e}"))))
+            .collect()
+    }
+}
