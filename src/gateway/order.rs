@@ -80,19 +80,10 @@ impl LiveOrder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Message, UserId};
+    use crate::domain::Message;
 
     fn live(seq: Seq) -> Arc<LiveMessage> {
-        let room = RoomId::direct(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap());
-        LiveMessage::new(&Message {
-            id: format!("m{seq}"),
-            room,
-            seq,
-            sender: UserId::parse("a").unwrap(),
-            client_msg_id: format!("c{seq}"),
-            text: String::new(),
-            created_at: chrono::Utc::now(),
-        })
+        LiveMessage::new(&Message::example(seq))
     }
 
     /// Feeds items; returns the seqs written (frames that are not messages as 0).

@@ -93,18 +93,10 @@ impl RoomCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{RoomId, UserId};
+    use crate::domain::Message;
 
     fn msg(seq: Seq) -> Message {
-        Message {
-            id: format!("m{seq}"),
-            room: RoomId::direct(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap()),
-            seq,
-            sender: UserId::parse("a").unwrap(),
-            client_msg_id: format!("c{seq}"),
-            text: String::new(),
-            created_at: chrono::Utc::now(),
-        }
+        Message::example(seq)
     }
 
     fn feed(cursor: &mut RoomCursor, seqs: &[Seq]) -> Vec<Seq> {

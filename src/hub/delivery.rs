@@ -334,22 +334,14 @@ fn deliver(room: RoomId, messages: Vec<Message>, out: &mut Vec<Action>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Seq, UserId};
+    use crate::domain::Seq;
 
     fn room() -> RoomId {
-        RoomId::direct(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap())
+        Message::example(1).room
     }
 
-    pub fn msg(seq: Seq) -> Message {
-        Message {
-            id: format!("m{seq}"),
-            room: room(),
-            seq,
-            sender: UserId::parse("a").unwrap(),
-            client_msg_id: format!("c{seq}"),
-            text: String::new(),
-            created_at: chrono::Utc::now(),
-        }
+    fn msg(seq: Seq) -> Message {
+        Message::example(seq)
     }
 
     /// One step of a scenario: an input at a time (ms after the start), and the seqs

@@ -71,18 +71,9 @@ impl RoomLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chatd_protocol::model::{RoomId, UserId};
 
     fn msg(seq: Seq) -> Message {
-        Message {
-            id: format!("m{seq}"),
-            room: RoomId::direct(&UserId::parse("a").unwrap(), &UserId::parse("b").unwrap()),
-            seq,
-            sender: UserId::parse("a").unwrap(),
-            client_msg_id: format!("c{seq}"),
-            text: String::new(),
-            created_at: chrono::Utc::now(),
-        }
+        Message::example(seq)
     }
 
     #[test]

@@ -142,6 +142,23 @@ pub struct Message {
     pub created_at: DateTime<Utc>,
 }
 
+impl Message {
+    /// Message `seq` of the direct room of "a" and "b", sent by "a": the one builder tests
+    /// and examples share.
+    pub fn example(seq: Seq) -> Self {
+        let (a, b) = (UserId(Arc::from("a")), UserId(Arc::from("b")));
+        Self {
+            id: format!("m{seq}"),
+            room: RoomId::direct(&a, &b),
+            seq,
+            sender: a,
+            client_msg_id: format!("c{seq}"),
+            text: String::new(),
+            created_at: timestamp::from_millis(1_790_000_000_000),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
