@@ -224,7 +224,7 @@ export declare class ChatClient {
   removeMember(roomId: string, user: string): Promise<null>;
   presence(roomId: string): Promise<{ members: { user: string; online: boolean }[] }>;
   /** Any REST call with the client's token; throws ChatError with the server's code. */
-  api<T = any>(method: string, path: string, body?: unknown): Promise<T>;
+  api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
 }
 
 /**
