@@ -1,5 +1,6 @@
 // The chatd web app: a thin UI over the SDK (/sdk/chatd.js), which owns connection state,
-// ordering, retries and history. This file only renders what the SDK holds.
+// ordering, retries and history. This file only renders what the SDK holds: the room list,
+// and the open Room's messages.
 
 import { ChatClient, devLogin } from "/sdk/chatd.js";
 
@@ -7,7 +8,8 @@ const $ = (selector) => document.querySelector(selector);
 const TOKEN_KEY = "chatd.token";
 
 let client = null;
-let current = null; // the open room's id
+let current = null; // the open Room
+let stopWatching = null; // unsubscribes from the open room's events
 
 /** Builds an element: el("div", {class: "x", dataset: {seq: 1}}, child, "text"). */
 function el(tag, attrs = {}, ...children) {
@@ -92,7 +94,7 @@ $("#logout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   client?.stop();
   client = null;
-  current = null;
+  closeRoom();
   location.hash = "";
   showLogin();
 });
@@ -116,11 +118,15 @@ function renderState(state) {
 
 async function start(token) {
   client?.stop();
-  client = new ChatClient({ token });
+  closeRoom();
+  const own = (client = new ChatClient({ token }));
   client.on("state", renderState);
-  client.on("rooms", renderRooms);
-  client.on("room", (room) => {
-    if (room === current) renderMessages();
+  // The first room list means the user is signed in; connecting may take longer. (A list
+  // that arrives after signing out is not this session's.)
+  client.on("rooms", (rooms) => {
+    if (client !== own) return;
+    showChat();
+    renderRooms(rooms);
   });
   client.on("error", (error) => {
     if (error.code === "unauthorized" || error.code === "token_expired") {
@@ -131,13 +137,18 @@ async function start(token) {
     }
   });
   await client.start();
+  showChat();
+  const wanted = roomFromHash();
+  const room = wanted && client.room(wanted);
+  // Opening the fragment's room may fail (network, a room just left): report it, stay signed in.
+  if (room) await openRoom(room).catch((error) => toast(describe(error)));
+}
+
+function showChat() {
   $("#login-view").hidden = true;
   $("#chat-view").hidden = false;
   $("#logout").hidden = false;
   $("#me-name").textContent = client.user;
-  const wanted = roomFromHash();
-  // Opening the fragment's room may fail (network, a room just left): report it, stay signed in.
-  if (wanted && client.room(wanted)) await openRoom(wanted).catch((error) => toast(describe(error)));
 }
 
 /** The room id in the URL fragment, or null. A malformed fragment (e.g. `#%E0%A4%A`) means
@@ -176,9 +187,9 @@ function renderRooms(rooms) {
         {
           class: "room",
           type: "button",
-          "aria-current": room.id === current ? "true" : "false",
+          "aria-current": room === current ? "true" : "false",
           dataset: { roomId: room.id, testid: "room" },
-          onclick: () => openRoom(room.id),
+          onclick: () => openRoom(room),
         },
         el("span", { class: "room-name" }, roomName(room)),
         el("span", { class: "room-time" }, last ? shortTime(last.createdAt) : ""),
@@ -190,22 +201,31 @@ function renderRooms(rooms) {
   );
 }
 
-async function openRoom(id) {
-  current = id;
-  location.hash = id;
-  const room = client.room(id);
-  $("#room-title").textContent = room ? roomName(room) : "";
+async function openRoom(room) {
+  closeRoom();
+  current = room;
+  const render = () => renderMessages();
+  const unsubscribe = [room.on("messages", render), room.on("removed", render)];
+  stopWatching = () => unsubscribe.forEach((off) => off());
+  location.hash = room.id;
+  $("#room-title").textContent = roomName(room);
   $("#composer").hidden = false;
   $("#chat-view").classList.add("show-conversation");
   renderRooms(client.rooms());
-  await client.open(id);
+  await room.open();
   renderMessages({ toBottom: true });
   $("#composer-text").focus();
 }
 
+function closeRoom() {
+  stopWatching?.();
+  stopWatching = null;
+  current = null;
+}
+
 $("#back").addEventListener("click", () => {
   $("#chat-view").classList.remove("show-conversation");
-  current = null;
+  closeRoom();
   location.hash = "";
   renderRooms(client.rooms());
 });
@@ -220,12 +240,11 @@ function renderMessages({ toBottom = false } = {}) {
   if (!current) return;
   const box = $("#messages");
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
-  const room = client.room(current);
-  const isGroup = room?.kind === "group";
+  const isGroup = current.kind === "group";
   const nodes = [];
-  if (client.hasOlder(current)) nodes.push(el("div", { class: "older" }, "Scroll up for older messages"));
+  if (current.hasOlder) nodes.push(el("div", { class: "older" }, "Scroll up for older messages"));
   let day = null;
-  for (const message of client.messages(current)) {
+  for (const message of current.messages()) {
     const date = new Date(message.createdAt).toDateString();
     if (date !== day) {
       day = date;
@@ -247,17 +266,17 @@ function renderMessages({ toBottom = false } = {}) {
   }
   box.replaceChildren(...nodes);
   if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
-  if (document.visibilityState === "visible") client.markRead(current);
+  if (document.visibilityState === "visible") current.markRead();
 }
 
 // History loads as the user scrolls to the top, keeping the view where it was.
 $("#messages").addEventListener("scroll", async () => {
   const box = $("#messages");
-  if (box.scrollTop > 40 || !current || !client.hasOlder(current) || box.dataset.loading) return;
+  if (box.scrollTop > 40 || !current || !current.hasOlder || box.dataset.loading) return;
   box.dataset.loading = "1";
   const before = box.scrollHeight;
   try {
-    await client.loadOlder(current);
+    await current.loadOlder();
     renderMessages();
     box.scrollTop = box.scrollHeight - before;
   } finally {
@@ -270,7 +289,7 @@ $("#composer").addEventListener("submit", (event) => {
   const input = $("#composer-text");
   const text = input.value;
   if (!text.trim() || !current) return;
-  client.send(current, text);
+  current.send(text);
   input.value = "";
   renderMessages({ toBottom: true });
 });
@@ -287,7 +306,7 @@ $("#direct-form").addEventListener("submit", async (event) => {
   try {
     const room = await client.openDirect($("#direct-peer").value.trim());
     $("#direct-peer").value = "";
-    await openRoom(room.id);
+    await openRoom(room);
   } catch (error) {
     toast(describe(error));
   }
@@ -300,14 +319,14 @@ $("#group-form").addEventListener("submit", async (event) => {
     const room = await client.createGroup($("#group-name").value.trim(), members);
     $("#group-name").value = "";
     $("#group-members").value = "";
-    await openRoom(room.id);
+    await openRoom(room);
   } catch (error) {
     toast(describe(error));
   }
 });
 
 document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible" && current) client?.markRead(current);
+  if (document.visibilityState === "visible") current?.markRead();
 });
 
 // ---- boot ------------------------------------------------------------------------------

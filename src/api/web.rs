@@ -1,5 +1,5 @@
 //! The web app and the JS SDK, compiled into the binary so a node serves them from any
-//! directory, with no CDN: `/`, `/app.js`, `/app.css`, `/sdk/chatd.js`, `/sdk/chatd.d.ts`.
+//! directory, with no CDN: `/`, `/app.js`, `/app.css`, and the SDK's package at `/sdk/`.
 
 use axum::{
     Router,
@@ -25,37 +25,28 @@ fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse + 
     )
 }
 
+const JS: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Every file served: its path, its type and its contents (compiled in).
+const FILES: [(&str, &str, &str); 11] = [
+    ("/", "text/html; charset=utf-8", include_str!("../../web/index.html")),
+    ("/app.js", JS, include_str!("../../web/app.js")),
+    ("/app.css", "text/css; charset=utf-8", include_str!("../../web/app.css")),
+    ("/sdk/chatd.js", JS, include_str!("../../web/sdk/chatd.js")),
+    ("/sdk/errors.js", JS, include_str!("../../web/sdk/errors.js")),
+    ("/sdk/rules.js", JS, include_str!("../../web/sdk/rules.js")),
+    ("/sdk/rest.js", JS, include_str!("../../web/sdk/rest.js")),
+    ("/sdk/transport.js", JS, include_str!("../../web/sdk/transport.js")),
+    ("/sdk/rooms.js", JS, include_str!("../../web/sdk/rooms.js")),
+    ("/sdk/chatd.d.ts", TEXT, include_str!("../../web/sdk/chatd.d.ts")),
+    ("/sdk/package.json", "application/json", include_str!("../../web/sdk/package.json")),
+];
+
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    const JS: &str = "text/javascript; charset=utf-8";
-    Router::new()
-        .route(
-            "/",
-            get(|| async {
-                asset(
-                    "text/html; charset=utf-8",
-                    include_str!("../../web/index.html"),
-                )
-            }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { asset(JS, include_str!("../../web/app.js")) }),
-        )
-        .route(
-            "/app.css",
-            get(|| async { asset("text/css; charset=utf-8", include_str!("../../web/app.css")) }),
-        )
-        .route(
-            "/sdk/chatd.js",
-            get(|| async { asset(JS, include_str!("../../web/sdk/chatd.js")) }),
-        )
-        .route(
-            "/sdk/chatd.d.ts",
-            get(|| async {
-                asset(
-                    "text/plain; charset=utf-8",
-                    include_str!("../../web/sdk/chatd.d.ts"),
-                )
-            }),
-        )
+    FILES
+        .into_iter()
+        .fold(Router::new(), |router, (path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }

@@ -1,15 +1,20 @@
 // The SDK's rules, without a network: ordering, duplicates, gaps, retries, close codes, and
-// the client against a fake fetch and WebSocket (room-list paging, forgotten rooms, errors).
+// the client against a fake fetch and WebSocket (room-list paging, forgotten rooms, errors,
+// Room objects, start() retrying, stop() settling sends).
 // Run: node --test tests/sdk/
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { RoomState, Outbox, ChatClient, closeAction, backoffDelay, isRetryable } from "../../web/sdk/chatd.js";
+import { readFileSync } from "node:fs";
+import * as sdk from "../../web/sdk/chatd.js";
+import { RoomLog, RoomState, Outbox, ChatClient, ChatError, closeAction, backoffDelay, isRetryable } from "../../web/sdk/chatd.js";
+import { BASE, fakeFetch, fakeWebSockets, emptyHistory, onlineClient, summary, until } from "../support/fakes.mjs";
 
-const msg = (seq) => ({ id: `m${seq}`, room: "r", seq, sender: "a", clientMsgId: `c${seq}`, text: `t${seq}`, createdAt: "2026-01-01T00:00:00.000Z" });
+const msg = (seq, room = "r") => ({ id: `m${seq}`, room, seq, sender: "a", clientMsgId: `c${seq}`, text: `t${seq}`, createdAt: "2026-01-01T00:00:00.000Z" });
+const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
 
 test("out-of-order delivery is shown in seq order", () => {
-  const room = new RoomState("r");
+  const room = new RoomLog("r");
   room.setFloor(0);
   for (const seq of [3, 1, 2, 5, 4]) room.insert(msg(seq));
   assert.deepEqual(room.list().map((m) => m.seq), [1, 2, 3, 4, 5]);
@@ -18,7 +23,7 @@ test("out-of-order delivery is shown in seq order", () => {
 });
 
 test("duplicates are dropped", () => {
-  const room = new RoomState("r");
+  const room = new RoomLog("r");
   room.setFloor(0);
   assert.equal(room.insert(msg(1)), "new");
   assert.equal(room.insert(msg(1)), "duplicate");
@@ -29,7 +34,7 @@ test("duplicates are dropped", () => {
 });
 
 test("a gap is reported with its age, and closes when filled", () => {
-  const room = new RoomState("r");
+  const room = new RoomLog("r");
   room.setFloor(0);
   room.insert(msg(1), 1000);
   room.insert(msg(4), 1100);
@@ -44,7 +49,7 @@ test("a gap is reported with its age, and closes when filled", () => {
 });
 
 test("history below the floor is not a gap; messages there are old news", () => {
-  const room = new RoomState("r");
+  const room = new RoomLog("r");
   for (const seq of [48, 49, 50]) room.insert(msg(seq));
   assert.equal(room.gap(), null, "nothing is a gap before the room is loaded");
   room.setFloor(47);
@@ -121,61 +126,41 @@ test("retryable error codes", () => {
   }
 });
 
-// ---- the client against fakes ------------------------------------------------------------
 
-const summary = (id, createdAt, lastAt = null) => ({
-  id,
-  kind: "group",
-  name: id,
-  members: ["me"],
-  createdBy: "me",
-  createdAt,
-  lastMessage: lastAt ? { id: `m-${id}`, room: id, seq: 1, sender: "me", clientMsgId: `c-${id}`, text: "hi", createdAt: lastAt } : null,
-  lastSeq: lastAt ? 1 : 0,
-  readSeq: 0,
-  unread: 0,
+test("pages of history merge in order, overlaps and all", () => {
+  const room = new RoomLog("r");
+  assert.deepEqual(room.insertMany(range(91, 100).map((s) => msg(s))).map((m) => m.seq), range(91, 100), "the newest page");
+  room.setFloor(90);
+  room.addOlder(range(81, 92).reverse().map((s) => msg(s)), 80); // an older page, newest first, overlapping 91-92
+  assert.deepEqual(room.list().map((m) => m.seq), range(81, 100));
+  assert.equal(room.duplicates, 2);
+  assert.equal(room.floor, 80);
+  assert.equal(room.lowest(), 81);
+  assert.deepEqual(room.insertMany([msg(103), msg(101), msg(103), msg(85)]).map((m) => m.seq), [101, 103], "one batch, in any order");
+  assert.deepEqual(room.gap(), { after: 101, before: 103 });
+  assert.equal(room.insert(msg(102)), "new");
+  assert.equal(room.contiguous, 103);
+  assert.deepEqual(room.list().map((m) => m.seq), range(81, 103));
+  assert.equal(RoomState, RoomLog, "the former name still works");
 });
 
-/** A fake REST server: `routes` maps a path (with query) to [status, body] or a body. */
-function fakeFetch(routes) {
-  const calls = [];
-  const fetch = async (url, init) => {
-    const path = url.replace("http://chatd.test", "");
-    calls.push({ method: init.method, path });
-    const route = routes[path];
-    if (route === undefined) throw new Error(`unexpected request ${init.method} ${path}`);
-    const [status, body] = Array.isArray(route) && typeof route[0] === "number" ? route : [200, route];
-    return { status, ok: status >= 200 && status < 300, json: async () => body };
-  };
-  return { fetch, calls };
-}
+test("a long history loads page by page, sorted and whole", () => {
+  const room = new RoomLog("r");
+  const newest = 10_000;
+  room.insertMany(range(newest - 49, newest).map((s) => msg(s)));
+  room.setFloor(newest - 50);
+  for (let top = newest - 50; top > 0; top -= 50) {
+    room.addOlder(range(Math.max(1, top - 49), top).map((s) => msg(s)), Math.max(0, top - 50));
+  }
+  for (let seq = newest + 1; seq <= newest + 500; seq++) room.insert(msg(seq)); // live traffic meanwhile
+  const seqs = room.list().map((m) => m.seq);
+  assert.equal(seqs.length, newest + 500);
+  assert.ok(seqs.every((seq, i) => seq === i + 1));
+  assert.equal(room.gap(), null);
+  assert.equal(room.contiguous, newest + 500);
+});
 
-class FakeWebSocket {
-  static last = null;
-  constructor(url, protocols) {
-    this.url = url;
-    this.protocols = protocols;
-    this.readyState = 1;
-    this.sent = [];
-    FakeWebSocket.last = this;
-  }
-  send(data) {
-    this.sent.push(JSON.parse(data));
-  }
-  close() {
-    this.readyState = 3;
-  }
-  receive(frame) {
-    this.onmessage({ data: JSON.stringify(frame) });
-  }
-}
-
-async function startClient(routes) {
-  const { fetch, calls } = fakeFetch({ "/v1/me": { user: "me" }, ...routes });
-  const client = new ChatClient({ baseUrl: "http://chatd.test", token: "t", fetch, WebSocket: FakeWebSocket });
-  await client.start();
-  return { client, calls, ws: FakeWebSocket.last };
-}
+// ---- the client against fakes ------------------------------------------------------------
 
 test("the room list follows every page and is sorted most recently active first", async () => {
   const pages = {
@@ -183,14 +168,17 @@ test("the room list follows every page and is sorted most recently active first"
     "/v1/rooms?limit=500&after=b": { rooms: [summary("c", "2026-01-03T00:00:00.000Z")], next: "c/+=" },
     "/v1/rooms?limit=500&after=c%2F%2B%3D": { rooms: [summary("d", "2026-01-04T00:00:00.000Z", "2026-01-04T12:00:00.000Z")], next: null },
   };
-  const { client, calls } = await startClient(pages);
+  const { client, calls } = await onlineClient(pages);
   try {
     assert.deepEqual(
-      calls.map((c) => c.path),
+      calls.slice(0, 4).map((c) => c.path),
       ["/v1/me", "/v1/rooms?limit=500", "/v1/rooms?limit=500&after=b", "/v1/rooms?limit=500&after=c%2F%2B%3D"],
     );
+    assert.ok(calls.every((c) => c.headers.authorization === "Bearer t"));
     assert.deepEqual(client.rooms().map((r) => r.id), ["b", "d", "c", "a"], "by lastMessage.createdAt, else createdAt, newest first");
     assert.equal(client.room("a").name, "a");
+    assert.equal(client.room("nope"), undefined);
+    assert.deepEqual(JSON.parse(JSON.stringify(client.room("a"))), summary("a", "2026-01-01T00:00:00.000Z"), "a Room serializes as its summary");
     const seen = [];
     client.on("rooms", (rooms) => seen.push(rooms.map((r) => r.id)));
     assert.deepEqual((await client.refreshRooms()).map((r) => r.id), ["b", "d", "c", "a"]);
@@ -205,21 +193,24 @@ test("a room-list page cursor seen before stops the paging with an error", async
     "/v1/rooms?limit=500": { rooms: [], next: "x" },
     "/v1/rooms?limit=500&after=x": { rooms: [], next: "x" },
   });
-  const client = new ChatClient({ baseUrl: "http://chatd.test", token: "t", fetch, WebSocket: FakeWebSocket });
-  await assert.rejects(client.refreshRooms(), /repeated/);
+  const client = new ChatClient({ baseUrl: BASE, token: "t", fetch, WebSocket: fakeWebSockets().WebSocket });
+  await assert.rejects(client.refreshRooms(), (e) => e instanceof ChatError && /repeated/.test(e.message));
 });
 
 test("resume's room_not_found forgets the listed rooms quietly, one rooms event", async () => {
   const rooms = ["a", "b", "c", "d"].map((id, i) => summary(id, `2026-01-0${i + 1}T00:00:00.000Z`));
-  const { client, ws } = await startClient({ "/v1/rooms?limit=500": { rooms, next: null } });
+  const { client, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms, next: null } });
   try {
     const roomEvents = [];
     const errors = [];
+    const removed = [];
+    client.room("a").on("removed", (room) => removed.push(room.id));
     client.on("rooms", (list) => roomEvents.push(list.map((r) => r.id)));
     client.on("error", (e) => errors.push(e));
     ws.receive({ type: "error", code: "room_not_found", message: "not a member", rooms: ["a", "c", "zz"] });
     assert.deepEqual(roomEvents, [["d", "b"]]);
     assert.equal(client.room("a"), undefined);
+    assert.deepEqual(removed, ["a"], "the Room hears it");
     // The older shape, one frame per room with `room`, still works.
     ws.receive({ type: "error", code: "room_not_found", message: "not a member", room: "b" });
     assert.deepEqual(roomEvents, [["d", "b"], ["d"]]);
@@ -237,21 +228,188 @@ test("resume's room_not_found forgets the listed rooms quietly, one rooms event"
   }
 });
 
-test("error frames and REST errors carry requestId", async () => {
-  const { client, ws } = await startClient({
-    "/v1/rooms?limit=500": { rooms: [], next: null },
-    "/v1/rooms": [503, { error: { code: "store_unavailable", message: "store down", requestId: "req-1" } }],
+test("error frames and REST errors are ChatErrors with requestId", async () => {
+  const { client, ws } = await onlineClient({
+    "POST /v1/rooms": [503, { error: { code: "store_unavailable", message: "store down", requestId: "req-1" } }],
     "/v1/rooms/direct": [409, { error: { code: "too_many_rooms", message: "too many rooms" } }],
+    "/v1/rooms/x/presence": [502, "<html>bad gateway</html>"],
   });
   try {
     const errors = [];
     client.on("error", (e) => errors.push(e));
     ws.receive({ type: "error", code: "internal", message: "oops", requestId: "req-2" });
+    assert.ok(errors[0] instanceof ChatError);
     assert.equal(errors[0].code, "internal");
     assert.equal(errors[0].requestId, "req-2");
-    await assert.rejects(client.createGroup("g", ["x"]), (e) => e.code === "store_unavailable" && e.status === 503 && e.requestId === "req-1");
-    await assert.rejects(client.openDirect("x"), (e) => e.code === "too_many_rooms" && e.status === 409 && !isRetryable(e.code));
+    await assert.rejects(client.createGroup("g", ["x"]), (e) => e instanceof ChatError && e.code === "store_unavailable" && e.status === 503 && e.requestId === "req-1" && e.retryable);
+    await assert.rejects(client.openDirect("x"), (e) => e.code === "too_many_rooms" && e.status === 409 && !e.retryable);
+    await assert.rejects(client.presence("x"), (e) => e.code === "internal" && e.status === 502, "a proxy's answer");
   } finally {
     client.stop();
   }
+});
+
+test("a Room has its own events, and the client's follow them", async () => {
+  const { client, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary("r")], next: null } });
+  try {
+    const room = client.room("r");
+    const heard = [];
+    const unsubscribe = room.on("message", (m) => heard.push(`message ${m.seq}`));
+    room.on("messages", (r) => heard.push(`messages ${r.messages().length}`));
+    room.on("receipt", (r) => heard.push(`receipt ${r.user} ${r.readSeq}`));
+    room.on("members", (members) => heard.push(`members ${members.join(",")}`));
+    room.on("summary", (r) => heard.push(`summary unread=${r.unread}`));
+    const clientHeard = [];
+    client.on("room", (id) => clientHeard.push(`room ${id}`));
+    client.on("message", (m) => clientHeard.push(`message ${m.seq}`));
+    await room.open();
+    heard.length = 0;
+    clientHeard.length = 0;
+    ws.receive({ type: "message", ...msg(1, "r") });
+    ws.receive({ type: "message", ...msg(1, "r") }); // a replay: nothing
+    ws.receive({ type: "receipt", room: "r", user: "bob", readSeq: 1 });
+    ws.receive({ type: "members", room: "r", members: ["me", "bob"] });
+    assert.deepEqual(heard, ["message 1", "summary unread=1", "messages 1", "receipt bob 1", "summary unread=1", "members me,bob"]);
+    assert.deepEqual(clientHeard, ["message 1", "room r"]);
+    assert.deepEqual(room.members, ["me", "bob"]);
+    assert.equal(room.lastMessage.seq, 1);
+    assert.equal(room.duplicates, 1);
+    unsubscribe();
+    ws.receive({ type: "message", ...msg(2, "r") });
+    assert.ok(!heard.includes("message 2"), "unsubscribed");
+    room.markRead();
+    assert.deepEqual(ws.sentOfType("read").at(-1), { type: "read", room: "r", seq: 2 });
+    assert.equal(room.unread, 0);
+    ws.receive({ type: "room_removed", room: "r" });
+    assert.equal(client.room("r"), undefined);
+    assert.equal(room.listed, false);
+    assert.deepEqual(room.messages(), [], "nothing more of it arrives; what it held is forgotten");
+  } finally {
+    client.stop();
+  }
+});
+
+test("a Room sends: pending at once, sent on the ack, the promise resolves", async () => {
+  const { client, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary("r")], next: null } });
+  try {
+    const room = client.room("r");
+    const sending = room.send("hello");
+    assert.deepEqual(room.messages().map((m) => [m.text, m.status]), [["hello", "pending"]]);
+    const frame = ws.sentOfType("send").at(-1);
+    assert.deepEqual(frame, { type: "send", room: "r", clientMsgId: sending.clientMsgId, text: "hello" });
+    ws.receive({ type: "ack", clientMsgId: sending.clientMsgId, room: "r", id: "m1", seq: 1, createdAt: "2026-01-01T00:00:00.000Z", duplicate: false });
+    const stored = await sending;
+    assert.deepEqual(stored, { id: "m1", room: "r", seq: 1, sender: "me", clientMsgId: sending.clientMsgId, text: "hello", createdAt: "2026-01-01T00:00:00.000Z" });
+    assert.deepEqual(room.messages().map((m) => [m.seq, m.status]), [[1, "sent"]]);
+  } finally {
+    client.stop();
+  }
+});
+
+test("openDirect and createGroup resolve with the listed Room", async () => {
+  const info = { id: "g", kind: "group", name: "Trip", members: ["me", "bob"], createdBy: "me", createdAt: "2026-01-01T00:00:00.000Z" };
+  const { client } = await onlineClient({ "POST /v1/rooms": [201, info] });
+  try {
+    const room = await client.createGroup("Trip", ["bob"]);
+    assert.equal(room, client.room("g"));
+    assert.equal(room.name, "Trip");
+    assert.equal(room.unread, 0);
+    assert.deepEqual(client.rooms(), [room]);
+  } finally {
+    client.stop();
+  }
+});
+
+test("start() retries the first load like a reconnect: a busy server, then a dropped connection", async () => {
+  let meCalls = 0;
+  const { fetch } = fakeFetch({
+    "/v1/me": () => (++meCalls < 3 ? [503, { error: { code: "overloaded", message: "busy" } }] : { user: "me" }),
+    "/v1/rooms?limit=500": { rooms: [], next: null },
+  });
+  const { WebSocket, sockets } = fakeWebSockets();
+  const client = new ChatClient({ baseUrl: BASE, token: "t", fetch, WebSocket, backoff: { baseMs: 1, maxMs: 5 } });
+  const states = [];
+  client.on("state", (s) => states.push(s));
+  let settled = false;
+  const started = client.start().finally(() => (settled = true));
+  try {
+    await until(() => sockets.length === 1, 3000, "the first connection");
+    assert.equal(meCalls, 3);
+    assert.deepEqual(sockets[0].protocols, ["chatd.v1", "bearer.t"]);
+    sockets[0].drop(1006);
+    await until(() => sockets.length === 2, 3000, "a reconnect");
+    assert.equal(settled, false, "not online yet");
+    sockets[1].goOnline();
+    await started;
+    assert.deepEqual(states, ["connecting", "reconnecting", "online"]);
+  } finally {
+    client.stop();
+  }
+});
+
+test("start() takes a new token when one is refused, and rejects when it cannot", async () => {
+  // REST refuses the first token; getToken brings a good one.
+  const tokens = ["t1", "t2"];
+  const { fetch, calls } = fakeFetch({
+    "/v1/me": (call) => (call.headers.authorization === "Bearer t1" ? [401, { error: { code: "token_expired", message: "expired" } }] : { user: "me" }),
+    "/v1/rooms?limit=500": { rooms: [], next: null },
+  });
+  const { WebSocket, sockets } = fakeWebSockets();
+  const refreshing = new ChatClient({ baseUrl: BASE, getToken: async () => tokens.shift(), fetch, WebSocket, backoff: { baseMs: 1, maxMs: 5 } });
+  const started = refreshing.start();
+  await until(() => sockets.length === 1, 3000, "a connection with the new token");
+  assert.deepEqual(sockets[0].protocols, ["chatd.v1", "bearer.t2"]);
+  sockets[0].goOnline();
+  await started;
+  assert.deepEqual(calls.map((c) => c.headers.authorization).slice(0, 2), ["Bearer t1", "Bearer t2"]);
+  refreshing.stop();
+
+  // No getToken: a refused token ends start() at once, over REST or on the WebSocket.
+  const refusedRest = new ChatClient({ baseUrl: BASE, token: "bad", fetch: fakeFetch({ "/v1/me": [401, { error: { code: "unauthorized", message: "bad token" } }] }).fetch, WebSocket });
+  await assert.rejects(refusedRest.start(), (e) => e.code === "unauthorized" && e.status === 401);
+  assert.equal(refusedRest.state, "offline");
+
+  const ws = fakeWebSockets();
+  const refusedWs = new ChatClient({ baseUrl: BASE, token: "bad", fetch: fakeFetch({ "/v1/me": { user: "me" }, "/v1/rooms?limit=500": { rooms: [], next: null } }).fetch, WebSocket: ws.WebSocket });
+  const refusedStart = refusedWs.start();
+  await until(() => ws.sockets.length === 1);
+  ws.sockets[0].receive({ type: "error", code: "unauthorized", message: "bad token" });
+  ws.sockets[0].drop(4401);
+  await assert.rejects(refusedStart, (e) => e.code === "unauthorized");
+  assert.equal(refusedWs.state, "offline");
+  assert.equal(ws.sockets.length, 1, "no reconnect without a new token");
+
+  // A request no retry can cure (here: no chatd at that address).
+  const lost = new ChatClient({ baseUrl: BASE, token: "t", fetch: fakeFetch({ "/v1/me": [404, { error: { code: "not_found", message: "no such route" } }] }).fetch, WebSocket });
+  await assert.rejects(lost.start(), (e) => e.code === "not_found");
+});
+
+test("stop() settles every send, closes with 1000, and ends a start() still under way", async () => {
+  const { client, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary("r")], next: null } });
+  const acked = client.send("r", "acked");
+  ws.receive({ type: "ack", clientMsgId: acked.clientMsgId, room: "r", id: "m1", seq: 1, createdAt: "2026-01-01T00:00:00.000Z", duplicate: false });
+  const inFlight = client.send("r", "in flight");
+  ws.drop(1006); // the next one is typed while disconnected
+  const unsent = client.send("r", "never sent");
+  client.stop();
+  assert.equal((await acked).seq, 1);
+  await assert.rejects(inFlight, (e) => e instanceof ChatError && e.code === "stopped" && e.clientMsgId === inFlight.clientMsgId && /may still have been stored/.test(e.message));
+  await assert.rejects(unsent, (e) => e.code === "stopped" && /not sent/.test(e.message));
+  assert.deepEqual(client.messages("r").map((m) => [m.text, m.status]), [["acked", "sent"], ["in flight", "failed"], ["never sent", "failed"]]);
+  assert.equal(client.state, "offline");
+
+  const { WebSocket, sockets } = fakeWebSockets();
+  const { fetch } = fakeFetch({ "/v1/me": { user: "me" }, "/v1/rooms?limit=500": { rooms: [], next: null } });
+  const starting = new ChatClient({ baseUrl: BASE, token: "t", fetch, WebSocket });
+  const started = starting.start();
+  await until(() => sockets.length === 1);
+  starting.stop();
+  await assert.rejects(started, (e) => e.code === "stopped");
+  assert.deepEqual(sockets[0].closedWith, { code: 1000, reason: "bye" });
+});
+
+test("the entry exports exactly the values chatd.d.ts declares", () => {
+  const dts = readFileSync(new URL("../../web/sdk/chatd.d.ts", import.meta.url), "utf8");
+  const declared = [...dts.matchAll(/^export declare (?:class|function|const) (\w+)/gm)].map((m) => m[1]).sort();
+  assert.deepEqual(Object.keys(sdk).sort(), declared);
 });

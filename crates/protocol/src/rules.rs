@@ -92,7 +92,8 @@ fn sample_client_frames() -> Vec<ClientFrame> {
             room: sample_room().to_string(),
             seq: 42,
         }),
-        ClientFrame::Ping(PingFrame { id: Some(json!(7)) }),
+        // What the SDK sends; `id` is optional (any JSON, echoed in the pong).
+        ClientFrame::Ping(PingFrame { id: None }),
     ]
 }
 

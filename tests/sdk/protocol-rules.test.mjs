@@ -1,0 +1,197 @@
+// The SDK against docs/protocol-rules.json, the rules table the protocol crate writes: close
+// actions, retryable codes, and sample frames of every type. If the server's rules change,
+// the table changes with them, and these tests say where the SDK has to follow.
+// Run: node --test tests/sdk/
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { PROTOCOL, PROTOCOL_VERSION, closeAction, isRetryable, ChatError } from "../../web/sdk/chatd.js";
+import { CLOSE_RULES, RETRYABLE_CODES, requestFailureAction } from "../../web/sdk/rules.js";
+import { onlineClient, summary } from "../support/fakes.mjs";
+
+const table = JSON.parse(readFileSync(new URL("../../docs/protocol-rules.json", import.meta.url), "utf8"));
+const server = table.frames.server;
+const client = table.frames.client;
+
+/** The table's own answer for a close code: the first range that holds it, else otherwise. */
+const tableAction = (code) => table.close.ranges.find((r) => code >= r.from && code <= r.to)?.action ?? table.close.otherwise;
+
+test("the table is consistent: each listed close code's action is what the ranges say", () => {
+  for (const [code, { action }] of Object.entries(table.close.codes)) assert.equal(tableAction(Number(code)), action, code);
+});
+
+test("closeAction follows the table for every listed code, at every range boundary, and outside", () => {
+  for (const [code, { action }] of Object.entries(table.close.codes)) assert.equal(closeAction(Number(code)), action, `listed ${code}`);
+  for (const { from, to } of table.close.ranges) {
+    for (const code of [from - 1, from, to, to + 1]) assert.equal(closeAction(code), tableAction(code), `boundary ${code}`);
+  }
+  for (const code of [0, 999, 1003, 1004, 1014, 1015, 2000, 3000, 3999, 4100, 4199, 4200, 4399, 4500, 4999, 5000, 65535]) {
+    assert.equal(closeAction(code), tableAction(code), `outside ${code}`);
+  }
+  assert.deepEqual(JSON.parse(JSON.stringify(CLOSE_RULES)), { ranges: table.close.ranges, otherwise: table.close.otherwise }, "the same rules, as data");
+});
+
+test("isRetryable matches the table for every error code", () => {
+  for (const [code, { retryable }] of Object.entries(table.errors)) assert.equal(isRetryable(code), retryable, code);
+  const retryable = Object.keys(table.errors).filter((code) => table.errors[code].retryable);
+  assert.deepEqual([...RETRYABLE_CODES].sort(), retryable.sort(), "no retryable code the table does not know");
+});
+
+test("a failed REST request is retried by the same actions as a close", () => {
+  for (const [code, { retryable }] of Object.entries(table.errors)) {
+    const expected = code === "unauthorized" || code === "token_expired" ? "reauth" : retryable ? "backoff" : "stop";
+    assert.equal(requestFailureAction(code), expected, code);
+  }
+  assert.equal(requestFailureAction(undefined), closeAction(1006), "no answer at all: like a dropped connection");
+});
+
+test("the subprotocol and version are the table's", () => {
+  assert.equal(PROTOCOL, table.subprotocol);
+  assert.equal(server.welcome.v, PROTOCOL_VERSION);
+});
+
+test("the table has a sample of every frame type, each field present", () => {
+  assert.deepEqual(Object.keys(client).sort(), ["ping", "read", "resume", "send"]);
+  assert.deepEqual(Object.keys(server).sort(), ["ack", "error", "members", "message", "pong", "receipt", "resumed", "room_added", "room_removed", "welcome"]);
+  for (const [type, frame] of [...Object.entries(client), ...Object.entries(server)]) assert.equal(frame.type, type);
+  for (const field of ["code", "message", "clientMsgId", "room", "rooms", "retryAfterMs", "requestId"]) assert.ok(field in server.error, `error.${field}`);
+});
+
+// ---- the SDK takes every server frame ------------------------------------------------------
+
+/** Every room a sample names, so that a client can hold them all. */
+const sampleRooms = [
+  ...new Set([server.message.room, server.ack.room, server.receipt.room, server.members.room, server.room_removed.room, server.error.room, ...Object.keys(server.resumed.rooms)]),
+];
+
+/** A client online with every sample room listed (or with none), and the errors it reports. */
+async function clientFor({ listed = true } = {}) {
+  const rooms = listed ? sampleRooms.map((id) => summary(id)) : [];
+  const online = await onlineClient({ "/v1/rooms?limit=500": { rooms, next: null } });
+  const errors = [];
+  online.client.on("error", (e) => errors.push(e));
+  return { ...online, errors };
+}
+
+/** Feeds one frame as the server would; fails the test on a listener that threw. */
+function feed(ws, frame) {
+  const logged = [];
+  const original = console.error;
+  console.error = (...args) => logged.push(args);
+  try {
+    ws.receive(frame);
+  } finally {
+    console.error = original;
+  }
+  assert.deepEqual(logged, [], `${frame.type}: nothing went wrong inside the SDK`);
+}
+
+/** For each server frame type: what taking the sample must do to a client. */
+const effects = {
+  async welcome(c) {
+    c.ws.sent.length = 0;
+    feed(c.ws, server.welcome);
+    assert.equal(c.client.user, server.welcome.user);
+    assert.equal(c.client.node, server.welcome.node);
+    assert.equal(c.ws.sentOfType("resume").length, 1, "a welcome is answered with a resume");
+  },
+  async resumed(c) {
+    feed(c.ws, server.resumed);
+    assert.equal(c.client.state, "online");
+  },
+  async message(c) {
+    const seen = [];
+    c.client.on("message", (m) => seen.push(m));
+    feed(c.ws, server.message);
+    const { type, ...message } = server.message;
+    assert.deepEqual(seen, [message]);
+    assert.deepEqual(
+      c.client.messages(message.room).map(({ status, ...m }) => m),
+      [message],
+    );
+  },
+  async ack(c) {
+    const sending = c.client.send(server.ack.room, "hi");
+    feed(c.ws, { ...server.ack, clientMsgId: sending.clientMsgId }); // the sample's shape, our message
+    const stored = await sending;
+    assert.equal(stored.seq, server.ack.seq);
+    assert.equal(stored.id, server.ack.id);
+    assert.equal(stored.createdAt, server.ack.createdAt);
+  },
+  async pong(c) {
+    feed(c.ws, server.pong);
+    assert.equal(c.client.state, "online");
+  },
+  async receipt(c) {
+    const seen = [];
+    c.client.on("receipt", (r) => seen.push(r));
+    feed(c.ws, server.receipt);
+    const { type, ...receipt } = server.receipt;
+    assert.deepEqual(seen, [receipt]);
+  },
+  async room_added(c) {
+    feed(c.ws, server.room_added);
+    const room = c.client.room(server.room_added.room.id);
+    assert.ok(room, "listed");
+    for (const [field, value] of Object.entries(server.room_added.room)) assert.deepEqual(room[field], value, field);
+  },
+  async room_removed(c) {
+    assert.ok(c.client.room(server.room_removed.room));
+    feed(c.ws, server.room_removed);
+    assert.equal(c.client.room(server.room_removed.room), undefined);
+  },
+  async members(c) {
+    feed(c.ws, server.members);
+    assert.deepEqual(c.client.room(server.members.room).members, server.members.members);
+  },
+  async error(c) {
+    feed(c.ws, server.error);
+    assert.equal(c.errors.length, 1);
+    const error = c.errors[0];
+    assert.ok(error instanceof ChatError);
+    for (const field of ["code", "message", "clientMsgId", "room", "retryAfterMs", "requestId"]) assert.equal(error[field], server.error[field], field);
+  },
+};
+
+for (const type of Object.keys(server)) {
+  test(`the SDK takes the sample ${type} frame`, async () => {
+    assert.ok(effects[type], `no expectation written for ${type}: add one`);
+    const c = await clientFor({ listed: type !== "room_added" });
+    try {
+      await effects[type](c);
+    } finally {
+      c.client.stop();
+    }
+  });
+}
+
+// ---- what the SDK sends has the samples' shape ---------------------------------------------
+
+const keys = (frame) => Object.keys(frame).sort();
+
+test("the frames the SDK sends have exactly the samples' keys", async (t) => {
+  t.mock.timers.enable({ apis: ["setInterval"] }); // the heartbeat runs on the client's 1 s tick
+  const room = sampleRooms[0];
+  const { client: sdk, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary(room)], next: null } });
+  try {
+    await sdk.room(room).open();
+    ws.goOnline(); // as after a reconnect: the resume names every loaded room
+    sdk.send(room, "hi");
+    ws.receive({ ...server.message, room, seq: 1 });
+    sdk.markRead(room);
+    t.mock.timers.tick(1000);
+    const sent = (type) => {
+      const frames = ws.sentOfType(type);
+      assert.ok(frames.length > 0, `the SDK sent a ${type}`);
+      return frames.at(-1);
+    };
+    assert.deepEqual(keys(sent("send")), keys(client.send));
+    assert.deepEqual(keys(sent("resume")), keys(client.resume));
+    assert.deepEqual(Object.keys(sent("resume").rooms), [room]);
+    assert.deepEqual(keys(sent("read")), keys(client.read));
+    assert.deepEqual(keys(sent("ping")), keys(client.ping));
+  } finally {
+    sdk.stop();
+  }
+});
