@@ -9,6 +9,7 @@ import { readFileSync } from "node:fs";
 import * as sdk from "../../web/sdk/chatd.js";
 import { RoomLog, RoomState, Outbox, ChatClient, ChatError, closeAction, backoffDelay, isRetryable } from "../../web/sdk/chatd.js";
 import { BASE, fakeFetch, fakeWebSockets, emptyHistory, onlineClient, summary, until } from "../support/fakes.mjs";
+import { resumeChunks } from "../../web/sdk/transport.js";
 
 const msg = (seq, room = "r") => ({ id: `m${seq}`, room, seq, sender: "a", clientMsgId: `c${seq}`, text: `t${seq}`, createdAt: "2026-01-01T00:00:00.000Z" });
 const range = (from, to) => Array.from({ length: to - from + 1 }, (_, i) => from + i);
@@ -412,4 +413,12 @@ test("the entry exports exactly the values chatd.d.ts declares", () => {
   const dts = readFileSync(new URL("../../web/sdk/chatd.d.ts", import.meta.url), "utf8");
   const declared = [...dts.matchAll(/^export declare (?:class|function|const) (\w+)/gm)].map((m) => m[1]).sort();
   assert.deepEqual(Object.keys(sdk).sort(), declared);
+});
+
+test("a resume of more rooms than one frame may name is split into frames of 1000", () => {
+  const positions = Object.fromEntries(Array.from({ length: 2500 }, (_, i) => [`r${i}`, i]));
+  const chunks = resumeChunks(positions);
+  assert.deepEqual(chunks.map((c) => Object.keys(c).length), [1000, 1000, 500]);
+  assert.deepEqual(Object.assign({}, ...chunks), positions, "every room once");
+  assert.deepEqual(resumeChunks({}), [{}], "no rooms: one empty resume");
 });

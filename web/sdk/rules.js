@@ -10,6 +10,8 @@
 export const PROTOCOL = "chatd.v1";
 /** The protocol version the server announces in `welcome.v`. */
 export const PROTOCOL_VERSION = 1;
+/** Rooms one `resume` frame may name (the server refuses more with `bad_field`). */
+export const MAX_RESUME_ROOMS = 1000;
 
 /**
  * What to do after the server closes with a code, by range; the first match wins.

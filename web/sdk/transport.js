@@ -4,7 +4,7 @@
 // What the frames mean is the client's business: it gets every frame through `onFrame`.
 
 import { ChatError } from "./errors.js";
-import { PROTOCOL, closeAction, reconnectDelay, requestFailureAction } from "./rules.js";
+import { MAX_RESUME_ROOMS, PROTOCOL, closeAction, reconnectDelay, requestFailureAction } from "./rules.js";
 
 /**
  * @typedef {import("./chatd.js").CloseAction} CloseAction
@@ -42,8 +42,8 @@ export class Transport {
   #ws = null;
   /** Whether the server sent `welcome` on this connection: until then it handles no frames. */
   #welcomed = false;
-  /** Whether the resume sent after `welcome` is still unanswered. */
-  #resuming = false;
+  /** How many resume frames sent after `welcome` are still unanswered. */
+  #resuming = 0;
   /** Failed attempts since the last working connection, for the backoff. */
   #attempt = 0;
   /** @type {ReturnType<typeof setTimeout> | null} */
@@ -174,12 +174,17 @@ export class Transport {
     if (frame.type === "welcome") {
       this.#welcomed = true;
       this.#heartbeatMs = Math.min(this.#options.heartbeatMs, frame.heartbeatMs ?? this.#options.heartbeatMs);
-      this.#resuming = true;
-      this.send({ type: "resume", rooms: this.#hooks.resumePositions() });
-    } else if (frame.type === "resumed" && this.#resuming) {
-      this.#resuming = false;
-      this.#attempt = 0;
-      this.#hooks.onState("online");
+      // A resume names at most MAX_RESUME_ROOMS rooms: more rooms take several frames,
+      // answered in order; the connection is online once every one is answered.
+      const chunks = resumeChunks(this.#hooks.resumePositions());
+      this.#resuming = chunks.length;
+      for (const rooms of chunks) this.send({ type: "resume", rooms });
+    } else if (frame.type === "resumed" && this.#resuming > 0) {
+      this.#resuming -= 1;
+      if (this.#resuming === 0) {
+        this.#attempt = 0;
+        this.#hooks.onState("online");
+      }
     }
     this.#hooks.onFrame(frame);
   }
@@ -187,7 +192,7 @@ export class Transport {
   #forget() {
     this.#ws = null;
     this.#welcomed = false;
-    this.#resuming = false;
+    this.#resuming = 0;
   }
 
   /** @param {number} code */
@@ -236,4 +241,19 @@ function closeError(code) {
   if (code === 4401) return new ChatError("unauthorized", "the server refused the token");
   if (code === 4402) return new ChatError("token_expired", "the server refused the token");
   return new ChatError("closed", `the server closed the connection with ${code} and asks the app to act first`);
+}
+
+/**
+ * Resume positions in frames of at most MAX_RESUME_ROOMS rooms (one frame, maybe empty, for
+ * few rooms).
+ * @param {Record<string, number>} positions
+ * @returns {Record<string, number>[]}
+ */
+export function resumeChunks(positions) {
+  const entries = Object.entries(positions);
+  const chunks = [];
+  for (let i = 0; i < entries.length; i += MAX_RESUME_ROOMS) {
+    chunks.push(Object.fromEntries(entries.slice(i, i + MAX_RESUME_ROOMS)));
+  }
+  return chunks.length ? chunks : [{}];
 }
