@@ -102,11 +102,19 @@ pub async fn unsubscribe_stops_delivery(f: &impl BusFactory) {
     a.publish(&topic, Bytes::from_static(b"1")).await.unwrap();
     next_event(&mut a_rx).await;
     a.unsubscribe(&topic);
-    // Unsubscribing takes effect in order: a ping round trip makes sure it has.
-    a.ping().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Calls take effect in call order: once a subscribe made after the unsubscribe is
+    // confirmed, the unsubscribe has taken effect too.
+    let marker = room_topic();
+    a.subscribe(&marker).await.unwrap();
     a.publish(&topic, Bytes::from_static(b"2")).await.unwrap();
-    silent(&mut a_rx).await;
+    a.publish(&marker, Bytes::from_static(b"marker"))
+        .await
+        .unwrap();
+    // One publisher's events arrive in order: had "2" been delivered, it would come first.
+    assert_eq!(
+        next_event(&mut a_rx).await,
+        (marker, Bytes::from_static(b"marker"))
+    );
     // And subscribing again works.
     a.subscribe(&topic).await.unwrap();
     a.publish(&topic, Bytes::from_static(b"3")).await.unwrap();
@@ -143,7 +151,10 @@ pub async fn room_and_user_topics_do_not_mix(f: &impl BusFactory) {
     );
 }
 
+/// A ping of a working bus answers Ok, promptly, and delivers nothing.
 pub async fn ping_answers(f: &impl BusFactory) {
-    let (a, _rx) = f.node().await;
-    a.ping().await.unwrap();
+    let (a, mut a_rx) = f.node().await;
+    let answer = tokio::time::timeout(crate::helpers::WAIT, a.ping()).await;
+    assert_eq!(answer, Ok(Ok(())));
+    silent(&mut a_rx).await;
 }

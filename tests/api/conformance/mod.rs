@@ -96,7 +96,7 @@ mod mongo_store {
 mod redis_bus {
     use std::sync::Arc;
 
-    use chatd::redis::RedisBus;
+    use chatd::{bus::Bus, redis::RedisBus};
 
     use super::bus::{BusFactory, BusNode};
     use crate::servers::{Redis, unique};
@@ -134,4 +134,33 @@ mod redis_bus {
     }
 
     crate::bus_conformance!();
+
+    /// A bus whose Redis is gone answers a ping with an error within its deadline: readiness
+    /// checks report the outage instead of hanging.
+    #[tokio::test]
+    async fn ping_fails_within_its_deadline_when_redis_is_gone() {
+        let mut redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+        let client = redis::Client::open(redis.url()).unwrap();
+        let deadline = std::time::Duration::from_secs(1);
+        let factory = factory().await;
+        let (bus, _deliveries) = RedisBus::connect(
+            &client,
+            &factory.prefix,
+            deadline,
+            &factory.tasks,
+            &factory.shutdown,
+        )
+        .await
+        .unwrap();
+        bus.ping().await.unwrap();
+        redis.stop();
+        let asked = std::time::Instant::now();
+        let answer = tokio::time::timeout(deadline * 5, bus.ping())
+            .await
+            .expect("a ping answers even when Redis is gone");
+        let took = asked.elapsed();
+        assert!(answer.is_err(), "{answer:?}");
+        // The deadline, and a little for a busy machine.
+        assert!(took < deadline * 2, "answered after {took:?}");
+    }
 }
