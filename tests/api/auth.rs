@@ -99,14 +99,11 @@ async fn websocket_refuses_bad_tokens_with_a_readable_close() {
 async fn rest_refuses_bad_tokens_with_401() {
     let app = TestApp::spawn().await;
     for (what, token, code) in bad_tokens(&app) {
-        let mut request = app.http().get(format!("{}/v1/rooms", app.base));
-        if let Some(t) = token {
-            request = request.bearer_auth(t);
-        }
-        let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 401, "{what}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["error"]["code"], code, "{what}");
+        let r = match token {
+            Some(token) => app.get_json_with(&token, "/v1/rooms").await,
+            None => app.get_json("/v1/rooms").await,
+        };
+        assert_eq!((r.status, r.code()), (401, code), "{what}");
     }
 }
 
@@ -141,31 +138,27 @@ async fn non_members_cannot_read_send_list_or_observe() {
     assert_eq!(mallory.error().await.0, "room_not_found");
 
     // Reading, details, members, listing.
-    let http = app.http();
-    let token = app.token("mallory");
-    for url in [
-        format!("{}/v1/rooms/{}/messages", app.base, room.id),
-        format!("{}/v1/rooms/{}", app.base, room.id),
-    ] {
-        let r = http.get(&url).bearer_auth(&token).send().await.unwrap();
-        assert_eq!(r.status(), 404, "{url}");
+    let path = format!("/v1/rooms/{}", room.id);
+    for path in [format!("{path}/messages"), path.clone()] {
+        let r = app.get_json_as("mallory", &path).await;
+        assert_eq!(r.status, 404, "{path}");
     }
-    let r = http
-        .post(format!("{}/v1/rooms/{}/members", app.base, room.id))
-        .bearer_auth(&token)
-        .json(&json!({"members": ["mallory"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = http
-        .post(format!("{}/v1/rooms/{}/messages", app.base, room.id))
-        .bearer_auth(&token)
-        .json(&json!({"clientMsgId": "x", "text": "x"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let r = app
+        .post_json_as(
+            "mallory",
+            &format!("{path}/members"),
+            json!({"members": ["mallory"]}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = app
+        .post_json_as(
+            "mallory",
+            &format!("{path}/messages"),
+            json!({"clientMsgId": "x", "text": "x"}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
     assert!(mallory_rest.rooms().await.unwrap().is_empty());
 
     // Resume names the room: refused, nothing replayed.
@@ -209,13 +202,9 @@ async fn non_members_cannot_read_send_list_or_observe() {
 async fn dev_login_is_off_when_disabled() {
     let app = TestApp::spawn_with(|s| s.auth.dev_login = false).await;
     let r = app
-        .http()
-        .post(format!("{}/v1/dev/login", app.base))
-        .json(&json!({"user": "alice"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+        .post_json("/v1/dev/login", json!({"user": "alice"}))
+        .await;
+    assert_eq!(r.status, 404);
     let on = TestApp::spawn().await;
     let client = chatd_client::Client::dev_login(&on.base, "alice")
         .await

@@ -3,6 +3,9 @@
 //! then the failures: a node killed, nodes restarted one by one, Redis restarted, MongoDB
 //! stopped. Every scenario ends with the same audit: nothing acked is lost, nothing is shown
 //! twice, every client shows the store's order.
+//!
+//! Over 400 lines: one scenario per failure, each with its own setup and audit, sharing the
+//! helpers at the top.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +15,7 @@ use chatd_client::{
     check::{CheckConfig, CheckReport, run},
 };
 
-use crate::servers::*;
+use crate::{helpers::reply, servers::*};
 
 /// Tokens for the cluster's nodes (they all run the default development secret).
 fn token(user: &str) -> String {
@@ -121,15 +124,15 @@ async fn a_node_whose_clock_is_behind_cannot_reorder_time() {
         let client = Client::new(node.base(), token(user));
         let (room, id) = (room.id.clone(), id.to_owned());
         async move {
-            let response = reqwest::Client::new()
-                .post(format!("{}/v1/rooms/{room}/messages", client.base()))
-                .bearer_auth(client.token())
-                .json(&serde_json::json!({"clientMsgId": id, "text": id}))
-                .send()
-                .await
-                .unwrap();
-            assert!(response.status().is_success(), "{}", response.status());
-            response.json::<chatd::domain::Message>().await.unwrap()
+            let response = reply(
+                reqwest::Client::new()
+                    .post(format!("{}/v1/rooms/{room}/messages", client.base()))
+                    .bearer_auth(client.token())
+                    .json(&serde_json::json!({"clientMsgId": id, "text": id})),
+            )
+            .await;
+            assert!((200..300).contains(&response.status), "{response:?}");
+            response.json::<chatd::domain::Message>()
         }
     };
     let first = send(behind, "bob", "first-from-behind").await;
@@ -346,30 +349,23 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
             }
         }
     }
-    let r = http
-        .get(format!("{}/v1/rooms/{}/messages", node.base(), room.id))
-        .bearer_auth(alice.token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    let body: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "store_unavailable");
-    assert_no_internals(body["error"]["message"].as_str().unwrap());
+    let r = reply(
+        http.get(format!("{}/v1/rooms/{}/messages", node.base(), room.id))
+            .bearer_auth(alice.token()),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (503, "store_unavailable"));
+    assert_no_internals(r.body["error"]["message"].as_str().unwrap());
     // The detail is in the node's log, under the id the client got.
-    let request_id = body["error"]["requestId"].as_str().unwrap().to_owned();
+    let request_id = r.body["error"]["requestId"].as_str().unwrap().to_owned();
     let log = std::fs::read_to_string(log_dir().join(format!("chatd-{}.log", node.name))).unwrap();
     assert!(
         log.lines()
             .any(|l| l.contains(&request_id) && l.contains("unavailable")),
         "request {request_id} not in the log"
     );
-    let ready = http
-        .get(format!("{}/readyz", node.base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 503);
+    let ready = reply(http.get(format!("{}/readyz", node.base()))).await;
+    assert_eq!(ready.status, 503);
 
     mongo.resume();
     // The same connection's retries now succeed, each stored once.
@@ -415,12 +411,8 @@ async fn sends_fail_retryably_while_mongodb_is_down_and_retries_store_once() {
     let history = alice.history_after(&room.id, 0).await.unwrap();
     let ids: Vec<&str> = history.iter().map(|m| m.client_msg_id.as_str()).collect();
     assert_eq!(ids, ["m1", "m2", "m3"]);
-    let ready = http
-        .get(format!("{}/readyz", node.base()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
+    let ready = reply(http.get(format!("{}/readyz", node.base()))).await;
+    assert_eq!(ready.status, 200);
 }
 
 /// A client-facing message with nothing of the node's insides: no driver text, no address.
@@ -454,15 +446,13 @@ async fn users_of_a_dead_node_go_offline_within_the_presence_ttl() {
         let room = room.id.clone();
         let token = alice.token().to_owned();
         async move {
-            let body: serde_json::Value = reqwest::Client::new()
-                .get(format!("{base}/v1/rooms/{room}/presence"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let body = reply(
+                reqwest::Client::new()
+                    .get(format!("{base}/v1/rooms/{room}/presence"))
+                    .bearer_auth(token),
+            )
+            .await
+            .body;
             body["members"]
                 .as_array()
                 .unwrap()

@@ -13,6 +13,7 @@ use chatd::{
     config::Settings,
     domain::{Message, Room, RoomId, Seq, UserId},
     startup::Application,
+    store::NewMessage,
 };
 use chatd_client::{Client, Connection, Incoming, ServerFrame};
 use serde_json::Value;
@@ -127,6 +128,78 @@ impl TestApp {
 
     pub fn http(&self) -> reqwest::Client {
         reqwest::Client::new()
+    }
+
+    /// `GET path` (under the node's base), without a token.
+    pub async fn get_json(&self, path: &str) -> Reply {
+        reply(self.http().get(format!("{}{path}", self.base))).await
+    }
+
+    /// `GET path` as `user`.
+    pub async fn get_json_as(&self, user: &str, path: &str) -> Reply {
+        self.get_json_with(&self.token(user), path).await
+    }
+
+    /// `GET path` with this bearer token, whatever it is.
+    pub async fn get_json_with(&self, token: &str, path: &str) -> Reply {
+        reply(
+            self.http()
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(token),
+        )
+        .await
+    }
+
+    /// `POST path` with a JSON body, without a token.
+    pub async fn post_json(&self, path: &str, body: Value) -> Reply {
+        reply(self.http().post(format!("{}{path}", self.base)).json(&body)).await
+    }
+
+    /// `POST path` with a JSON body, as `user`.
+    pub async fn post_json_as(&self, user: &str, path: &str, body: Value) -> Reply {
+        let request = self.http().post(format!("{}{path}", self.base));
+        reply(request.bearer_auth(self.token(user)).json(&body)).await
+    }
+
+    /// `DELETE path` as `user`.
+    pub async fn delete_as(&self, user: &str, path: &str) -> Reply {
+        let request = self.http().delete(format!("{}{path}", self.base));
+        reply(request.bearer_auth(self.token(user))).await
+    }
+}
+
+/// What a REST call answered: the status, the headers and the body as JSON (`Null` when it
+/// has none or it is not JSON).
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The body as a `T`; panics, showing the reply, if it is not one.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("not a {}: {e}: {self:?}", std::any::type_name::<T>()))
+    }
+
+    /// The `code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+/// Sends `request` and reads the whole answer.
+pub async fn reply(request: reqwest::RequestBuilder) -> Reply {
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let text = response.text().await.expect("reply read");
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
     }
 }
 
@@ -296,4 +369,15 @@ pub async fn group(app: &TestApp, name: &str, members: &[&str]) -> Room {
 
 pub fn seqs(messages: &[Message]) -> Vec<Seq> {
     messages.iter().map(|m| m.seq).collect()
+}
+
+/// A message for `Store::append`: `sender`'s `client_msg_id` in `room`, with a text that
+/// names it.
+pub fn new_message(room: &RoomId, sender: &str, client_msg_id: &str) -> NewMessage {
+    NewMessage {
+        room: room.clone(),
+        sender: UserId::parse(sender).unwrap(),
+        client_msg_id: client_msg_id.into(),
+        text: format!("text of {client_msg_id}"),
+    }
 }

@@ -98,23 +98,21 @@ async fn a_user_is_limited_across_connections_and_rest() {
     phone.send(&room.id, "d", "4").await;
     assert_eq!(phone.error().await.0, "rate_limited");
     let response = app
-        .http()
-        .post(format!("{}/v1/rooms/{}/messages", app.base, room.id))
-        .bearer_auth(app.token("alice"))
-        .json(&json!({"clientMsgId": "e", "text": "5"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 429);
-    let retry_after: u64 = response.headers()["retry-after"]
+        .post_json_as(
+            "alice",
+            &format!("/v1/rooms/{}/messages", room.id),
+            json!({"clientMsgId": "e", "text": "5"}),
+        )
+        .await;
+    assert_eq!(response.status, 429);
+    let retry_after: u64 = response.headers["retry-after"]
         .to_str()
         .unwrap()
         .parse()
         .unwrap();
     assert!((1..=2).contains(&retry_after));
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"]["code"], "rate_limited");
-    assert!(body["error"]["retryAfterMs"].as_u64().unwrap() > 0);
+    assert_eq!(response.code(), "rate_limited");
+    assert!(response.body["error"]["retryAfterMs"].as_u64().unwrap() > 0);
     // Bob has his own bucket.
     app.connect("bob")
         .await
@@ -205,16 +203,10 @@ async fn a_client_that_stops_reading_is_cut_off_and_resumes_without_loss() {
 
     // Alice posts over REST (a WebSocket of hers would get every message back too).
     let big = "x".repeat(8000);
-    let http = app.http();
+    let path = format!("/v1/rooms/{}/messages", room.id);
     for i in 0..MESSAGES {
-        let response = http
-            .post(format!("{}/v1/rooms/{}/messages", app.base, room.id))
-            .bearer_auth(app.token("alice"))
-            .json(&json!({"clientMsgId": format!("m{i}"), "text": big}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        let body = json!({"clientMsgId": format!("m{i}"), "text": big});
+        assert_eq!(app.post_json_as("alice", &path, body).await.status, 201);
     }
 
     // Bob finally reads: what was written before the cut, then the close.

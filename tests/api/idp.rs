@@ -87,14 +87,7 @@ impl Jwks {
 }
 
 async fn me(app: &TestApp, token: &str) -> u16 {
-    app.http()
-        .get(format!("{}/v1/me", app.base))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    app.get_json_with(token, "/v1/me").await.status
 }
 
 #[tokio::test]

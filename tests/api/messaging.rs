@@ -1,4 +1,7 @@
 //! The message pipeline end to end: delivery, order, idempotency, durability, resume.
+//!
+//! Over 400 lines because it is one scenario per property of the pipeline, each short and
+//! independent; splitting them would only scatter one area over several files.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -222,15 +225,14 @@ async fn a_retried_send_is_stored_once_and_acked_identically() {
 
     // Over REST too: 200 (not 201) and the same message.
     let response = app
-        .http()
-        .post(format!("{}/v1/rooms/{}/messages", app.base, room.id))
-        .bearer_auth(app.token("alice"))
-        .json(&serde_json::json!({"clientMsgId": "same-id", "text": "again"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let message: Message = response.json().await.unwrap();
+        .post_json_as(
+            "alice",
+            &format!("/v1/rooms/{}/messages", room.id),
+            serde_json::json!({"clientMsgId": "same-id", "text": "again"}),
+        )
+        .await;
+    assert_eq!(response.status, 200);
+    let message: Message = response.json();
     assert_eq!(
         (message.id.as_str(), message.text.as_str()),
         (id1.as_str(), "hello")
@@ -474,13 +476,9 @@ async fn added_then_removed_at_once_ends_outside_the_room() {
     let alice = app.client("alice");
     let room = alice.create_group("flicker", &["bob"]).await.unwrap();
     let removed = app
-        .http()
-        .delete(format!("{}/v1/rooms/{}/members/bob", app.base, room.id))
-        .bearer_auth(alice.token())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(removed.status(), 204);
+        .delete_as("alice", &format!("/v1/rooms/{}/members/bob", room.id))
+        .await;
+    assert_eq!(removed.status, 204);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut alice_ws = app.connect("alice").await;
     alice_ws

@@ -6,6 +6,9 @@
 //! are acked, `/readyz` says 200), and that nothing is lost or doubled: the history holds
 //! every acked message once, seqs 1..N without a gap, and the recipient, connected to the
 //! same node all along, received all of them live.
+//!
+//! Over 400 lines: the one scenario, its timeline and its evidence (what each send got and
+//! when) are kept together so that the assertions can be read against them.
 
 use std::{
     collections::HashMap,

@@ -12,21 +12,16 @@ use crate::helpers::*;
 #[tokio::test]
 async fn a_direct_room_is_the_same_whoever_asks_however_often() {
     let app = TestApp::spawn().await;
-    let http = app.http();
-    let open = |user: &str, peer: &str| {
-        http.post(format!("{}/v1/rooms/direct", app.base))
-            .bearer_auth(app.token(user))
-            .json(&json!({"peer": peer}))
-            .send()
+    let open = |user: &'static str, peer: &str| {
+        app.post_json_as(user, "/v1/rooms/direct", json!({"peer": peer}))
     };
-    let first = open("alice", "bob").await.unwrap();
-    assert_eq!(first.status(), 201);
-    let first: chatd::domain::Room = first.json().await.unwrap();
+    let first = open("alice", "bob").await;
+    assert_eq!(first.status, 201);
+    let first: chatd::domain::Room = first.json();
     for (user, peer) in [("alice", "bob"), ("bob", "alice"), ("bob", "alice")] {
-        let again = open(user, peer).await.unwrap();
-        assert_eq!(again.status(), 200);
-        let again: chatd::domain::Room = again.json().await.unwrap();
-        assert_eq!(again.id, first.id);
+        let again = open(user, peer).await;
+        assert_eq!(again.status, 200);
+        assert_eq!(again.json::<chatd::domain::Room>().id, first.id);
     }
     assert_eq!(first.kind, RoomKind::Direct);
     assert_eq!(first.members.len(), 2);
@@ -43,16 +38,11 @@ async fn members_manage_groups_and_non_members_cannot() {
     let mut bob = app.connect("bob").await;
 
     // bob (a member) adds dave: dave's live connection joins the room.
-    let added = app.client("bob");
-    let http = app.http();
-    let r = http
-        .post(format!("{}/v1/rooms/{}/members", app.base, room.id))
-        .bearer_auth(added.token())
-        .json(&json!({"members": ["dave", "carol"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    let members_path = format!("/v1/rooms/{}/members", room.id);
+    let r = app
+        .post_json_as("bob", &members_path, json!({"members": ["dave", "carol"]}))
+        .await;
+    assert_eq!(r.status, 200);
     let joined = dave
         .wait_for(|e| match e {
             ServerFrame::RoomAdded { room } => Some(room),
@@ -74,45 +64,35 @@ async fn members_manage_groups_and_non_members_cannot() {
     assert_eq!(dave.messages(&room.id, 1).await[0].text, "welcome dave");
 
     // A non-member cannot add anyone.
-    let r = http
-        .post(format!("{}/v1/rooms/{}/members", app.base, room.id))
-        .bearer_auth(app.token("eve"))
-        .json(&json!({"members": ["eve"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let r = app
+        .post_json_as("eve", &members_path, json!({"members": ["eve"]}))
+        .await;
+    assert_eq!(r.status, 404);
 
     // dave is removed: told so, and gets nothing more.
-    let r = http
-        .delete(format!("{}/v1/rooms/{}/members/dave", app.base, room.id))
-        .bearer_auth(app.token("alice"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let r = app
+        .delete_as("alice", &format!("{members_path}/dave"))
+        .await;
+    assert_eq!(r.status, 204);
     dave.wait_for(|e| matches!(e, ServerFrame::RoomRemoved { .. }).then_some(()))
         .await;
     bob.send_acked(&room.id, "bye", "dave is gone").await;
     dave.no_message_within(Duration::from_millis(300)).await;
-    let r = http
-        .get(format!("{}/v1/rooms/{}/messages", app.base, room.id))
-        .bearer_auth(app.token("dave"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let r = app
+        .get_json_as("dave", &format!("/v1/rooms/{}/messages", room.id))
+        .await;
+    assert_eq!(r.status, 404);
 
     // Direct rooms keep their two members.
     let direct = app.client("alice").open_direct("bob").await.unwrap();
-    let r = http
-        .post(format!("{}/v1/rooms/{}/members", app.base, direct.id))
-        .bearer_auth(app.token("alice"))
-        .json(&json!({"members": ["carol"]}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
+    let r = app
+        .post_json_as(
+            "alice",
+            &format!("/v1/rooms/{}/members", direct.id),
+            json!({"members": ["carol"]}),
+        )
+        .await;
+    assert_eq!(r.status, 403);
 }
 
 #[tokio::test]
@@ -156,19 +136,15 @@ async fn room_list_shows_last_message_read_position_and_unread() {
     assert_eq!((rooms[0].read_seq, rooms[0].unread), (2, 1));
 
     // Never backwards, never past the end (REST).
-    let http = app.http();
     for (seq, expect) in [(1, 2), (99, 4)] {
-        let r: serde_json::Value = http
-            .post(format!("{}/v1/rooms/{}/read", app.base, busy.id))
-            .bearer_auth(app.token("alice"))
-            .json(&json!({"seq": seq}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(r["readSeq"], expect);
+        let r = app
+            .post_json_as(
+                "alice",
+                &format!("/v1/rooms/{}/read", busy.id),
+                json!({"seq": seq}),
+            )
+            .await;
+        assert_eq!((r.status, &r.body["readSeq"]), (200, &json!(expect)));
     }
 }
 

@@ -1,13 +1,18 @@
 //! What every Store must do. Instantiate with `store_conformance!()` in a module that has
 //! `async fn factory() -> impl StoreFactory`.
+//!
+//! Over 400 lines: one function per property of the Store trait, each run against every
+//! backend; they belong in one list with the macro that instantiates them.
 
 use std::{collections::HashSet, sync::Arc};
 
 use chatd::{
     domain::{RoomId, RoomKind, Seq, UserId},
-    store::{HistoryQuery, MAX_SEQ, NewGroup, NewMessage, Order, ReadMark, Store},
+    store::{HistoryQuery, MAX_SEQ, NewGroup, Order, ReadMark, Store},
 };
 use chrono::{DateTime, Duration, Utc};
+
+use crate::helpers::new_message;
 
 #[async_trait::async_trait]
 pub trait StoreFactory: Send + Sync {
@@ -56,15 +61,6 @@ fn user(name: &str) -> UserId {
     UserId::parse(name).unwrap()
 }
 
-fn new(room: &RoomId, sender: &str, id: &str) -> NewMessage {
-    NewMessage {
-        room: room.clone(),
-        sender: user(sender),
-        client_msg_id: id.into(),
-        text: format!("text of {id}"),
-    }
-}
-
 /// A direct room of alice and bob in `store`.
 async fn room(store: &dyn Store) -> RoomId {
     store
@@ -83,7 +79,7 @@ pub async fn append_numbers_from_one_without_gaps(f: &impl StoreFactory) {
     let room = room(&*store).await;
     for i in 1..=5u64 {
         let a = store
-            .append(new(&room, "alice", &format!("c{i}")), now())
+            .append(new_message(&room, "alice", &format!("c{i}")), now())
             .await
             .unwrap();
         assert_eq!((a.message.seq, a.duplicate), (i, false));
@@ -94,8 +90,11 @@ pub async fn append_numbers_from_one_without_gaps(f: &impl StoreFactory) {
 pub async fn append_is_idempotent_per_sender_and_client_msg_id(f: &impl StoreFactory) {
     let store = f.store().await;
     let room = room(&*store).await;
-    let first = store.append(new(&room, "alice", "x"), now()).await.unwrap();
-    let mut retry = new(&room, "alice", "x");
+    let first = store
+        .append(new_message(&room, "alice", "x"), now())
+        .await
+        .unwrap();
+    let mut retry = new_message(&room, "alice", "x");
     retry.text = "different text".into();
     let again = store
         .append(retry, now() + Duration::seconds(5))
@@ -107,7 +106,10 @@ pub async fn append_is_idempotent_per_sender_and_client_msg_id(f: &impl StoreFac
         "the stored message, unchanged"
     );
     // Same clientMsgId from another sender, or in another room, is another message.
-    let bob = store.append(new(&room, "bob", "x"), now()).await.unwrap();
+    let bob = store
+        .append(new_message(&room, "bob", "x"), now())
+        .await
+        .unwrap();
     assert_eq!((bob.message.seq, bob.duplicate), (2, false));
     let other = store
         .ensure_direct_room(&user("alice"), &user("carol"), now())
@@ -115,7 +117,7 @@ pub async fn append_is_idempotent_per_sender_and_client_msg_id(f: &impl StoreFac
         .unwrap()
         .id;
     let elsewhere = store
-        .append(new(&other, "alice", "x"), now())
+        .append(new_message(&other, "alice", "x"), now())
         .await
         .unwrap();
     assert_eq!((elsewhere.message.seq, elsewhere.duplicate), (1, false));
@@ -127,17 +129,20 @@ pub async fn created_at_never_decreases_when_the_clock_goes_back(f: &impl StoreF
     let room = room(&*store).await;
     let t0 = now();
     let a = store
-        .append(new(&room, "alice", "1"), t0)
+        .append(new_message(&room, "alice", "1"), t0)
         .await
         .unwrap()
         .message;
     let b = store
-        .append(new(&room, "bob", "2"), t0 - Duration::seconds(5))
+        .append(new_message(&room, "bob", "2"), t0 - Duration::seconds(5))
         .await
         .unwrap()
         .message;
     let c = store
-        .append(new(&room, "bob", "3"), t0 + Duration::milliseconds(7))
+        .append(
+            new_message(&room, "bob", "3"),
+            t0 + Duration::milliseconds(7),
+        )
         .await
         .unwrap()
         .message;
@@ -162,7 +167,7 @@ pub async fn concurrent_appends_get_unique_consecutive_seqs(f: &impl StoreFactor
             tokio::spawn(async move {
                 let sender = if i % 2 == 0 { "alice" } else { "bob" };
                 store
-                    .append(new(&room, sender, &format!("c{i}")), now())
+                    .append(new_message(&room, sender, &format!("c{i}")), now())
                     .await
                     .unwrap()
             })
@@ -199,7 +204,7 @@ pub async fn concurrent_retries_store_one_message(f: &impl StoreFactory) {
             let (store, room) = (nodes[i % 2].clone(), room.clone());
             tokio::spawn(async move {
                 store
-                    .append(new(&room, "alice", "retry"), now())
+                    .append(new_message(&room, "alice", "retry"), now())
                     .await
                     .unwrap()
             })
@@ -223,7 +228,7 @@ pub async fn history_pages_by_seq_and_time_both_ways(f: &impl StoreFactory) {
     for i in 0..10i64 {
         store
             .append(
-                new(&room, "alice", &format!("c{i}")),
+                new_message(&room, "alice", &format!("c{i}")),
                 t0 + Duration::seconds(i),
             )
             .await
@@ -295,7 +300,7 @@ pub async fn last_seq_and_unread_counts(f: &impl StoreFactory) {
     assert_eq!(store.last_seq(&room).await.unwrap(), 0);
     for (i, sender) in ["alice", "bob", "bob", "alice", "bob"].iter().enumerate() {
         store
-            .append(new(&room, sender, &format!("c{i}")), now())
+            .append(new_message(&room, sender, &format!("c{i}")), now())
             .await
             .unwrap();
     }
@@ -427,7 +432,7 @@ pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory
     let room = room(&*store).await;
     for i in 0..5 {
         store
-            .append(new(&room, "bob", &format!("c{i}")), now())
+            .append(new_message(&room, "bob", &format!("c{i}")), now())
             .await
             .unwrap();
     }
@@ -488,11 +493,14 @@ pub async fn rooms_are_independent(f: &impl StoreFactory) {
         .id;
     for i in 0..3 {
         store
-            .append(new(&a, "alice", &format!("a{i}")), now())
+            .append(new_message(&a, "alice", &format!("a{i}")), now())
             .await
             .unwrap();
     }
-    let first_b = store.append(new(&b, "alice", "b0"), now()).await.unwrap();
+    let first_b = store
+        .append(new_message(&b, "alice", "b0"), now())
+        .await
+        .unwrap();
     assert_eq!(first_b.message.seq, 1);
     let in_b = store
         .history(&b, &HistoryQuery::after(0, 10))
@@ -505,7 +513,7 @@ pub async fn rooms_are_independent(f: &impl StoreFactory) {
 pub async fn messages_read_back_exactly(f: &impl StoreFactory) {
     let store = f.store().await;
     let room = room(&*store).await;
-    let mut m = new(&room, "alice", "unicode");
+    let mut m = new_message(&room, "alice", "unicode");
     m.text = "héllo 👋 — \"quoted\" \\ <b>not html</b>\nline two".into();
     let stored = store.append(m, now()).await.unwrap().message;
     let read = store
@@ -586,7 +594,7 @@ pub async fn seqs_at_the_top_of_the_range_do_not_wrap(f: &impl StoreFactory) {
     let room = room(&*store).await;
     for i in 0..3 {
         store
-            .append(new(&room, "bob", &format!("c{i}")), now())
+            .append(new_message(&room, "bob", &format!("c{i}")), now())
             .await
             .unwrap();
     }
