@@ -1,64 +1,118 @@
 //! What operators and integrators see: health, readiness, metrics, the OpenAPI document,
 //! and the web app's files.
 
+use std::collections::BTreeMap;
+
+use chatd::{config::Settings, domain::UserId};
+use chatd_client::Client;
 use serde_json::Value;
 
-use crate::helpers::*;
+use crate::{
+    helpers::*,
+    servers::{ChatdNode, unique},
+};
 
 #[tokio::test]
-async fn health_readiness_and_metrics() {
+async fn health_and_readiness() {
     let app = TestApp::spawn().await;
-    let http = app.http();
-    let health: Value = http
-        .get(format!("{}/healthz", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(health["status"], "ok");
-    let ready = http
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(ready.status(), 200);
-    let ready: Value = ready.json().await.unwrap();
+    let health = app.get_json("/healthz").await;
+    assert_eq!((health.status, &health.body["status"]), (200, &"ok".into()));
+    let ready = app.get_json("/readyz").await;
+    assert_eq!(ready.status, 200);
     assert_eq!(
-        (ready["store"].as_str(), ready["bus"].as_str()),
+        (ready.body["store"].as_str(), ready.body["bus"].as_str()),
         (Some("ok"), Some("ok"))
     );
+}
 
-    let room = app.client("alice").open_direct("bob").await.unwrap();
-    app.connect("alice")
-        .await
-        .send_acked(&room.id, "m", "counted")
-        .await;
-    let metrics = http
-        .get(format!("{}/metrics", app.base))
-        .send()
+/// A node's Prometheus text as series (name with labels) and values.
+async fn scrape(base: &str) -> BTreeMap<String, f64> {
+    let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()
         .text()
         .await
         .unwrap();
-    assert!(metrics.contains("chatd_messages_stored_total"), "{metrics}");
-    assert!(metrics.contains("chatd_deliveries_total"), "{metrics}");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (series, value) = line.rsplit_once(' ').expect("series and value");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+/// The metrics of one node process (the recorder is process-wide: an in-process node would
+/// share it with every other test's). Counters move by exactly what a known conversation did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_the_node_did() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let env = vec![(
+        "CHATD__STORE__SQLITE_PATH".to_owned(),
+        dir.path().join("chatd.db").display().to_string(),
+    )];
+    let name = format!("metrics-{}", &unique("m")[2..10]);
+    let node = tokio::task::spawn_blocking(move || ChatdNode::start(&name, &env))
+        .await
+        .unwrap();
+    let defaults = Settings::defaults();
+    let client = |user: &str| {
+        let token = authority(&defaults).mint(
+            &UserId::parse(user).unwrap(),
+            std::time::Duration::from_secs(3600),
+        );
+        Client::new(node.base(), token)
+    };
+    let (alice_rest, bob_rest) = (client("alice"), client("bob"));
+    let room = alice_rest.open_direct("bob").await.unwrap();
+    let mut alice = TestConn::connect(&alice_rest).await;
+    let mut bob = TestConn::connect(&bob_rest).await;
+
+    let before = scrape(&node.base()).await;
+    // Three messages, each delivered to both connections, and one retry of the first.
+    for id in ["m1", "m2", "m3"] {
+        alice.send_acked(&room.id, id, "counted").await;
+    }
+    alice.send(&room.id, "m1", "counted").await;
+    match alice.ack("m1").await {
+        chatd_client::ServerFrame::Ack { duplicate, .. } => assert!(duplicate),
+        _ => unreachable!(),
+    }
+    assert_eq!(seqs(&bob.messages(&room.id, 3).await), [1, 2, 3]);
+    // A delivery is counted right after the frames are queued: wait until the counter has
+    // caught up with what bob read (an overshoot fails below all the same).
+    let deliveries = |m: &BTreeMap<String, f64>| m.get("chatd_deliveries_total").copied();
+    let delivered = before.get("chatd_deliveries_total").copied().unwrap_or(0.0) + 6.0;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let after = loop {
+        let now = scrape(&node.base()).await;
+        if deliveries(&now) >= Some(delivered) || tokio::time::Instant::now() > deadline {
+            break now;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+
+    let moved = |series: &str| {
+        let at = |m: &BTreeMap<String, f64>| m.get(series).copied().unwrap_or(0.0);
+        at(&after) - at(&before)
+    };
+    assert_eq!(
+        [
+            moved(r#"chatd_messages_stored_total{duplicate="false"}"#),
+            moved(r#"chatd_messages_stored_total{duplicate="true"}"#),
+            moved("chatd_deliveries_total"),
+            moved("chatd_gap_fills_total"),
+        ],
+        [3.0, 1.0, 6.0, 0.0],
+        "before: {before:?}\nafter: {after:?}"
+    );
+    assert_eq!(after.get("chatd_connections"), Some(&2.0), "{after:?}");
 }
 
 #[tokio::test]
 async fn the_openapi_document_describes_every_rest_route() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .http()
-        .get(format!("{}/openapi.json", app.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc: Value = app.get_json("/openapi.json").await.json();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths: Vec<&str> = doc["paths"]
         .as_object()
