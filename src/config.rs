@@ -53,6 +53,7 @@ pub struct ServerSettings {
     pub shutdown_grace_ms: u64,
     pub handshake_timeout_ms: u64,
     pub request_timeout_ms: u64,
+    pub max_http_lifetime_ms: u64,
     pub max_http_connections: usize,
     pub clock_offset_ms: i64,
 }

@@ -29,6 +29,11 @@ use tower::ServiceExt;
 #[derive(Debug, Clone, Copy)]
 pub struct HttpLimits {
     pub handshake_timeout: Duration,
+    /// A non-upgraded connection is asked to close after this long (keep-alive included), and
+    /// dropped if it has not within another request deadline: a client that stops reading its
+    /// responses cannot hold its slot.
+    pub max_lifetime: Duration,
+    pub request_timeout: Duration,
     pub max_connections: usize,
     pub grace: Duration,
 }
@@ -46,6 +51,8 @@ pub async fn serve(
 ) {
     let HttpLimits {
         handshake_timeout,
+        max_lifetime,
+        request_timeout,
         max_connections,
         grace,
     } = limits;
@@ -93,6 +100,13 @@ pub async fn serve(
                     // Finish the request in flight, then close (keep-alive ends here).
                     connection.as_mut().graceful_shutdown();
                     connection.await
+                }
+                _ = tokio::time::sleep(max_lifetime) => {
+                    connection.as_mut().graceful_shutdown();
+                    // A peer that does not read its response is dropped.
+                    tokio::time::timeout(request_timeout, connection)
+                        .await
+                        .unwrap_or(Ok(()))
                 }
             };
             if let Err(e) = result {

@@ -217,6 +217,8 @@ impl Application {
         let grace = Duration::from_millis(settings.server.shutdown_grace_ms);
         let limits = crate::server::HttpLimits {
             handshake_timeout: Duration::from_millis(settings.server.handshake_timeout_ms),
+            request_timeout: Duration::from_millis(settings.server.request_timeout_ms),
+            max_lifetime: Duration::from_millis(settings.server.max_http_lifetime_ms),
             max_connections: settings.server.max_http_connections,
             grace,
         };

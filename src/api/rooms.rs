@@ -52,6 +52,12 @@ pub async fn list(
     ApiQuery(params): ApiQuery<RoomListParams>,
 ) -> ApiResult<Json<RoomPage>> {
     let limit = params.limit.unwrap_or(DEFAULT_ROOM_PAGE);
+    // A page costs reads per room: it draws on the same per-user budget as resumed rooms.
+    let cost = u32::try_from(limit).unwrap_or(u32::MAX).max(1);
+    node.limits
+        .resumed_rooms
+        .check_n(&user, cost)
+        .map_err(ApiError::rate_limited)?;
     let (rooms, next) = node
         .chat
         .list_rooms(&user, params.after.as_deref(), limit)

@@ -30,17 +30,41 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Every file served: its path, its type and its contents (compiled in).
 const FILES: [(&str, &str, &str); 11] = [
-    ("/", "text/html; charset=utf-8", include_str!("../../web/index.html")),
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("../../web/index.html"),
+    ),
     ("/app.js", JS, include_str!("../../web/app.js")),
-    ("/app.css", "text/css; charset=utf-8", include_str!("../../web/app.css")),
+    (
+        "/app.css",
+        "text/css; charset=utf-8",
+        include_str!("../../web/app.css"),
+    ),
     ("/sdk/chatd.js", JS, include_str!("../../web/sdk/chatd.js")),
-    ("/sdk/errors.js", JS, include_str!("../../web/sdk/errors.js")),
+    (
+        "/sdk/errors.js",
+        JS,
+        include_str!("../../web/sdk/errors.js"),
+    ),
     ("/sdk/rules.js", JS, include_str!("../../web/sdk/rules.js")),
     ("/sdk/rest.js", JS, include_str!("../../web/sdk/rest.js")),
-    ("/sdk/transport.js", JS, include_str!("../../web/sdk/transport.js")),
+    (
+        "/sdk/transport.js",
+        JS,
+        include_str!("../../web/sdk/transport.js"),
+    ),
     ("/sdk/rooms.js", JS, include_str!("../../web/sdk/rooms.js")),
-    ("/sdk/chatd.d.ts", TEXT, include_str!("../../web/sdk/chatd.d.ts")),
-    ("/sdk/package.json", "application/json", include_str!("../../web/sdk/package.json")),
+    (
+        "/sdk/chatd.d.ts",
+        TEXT,
+        include_str!("../../web/sdk/chatd.d.ts"),
+    ),
+    (
+        "/sdk/package.json",
+        "application/json",
+        include_str!("../../web/sdk/package.json"),
+    ),
 ];
 
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context;
 use jsonwebtoken::{
     Algorithm, DecodingKey,
-    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet},
+    jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, PublicKeyUse},
 };
 
 /// Public keys by `kid`, each with the one algorithm it verifies.
@@ -71,6 +71,10 @@ impl Jwks {
         }
         *fetched = Instant::now();
         match self.fetch().await {
+            // An empty set is an outage in disguise: keep what is cached.
+            Ok(ring) if ring.is_empty() => {
+                tracing::warn!("JWKS refresh returned no usable key; keeping the cached keys")
+            }
             Ok(ring) => {
                 tracing::info!(keys = ring.len(), "JWKS refreshed");
                 *self.keys.write().expect("jwks lock") = ring;
@@ -83,6 +87,15 @@ impl Jwks {
 
 /// A JWK chatd can use: RSA (RS256) or P-256 (ES256), with a kid.
 fn ring_entry(jwk: &Jwk) -> Option<(String, (Algorithm, DecodingKey))> {
+    // A key published for encryption never verifies a signature.
+    if jwk
+        .common
+        .public_key_use
+        .as_ref()
+        .is_some_and(|u| *u != PublicKeyUse::Signature)
+    {
+        return None;
+    }
     let kid = jwk.common.key_id.clone()?;
     let algorithm = match &jwk.algorithm {
         AlgorithmParameters::RSA(_) => Algorithm::RS256,

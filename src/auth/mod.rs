@@ -165,7 +165,12 @@ impl TokenAuthority {
                     .build()
                     .context("building the JWKS client")?,
                 keys: RwLock::default(),
-                fetched: tokio::sync::Mutex::new(Instant::now()),
+                // As if fetched long ago: a key rotated right after start is fetched at once.
+                fetched: tokio::sync::Mutex::new(
+                    Instant::now()
+                        .checked_sub(Duration::from_millis(auth.jwks_refresh_min_ms))
+                        .unwrap_or_else(Instant::now),
+                ),
                 min_refresh: Duration::from_millis(auth.jwks_refresh_min_ms),
             };
             let ring = jwks

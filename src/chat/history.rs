@@ -1,7 +1,7 @@
 //! Reading a room: history pages, the replay of a resume, and the recent cache's part in
 //! both (it answers only what it can prove the store holds).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use super::{Chat, ChatError, ChatResult, HistoryPage, MAX_PAGE, Replay, Resumption, parse_room};
 use crate::{
@@ -11,27 +11,23 @@ use crate::{
 
 impl Chat {
     /// For a reconnecting client: per named room, the messages after its seq (up to the
-    /// configured replay limit). One membership read for all rooms, then one read per room.
+    /// configured replay limit).
     pub async fn resume(
         &self,
         user: &UserId,
         rooms: &BTreeMap<String, Seq>,
     ) -> ChatResult<Resumption> {
-        let mine: HashSet<RoomId> = self
-            .store
-            .memberships_of(user)
-            .await?
-            .into_iter()
-            .map(|m| m.room)
-            .collect();
+        // Reads in proportion to the rooms named (never the user's whole membership list).
         let mut resumption = Resumption::default();
         for (name, &after) in rooms {
-            match RoomId::parse(name) {
-                Ok(room) if mine.contains(&room) => {
-                    resumption.replays.push(self.replay(room, after).await?);
+            let room = match RoomId::parse(name) {
+                Ok(room) if self.store.membership(&room, user).await?.is_some() => room,
+                _ => {
+                    resumption.unknown.push(name.clone());
+                    continue;
                 }
-                _ => resumption.unknown.push(name.clone()),
-            }
+            };
+            resumption.replays.push(self.replay(room, after).await?);
         }
         Ok(resumption)
     }

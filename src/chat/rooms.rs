@@ -128,7 +128,7 @@ impl Chat {
             ));
         }
         let target =
-            UserId::parse(target).map_err(|e| ChatError::bad_field(format!("user: {e}")))?;
+            UserId::from_stored(target).map_err(|e| ChatError::bad_field(format!("user: {e}")))?;
         if self.store.remove_member(&room.id, &target).await? {
             let event = BusEvent::RoomRemoved {
                 room: room.id.clone(),
@@ -147,18 +147,13 @@ impl Chat {
     async fn require_room_capacity(&self, users: &[UserId]) -> ChatResult<()> {
         let cap = self.limits.max_rooms_per_user as u64;
         let counts = self.store.membership_counts(users).await?;
-        let full: Vec<&str> = users
-            .iter()
-            .zip(counts)
-            .filter(|(_, n)| *n >= cap)
-            .map(|(u, _)| u.as_str())
-            .collect();
-        if full.is_empty() {
+        // Which users are full is not said: it would tell anyone others' room counts.
+        if counts.iter().all(|&n| n < cap) {
             return Ok(());
         }
         Err(ChatError::invalid(
             ErrorCode::TooManyRooms,
-            format!("in {cap} rooms already: {}", full.join(", ")),
+            format!("a user in this request is in {cap} rooms already"),
         ))
     }
 

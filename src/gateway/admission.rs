@@ -61,7 +61,8 @@ impl Session {
             ClientFrame::Read(_) => limits.reads.check(&self.user),
             // A resume costs one per room it names: its work grows with them.
             ClientFrame::Resume(resume) => {
-                let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX);
+                // At least one: an empty resume still does work.
+                let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX).max(1);
                 limits.resumed_rooms.check_n(&self.user, rooms)
             }
             ClientFrame::Ping(_) => Ok(()),

@@ -115,7 +115,8 @@ async fn refuse(mut socket: WebSocket, code: ErrorCode, message: &str, reason: C
         code: reason.code(),
         reason: Utf8Bytes::from_static(reason.text()),
     }));
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+    // Short: a refused socket holds no slot under the caps, so it must not linger.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
         socket.send(WsMessage::Text(frame)).await?;
         socket.send(close).await
     })

@@ -512,13 +512,13 @@ async fn a_drain_closes_with_1012_however_fast_a_client_sends() {
         1_000_000
     });
     // Acks flow; then the node is told to stop.
-    loop {
-        if let Incoming::Event(ServerFrame::Ack { seq, .. }) = rx.next(WAIT).await.unwrap()
-            && seq >= 50
-        {
-            break;
+    let mut last_acked = 0;
+    while last_acked < 50 {
+        if let Incoming::Event(ServerFrame::Ack { seq, .. }) = rx.next(WAIT).await.unwrap() {
+            last_acked = seq;
         }
     }
+    let node = app.node.clone();
     let stopping = tokio::spawn(app.stop());
     let code = loop {
         match rx
@@ -527,10 +527,17 @@ async fn a_drain_closes_with_1012_however_fast_a_client_sends() {
             .expect("a close frame before the test's deadline")
         {
             Incoming::Closed { code, .. } => break code,
+            Incoming::Event(ServerFrame::Ack { seq, .. }) => last_acked = seq,
             Incoming::Event(_) => {}
         }
     };
     assert_eq!(code, 1012);
+    // Every message the node stored was acked before the close: none left unconfirmed.
+    let stored = node.store.last_seq(&room.id).await.unwrap();
+    assert_eq!(
+        last_acked, stored,
+        "the acks of handled frames are flushed first"
+    );
     tokio::time::timeout(WAIT, stopping)
         .await
         .expect("the node stops long before its grace period")

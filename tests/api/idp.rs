@@ -98,7 +98,7 @@ async fn jwks_keys_verify_rotate_and_survive_an_outage() {
     let url = jwks.serve().await;
     let app = TestApp::spawn_with(|s| {
         s.auth.jwks_url = url;
-        s.auth.jwks_refresh_min_ms = 0;
+        s.auth.jwks_refresh_min_ms = 1;
     })
     .await;
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 1, "fetched at start");
@@ -126,6 +126,17 @@ async fn jwks_keys_verify_rotate_and_survive_an_outage() {
     let stranger = EcKey::generate("key-3");
     assert_eq!(me(&app, &stranger.token("mallory")).await, 401);
     assert_eq!(jwks.fetches.load(Ordering::SeqCst), 3, "it tried once more");
+
+    // The provider comes back serving no usable key (a broken deploy): the cache is kept.
+    jwks.down.store(false, Ordering::SeqCst);
+    jwks.keys.lock().unwrap().clear();
+    assert_eq!(me(&app, &EcKey::generate("key-4").token("eve")).await, 401);
+    assert_eq!(jwks.fetches.load(Ordering::SeqCst), 4);
+    assert_eq!(
+        me(&app, &first.token("alice")).await,
+        200,
+        "cached keys survive"
+    );
 
     // A key with a known kid but another key's material fails the signature check.
     let impostor = EcKey {

@@ -79,7 +79,7 @@ impl ErrorCode {
                 "the message store is unavailable; nothing was stored, retry with the same clientMsgId"
             }
             ErrorCode::BusUnavailable => {
-                "stored, but not yet delivered; retry with the same clientMsgId"
+                "the message bus is unavailable; retry (a send: with the same clientMsgId, it is stored once)"
             }
             _ => "internal error",
         }

@@ -33,16 +33,29 @@ impl UserId {
     pub const MAX_LEN: usize = 64;
 
     pub fn parse(s: &str) -> Result<Self, InvalidId> {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
         // "." and ".." would be path segments in URLs (/members/..), not names.
-        let dots = s == "." || s == "..";
-        if s.is_empty() || s.len() > Self::MAX_LEN || !s.chars().all(ok_char) || dots {
-            return Err(InvalidId(format!(
-                "user id must be 1 to {} characters of A-Z a-z 0-9 _ - . @, not . or ..",
-                Self::MAX_LEN
-            )));
+        if s == "." || s == ".." {
+            return Err(Self::invalid());
+        }
+        Self::from_stored(s)
+    }
+
+    /// An id read back from a store: as [`parse`](Self::parse), but `.` and `..` (accepted
+    /// before they were refused) still read, so rooms that hold them keep working and they
+    /// can be removed.
+    pub fn from_stored(s: &str) -> Result<Self, InvalidId> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '@');
+        if s.is_empty() || s.len() > Self::MAX_LEN || !s.chars().all(ok_char) {
+            return Err(Self::invalid());
         }
         Ok(Self(Arc::from(s)))
+    }
+
+    fn invalid() -> InvalidId {
+        InvalidId(format!(
+            "user id must be 1 to {} characters of A-Z a-z 0-9 _ - . @, not . or ..",
+            Self::MAX_LEN
+        ))
     }
 
     pub fn as_str(&self) -> &str {

@@ -87,9 +87,9 @@ impl RoomDoc {
             name: self.name,
             members: members
                 .iter()
-                .map(|m| UserId::parse(&m.user_id).map_err(|_| corrupt("userId")))
+                .map(|m| UserId::from_stored(&m.user_id).map_err(|_| corrupt("userId")))
                 .collect::<Result<_, _>>()?,
-            created_by: UserId::parse(&self.created_by).map_err(|_| corrupt("createdBy"))?,
+            created_by: UserId::from_stored(&self.created_by).map_err(|_| corrupt("createdBy"))?,
             created_at: from_bson_time(self.created_at),
         })
     }
@@ -111,7 +111,7 @@ impl MessageDoc {
     pub fn into_message(self) -> StoreResult<Message> {
         Ok(Message {
             room: RoomId::parse(&self.room_id).map_err(|_| corrupt("chatRoomId"))?,
-            sender: UserId::parse(&self.sender).map_err(|_| corrupt("sender"))?,
+            sender: UserId::from_stored(&self.sender).map_err(|_| corrupt("sender"))?,
             id: self.id,
             seq: seq_from_i64(self.seq),
             client_msg_id: self.client_msg_id,
@@ -135,7 +135,7 @@ impl MemberDoc {
     pub fn into_membership(self) -> StoreResult<Membership> {
         Ok(Membership {
             room: RoomId::parse(&self.room_id).map_err(|_| corrupt("roomId"))?,
-            user: UserId::parse(&self.user_id).map_err(|_| corrupt("userId"))?,
+            user: UserId::from_stored(&self.user_id).map_err(|_| corrupt("userId"))?,
             read_seq: seq_from_i64(self.read_seq),
             joined_at: from_bson_time(self.joined_at),
         })

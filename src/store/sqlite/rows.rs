@@ -23,7 +23,7 @@ pub fn message_from_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         id: row.get(0)?,
         room: RoomId::parse(&room).map_err(|e| bad_column(1, e))?,
         seq: seq_from_i64(row.get(2)?),
-        sender: UserId::parse(&sender).map_err(|e| bad_column(3, e))?,
+        sender: UserId::from_stored(&sender).map_err(|e| bad_column(3, e))?,
         client_msg_id: row.get(4)?,
         text: row.get(5)?,
         created_at: from_millis(row.get(6)?),
@@ -176,9 +176,9 @@ pub fn load_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<Room>> {
         name,
         members: members
             .iter()
-            .map(|m| UserId::parse(m).map_err(|_| corrupt("member")))
+            .map(|m| UserId::from_stored(m).map_err(|_| corrupt("member")))
             .collect::<Result<_, _>>()?,
-        created_by: UserId::parse(&created_by).map_err(|_| corrupt("creator"))?,
+        created_by: UserId::from_stored(&created_by).map_err(|_| corrupt("creator"))?,
         created_at: from_millis(created_at),
     }))
 }
