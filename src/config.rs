@@ -41,6 +41,8 @@ pub struct Settings {
     pub limits: Limits,
     pub websocket: WebSocketSettings,
     pub presence: PresenceSettings,
+    pub typing: TypingSettings,
+    pub receipts: ReceiptSettings,
     pub log: LogSettings,
 }
 
@@ -152,6 +154,25 @@ pub struct WebSocketSettings {
 pub struct PresenceSettings {
     pub ttl_ms: u64,
     pub refresh_ms: u64,
+    pub leave_grace_ms: u64,
+    pub away_after_ms: u64,
+    pub roster_max_members: usize,
+    pub max_contacts: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TypingSettings {
+    pub ttl_ms: u64,
+    pub throttle_ms: u64,
+    pub coalesce_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptSettings {
+    pub coalesce_ms: u64,
+    pub live_max_members: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -403,6 +424,15 @@ impl Settings {
                 "presence.refresh_ms",
                 "must be greater than 0 and less than presence.ttl_ms",
             );
+        }
+        if self.typing.ttl_ms == 0 || self.typing.coalesce_ms == 0 {
+            return fail(
+                "typing.ttl_ms",
+                "typing.ttl_ms and typing.coalesce_ms must be > 0",
+            );
+        }
+        if self.receipts.coalesce_ms == 0 {
+            return fail("receipts.coalesce_ms", "must be greater than 0");
         }
         Ok(())
     }

@@ -13,11 +13,11 @@ use crate::{
     auth::TokenAuthority,
     bus::{self, Bus, Delivery},
     cache::RecentCache,
-    chat::Chat,
+    chat::{Chat, ChatParts, ReceiptBatcher},
     clock::{Clock, SystemClock},
     config::{BusKind, Settings, StoreKind},
-    hub::Hub,
-    presence::{LocalPresence, Presence, PresenceService},
+    hub::{Hub, HubSettings},
+    presence::{LocalPresence, PresenceRegistry, PresenceService},
     redis::{RedisBus, RedisPresence, RedisRecentCache},
     store::{self, DeadlineStore, Store},
     telemetry,
@@ -35,7 +35,7 @@ pub struct Backends {
     pub bus: Arc<dyn Bus>,
     pub deliveries: mpsc::Receiver<Delivery>,
     pub recent: Option<Arc<dyn RecentCache>>,
-    pub presence: Arc<dyn Presence>,
+    pub presence: Arc<dyn PresenceRegistry>,
 }
 
 /// Connects the configured store, bus, cache and presence registry. Background tasks (the
@@ -136,27 +136,55 @@ impl Application {
             recent,
             presence,
         } = connect_backends(&settings, &tasks, &shutdown).await?;
+        let hub_settings = HubSettings {
+            typing_ttl: Duration::from_millis(settings.typing.ttl_ms),
+            typing_coalesce: Duration::from_millis(settings.typing.coalesce_ms),
+            roster_max_members: settings.presence.roster_max_members,
+        };
         let hub = Hub::start(
             bus.clone(),
             deliveries,
             store.clone(),
+            hub_settings,
             shutdown.clone(),
             &tasks,
         );
         let id = settings.node_id();
         let presence = Arc::new(PresenceService::new(
             presence,
+            bus.clone(),
+            store.clone(),
             clock.clone(),
             &id,
             &settings.presence,
         ));
+        // A previous process of this name may have died with connections on record.
+        if let Err(e) = presence.release_self().await {
+            tracing::warn!(error = %e, "stale presence of this node not released");
+        }
+        // The lease exists before the first connection does, so a crash at any time after
+        // this is noticed by the other nodes.
+        if let Err(e) = presence.maintain(&[]).await {
+            tracing::warn!(error = %e, "presence lease not taken yet");
+        }
+        let receipts = Arc::new(ReceiptBatcher::new(
+            store.clone(),
+            bus.clone(),
+            Duration::from_millis(settings.receipts.coalesce_ms),
+            settings.receipts.live_max_members,
+        ));
+        tasks.spawn(receipts.clone().run(shutdown.clone()));
         let chat = Chat::new(
             store.clone(),
             bus.clone(),
-            recent,
-            presence.clone(),
-            clock.clone(),
-            settings.limits.clone(),
+            ChatParts {
+                recent,
+                presence: presence.clone(),
+                receipts,
+                clock: clock.clone(),
+                limits: settings.limits.clone(),
+                presence_settings: settings.presence.clone(),
+            },
         );
         let addr = format!("{}:{}", settings.server.host, settings.server.port);
         let listener = TcpListener::bind(&addr)
@@ -176,7 +204,7 @@ impl Application {
             shutdown,
             tasks,
         });
-        node.tasks.spawn(refresh_presence(node.clone()));
+        node.tasks.spawn(maintain_presence(node.clone()));
         node.tasks.spawn(forget_idle_senders(node.clone()));
         Ok(Self { listener, node })
     }
@@ -239,22 +267,38 @@ impl Application {
                 "grace period over; dropping remaining connections"
             );
         }
+        // Connections announced their own leaving; this catches any that could not.
+        match tokio::time::timeout(Duration::from_secs(2), node.presence.release_self()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "presence not released; its lease runs out"),
+            Err(_) => tracing::warn!("presence release timed out; its lease runs out"),
+        }
         tracing::info!(node = %node.id, "stopped");
         Ok(())
     }
 }
 
-/// Vouches for this node's connections until the node stops; if the node dies, its users
-/// expire from the registry by themselves.
-async fn refresh_presence(node: Arc<Node>) {
-    let mut tick = tokio::time::interval(node.presence.refresh_every());
+/// Keeps this node's presence lease and the registry in order until the node stops (see
+/// [`PresenceService::maintain`]), and re-evaluates due users every `DUE_SWEEP`.
+async fn maintain_presence(node: Arc<Node>) {
+    const DUE_SWEEP: Duration = Duration::from_millis(250);
+    let every = node.presence.refresh_every();
+    let mut tick = tokio::time::interval(DUE_SWEEP.min(every));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_maintained: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if let Err(e) = node.presence.vouch(&node.hub.connections()).await {
-            tracing::warn!(error = %e, "presence refresh failed");
+        if last_maintained.is_none_or(|at| at.elapsed() >= every) {
+            last_maintained = Some(tokio::time::Instant::now());
+            if let Err(e) = node.presence.maintain(&node.hub.connections()).await {
+                tracing::warn!(error = %e, "presence maintenance failed");
+            }
+        }
+        if let Err(e) = node.presence.sweep_due().await {
+            tracing::warn!(error = %e, "presence sweep failed");
         }
     }
 }

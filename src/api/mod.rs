@@ -16,6 +16,7 @@ use crate::{gateway, protocol::ErrorCode, state::Node};
 
 mod error;
 mod extract;
+mod me;
 mod openapi;
 mod ops;
 mod rooms;
@@ -48,7 +49,12 @@ pub fn router(node: Arc<Node>) -> Router {
         )
         .route("/v1/rooms/{room}/read", post(rooms::mark_read))
         .route("/v1/rooms/{room}/presence", get(rooms::presence))
+        .route("/v1/rooms/{room}/receipts", get(rooms::receipts))
         .route("/v1/me", get(ops::me))
+        .route(
+            "/v1/me/settings",
+            get(me::settings).put(me::update_settings),
+        )
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

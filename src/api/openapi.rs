@@ -8,12 +8,12 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
-use super::{ops, rooms};
+use super::{me, ops, rooms};
 use crate::{
-    chat::MemberPresence,
+    chat::{MemberPresence, RoomPresence},
     domain::{Message, Room, RoomKind, RoomSummary},
     protocol::ErrorCode,
-    store::Order,
+    store::{MemberReceipt, Order, UserSettings},
 };
 
 /// Every error answer: `{"error": {"code", "message", "retryAfterMs"?}}`.
@@ -102,13 +102,16 @@ impl Modify for BearerAuth {
         rooms::post_message,
         rooms::mark_read,
         rooms::presence,
+        rooms::receipts,
         ops::me,
+        me::settings,
+        me::update_settings,
         ops::dev_login,
         ops::healthz,
         ops::readyz,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, Order,
+        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, RoomPresence, MemberReceipt, UserSettings, Order,
         rooms::RoomPage
     )),
     modifiers(&BearerAuth),

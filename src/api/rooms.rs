@@ -13,11 +13,11 @@ use super::{
     openapi::{CommonErrors, ErrorBody},
 };
 use crate::{
-    chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, MemberPresence},
+    chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, RoomPresence},
     domain::{Message, Room, RoomId, RoomSummary, Seq, UserId},
     protocol::ErrorCode,
     state::Node,
-    store::{HistoryQuery, MAX_SEQ, Order},
+    store::{HistoryQuery, MAX_SEQ, Mark, MemberReceipt, Order},
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -287,6 +287,9 @@ pub async fn post_message(
 pub struct MarkRead {
     #[schema(minimum = 0, maximum = 9223372036854775807_i64)]
     seq: Seq,
+    /// Clears the caller's own unread count without telling the members.
+    #[serde(default)]
+    private: bool,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -311,24 +314,42 @@ pub async fn mark_read(
         .check(&user)
         .map_err(ApiError::rate_limited)?;
     let seq = check_seq("seq", Some(body.seq))?.unwrap_or_default();
-    let read_seq = node.chat.mark_read(&user, &room, seq).await?;
+    let mark = if body.private {
+        Mark::PrivateRead
+    } else {
+        Mark::Read
+    };
+    let read_seq = node.chat.mark(&user, &room, mark, seq).await?;
     Ok(Json(ReadPosition { read_seq }))
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Presence {
-    members: Vec<MemberPresence>,
-}
-
-/// Which members of a room are online.
+/// The members' presence: each member's state for direct rooms and groups up to
+/// `presence.roster_max_members`, only the counts for larger groups.
 #[utoipa::path(get, path = "/v1/rooms/{room}/presence", tag = "rooms",
     params(("room" = String, Path, description = "room id")),
-    responses((status = 200, body = Presence), CommonErrors))]
+    responses((status = 200, body = RoomPresence), CommonErrors))]
 pub async fn presence(
     State(node): State<Arc<Node>>,
     AuthUser(user): AuthUser,
     ApiPath(room): ApiPath<String>,
-) -> ApiResult<Json<Presence>> {
-    let members = node.chat.presence(&user, &room).await?;
-    Ok(Json(Presence { members }))
+) -> ApiResult<Json<RoomPresence>> {
+    Ok(Json(node.chat.presence(&user, &room).await?))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Receipts {
+    members: Vec<MemberReceipt>,
+}
+
+/// Every member's public delivered and read positions (private reads not included).
+#[utoipa::path(get, path = "/v1/rooms/{room}/receipts", tag = "rooms",
+    params(("room" = String, Path, description = "room id")),
+    responses((status = 200, body = Receipts), CommonErrors))]
+pub async fn receipts(
+    State(node): State<Arc<Node>>,
+    AuthUser(user): AuthUser,
+    ApiPath(room): ApiPath<String>,
+) -> ApiResult<Json<Receipts>> {
+    let members = node.chat.receipts(&user, &room).await?;
+    Ok(Json(Receipts { members }))
 }

@@ -5,16 +5,17 @@
 //! path: it may drop events (Redis Pub/Sub does, during a disconnect), which is why the hub
 //! orders messages by `seq` and fetches anything missing from the store.
 //!
-//! Topics are rooms (message, receipt and member events, wanted by every node with a local
-//! member) and users (rooms added or removed, wanted by every node where that user is
-//! connected). Subscriptions are reference-counted per node by the hub, never per connection.
+//! Topics are rooms (message, receipt, typing and member events, wanted by every node with a
+//! local member), users (rooms added or removed, unread counts, wanted by every node where
+//! that user is connected) and users' presence (wanted by every node where a contact of that
+//! user is connected). Subscriptions are reference-counted per node by the hub, never per connection.
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Message, Room, RoomId, Seq, UserId};
+use crate::domain::{Message, Room, RoomId, Seq, UserId, UserPresence};
 
 pub mod local;
 
@@ -24,6 +25,7 @@ pub use local::{LocalBroker, LocalBus};
 pub enum Topic {
     Room(RoomId),
     User(UserId),
+    Presence(UserId),
 }
 
 /// What a bus hands to its node, in the order it received it.
@@ -71,12 +73,29 @@ pub trait Bus: Send + Sync + 'static {
 pub enum BusEvent {
     /// On the room topic: a stored message.
     Message { message: Message },
-    /// On the room topic: a member's read position moved.
+    /// On the room topic: a member's public positions moved.
     Receipt {
         room: RoomId,
         user: UserId,
+        #[serde(default)]
+        delivered_seq: Seq,
         read_seq: Seq,
     },
+    /// On the room topic: a member started or stopped typing.
+    Typing {
+        room: RoomId,
+        user: UserId,
+        typing: bool,
+    },
+    /// On a user topic: the user's own read position in a room moved.
+    Unread {
+        room: RoomId,
+        unread: u64,
+        read_seq: Seq,
+        total: u64,
+    },
+    /// On a presence topic: what the user's contacts see changed.
+    Presence { presence: UserPresence },
     /// On the room topic: the member list changed.
     Members { room: RoomId, members: Vec<UserId> },
     /// On a user topic: the user is now a member of this room.

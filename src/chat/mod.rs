@@ -14,15 +14,20 @@ use crate::{
     bus::{Bus, BusEvent, Topic},
     cache::RecentCache,
     clock::Clock,
-    config::Limits,
-    domain::{Message, Room, RoomId, Seq, UserId},
+    config::{Limits, PresenceSettings},
+    domain::{Message, Room, RoomId, UserId},
     presence::PresenceService,
     protocol::ErrorCode,
-    store::{Appended, NewMessage, ReadMark, Store, StoreError},
+    store::{Appended, NewMessage, Store, StoreError},
 };
 
 mod history;
+mod presence;
+mod receipts;
 mod rooms;
+
+pub use presence::{MemberPresence, RoomPresence};
+pub use receipts::ReceiptBatcher;
 
 /// Room list pages: at most this many rooms each.
 pub const MAX_ROOM_PAGE: usize = 500;
@@ -140,34 +145,42 @@ pub struct Chat {
     pub(super) bus: Arc<dyn Bus>,
     /// Cluster mode: serves resumes and newest pages when it can vouch for them.
     pub(super) recent: Option<Arc<dyn RecentCache>>,
-    presence: Arc<PresenceService>,
+    pub(super) presence: Arc<PresenceService>,
+    pub(super) receipts: Arc<ReceiptBatcher>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) limits: Limits,
+    pub(super) presence_settings: PresenceSettings,
 }
 
-/// A member and whether they are online.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
-pub struct MemberPresence {
-    pub user: UserId,
-    pub online: bool,
+/// What a [`Chat`] is built from besides the store and bus.
+pub struct ChatParts {
+    pub recent: Option<Arc<dyn RecentCache>>,
+    pub presence: Arc<PresenceService>,
+    pub receipts: Arc<ReceiptBatcher>,
+    pub clock: Arc<dyn Clock>,
+    pub limits: Limits,
+    pub presence_settings: PresenceSettings,
 }
 
 impl Chat {
-    pub fn new(
-        store: Arc<dyn Store>,
-        bus: Arc<dyn Bus>,
-        recent: Option<Arc<dyn RecentCache>>,
-        presence: Arc<PresenceService>,
-        clock: Arc<dyn Clock>,
-        limits: Limits,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, bus: Arc<dyn Bus>, parts: ChatParts) -> Self {
+        let ChatParts {
+            recent,
+            presence,
+            receipts,
+            clock,
+            limits,
+            presence_settings,
+        } = parts;
         Self {
             store,
             bus,
             recent,
             presence,
+            receipts,
             clock,
             limits,
+            presence_settings,
         }
     }
 
@@ -236,38 +249,6 @@ impl Chat {
         let room = parse_room(room)?;
         self.require_member(&room, user).await?;
         self.store.room(&room).await?.ok_or(ChatError::RoomNotFound)
-    }
-
-    /// Moves the user's read position forward and, if it moved, tells the room.
-    pub async fn mark_read(&self, user: &UserId, room: &str, seq: Seq) -> ChatResult<Seq> {
-        let room = parse_room(room)?;
-        self.require_member(&room, user).await?;
-        let ReadMark { read_seq, moved } = self.store.mark_read(&room, user, seq).await?;
-        if moved {
-            let event = BusEvent::Receipt {
-                room: room.clone(),
-                user: user.clone(),
-                read_seq,
-            };
-            self.publish_quietly(&Topic::Room(room), &event).await;
-        }
-        Ok(read_seq)
-    }
-
-    /// The room's members and whether each is online.
-    pub async fn presence(&self, user: &UserId, room: &str) -> ChatResult<Vec<MemberPresence>> {
-        let room = self.room(user, room).await?;
-        let online = self
-            .presence
-            .online(&room.members)
-            .await
-            .map_err(|e| ChatError::Bus(e.to_string()))?;
-        Ok(room
-            .members
-            .into_iter()
-            .zip(online)
-            .map(|(user, online)| MemberPresence { user, online })
-            .collect())
     }
 
     pub(super) async fn announce_added(&self, room: &Room, users: &[UserId]) {

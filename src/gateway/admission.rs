@@ -58,14 +58,17 @@ impl Session {
         let limits = &self.node.limits;
         match frame {
             ClientFrame::Send(_) => limits.sends.check(&self.user),
-            ClientFrame::Read(_) => limits.reads.check(&self.user),
+            // Both write a position to the store.
+            ClientFrame::Read(_) | ClientFrame::Delivered(_) => limits.reads.check(&self.user),
             // A resume costs one per room it names: its work grows with them.
             ClientFrame::Resume(resume) => {
                 // At least one: an empty resume still does work.
                 let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX).max(1);
                 limits.resumed_rooms.check_n(&self.user, rooms)
             }
-            ClientFrame::Ping(_) => Ok(()),
+            // Cheap: typing is throttled before it reaches the bus, activity is recorded at
+            // most every few seconds (see `Session::note_activity`).
+            ClientFrame::Ping(_) | ClientFrame::Typing(_) | ClientFrame::Active => Ok(()),
         }
     }
 

@@ -5,7 +5,11 @@
 //! Frames of one connection are handled one at a time, so a client's sends are stored in the
 //! order it sent them. What a frame may cost is in `admission`, the resume in `resume`.
 
-use std::{collections::HashSet, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::{StreamExt, stream::SplitStream};
@@ -21,6 +25,7 @@ use crate::{
         parse_client_frame,
     },
     state::Node,
+    store::Mark,
     throttle::FrameThrottle,
 };
 
@@ -75,6 +80,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitte
         resumed: false,
         bad_frames: 0,
         throttled: 0,
+        live: LiveState::new(),
     };
     session.run(stream, verified.valid_until).await;
     conn.close(CloseReason::Normal); // no-op if a reason was already given
@@ -96,12 +102,21 @@ impl Drop for Cleanup {
         node.hub.unregister(conn);
         let presence = node.presence.clone();
         let (user, id) = (conn.user.clone(), conn.id);
-        // Drop cannot await; the entry also expires by itself if this never runs.
+        // Left on purpose (the client's close, or this node's: stopping, token expired): gone
+        // at once. Anything else may be a network blip: the user keeps their state for the
+        // leave grace, so a quick reconnect shows nothing.
+        let cleanly = conn.left_cleanly()
+            || matches!(
+                conn.close_reason(),
+                Some(CloseReason::ServiceRestart | CloseReason::TokenExpired)
+            );
+        let last_here = node.hub.connection_count_of(&user) == 0;
+        // Drop cannot await; the node's reconciliation clears the entry if this never runs.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             let _guard = runtime.enter();
             node.tasks.spawn(async move {
-                if let Err(e) = presence.disconnected(&user, id).await {
-                    tracing::debug!(error = %e, "presence not cleared; it expires by itself");
+                if let Err(e) = presence.disconnected(&user, id, cleanly, last_here).await {
+                    tracing::warn!(error = %e, "presence not cleared; reconciliation will");
                 }
             });
         }
@@ -133,6 +148,28 @@ pub(super) struct Session {
     pub(super) frames: FrameThrottle,
     /// Frames refused by a rate limit since the last accepted one.
     pub(super) throttled: u32,
+    /// Presence, typing and activity of this connection.
+    pub(super) live: LiveState,
+}
+
+/// What the connection tracks for presence and typing.
+pub(super) struct LiveState {
+    /// The users whose presence this connection follows.
+    contacts: Vec<UserId>,
+    /// When the user's activity was last recorded in the registry.
+    activity_recorded: Instant,
+    /// Rooms where a typing start was passed on, and when.
+    typing: HashMap<RoomId, Instant>,
+}
+
+impl LiveState {
+    pub(super) fn new() -> Self {
+        Self {
+            contacts: Vec::new(),
+            activity_recorded: Instant::now(),
+            typing: HashMap::new(),
+        }
+    }
 }
 
 impl Session {
@@ -141,7 +178,8 @@ impl Session {
         mut stream: SplitStream<WebSocket>,
         valid_until: chrono::DateTime<chrono::Utc>,
     ) {
-        let settings = &self.node.settings;
+        let node = self.node.clone();
+        let settings = &node.settings;
         // Live first (subscribed, present), then welcome: a client that has its welcome can
         // rely on being reachable in all its rooms.
         if let Err(e) = Box::pin(self.go_live()).await {
@@ -163,6 +201,11 @@ impl Session {
             max_text_chars: settings.limits.max_text_chars,
         })
         .await;
+        // Then the contacts' presence: one snapshot, changes after it.
+        if let Err(e) = Box::pin(self.follow_contacts(true)).await {
+            tracing::warn!(error = %e, user = %self.user, "contacts' presence unavailable");
+            self.conn.release_presence(None);
+        }
 
         let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
         let resume_deadline =
@@ -258,6 +301,102 @@ impl Session {
                 self.reply(ServerFrame::RoomAdded { room }).await;
             }
         }
+        if let Err(e) = Box::pin(self.follow_contacts(false)).await {
+            tracing::warn!(error = %e, user = %self.user, "contacts' presence not updated");
+        }
+    }
+
+    /// Follows the presence of the user's contacts as they are now. The first time
+    /// (`snapshot`) sends all of them and opens the gate for changes; later (rooms or members
+    /// changed) sends the newly gained ones and stops following the lost ones.
+    async fn follow_contacts(&mut self, snapshot: bool) -> Result<(), ChatError> {
+        let rooms = self.conn.rooms();
+        let contacts = self.node.chat.contacts(&self.user, &rooms).await?;
+        let lost: Vec<UserId> = self
+            .live
+            .contacts
+            .iter()
+            .filter(|c| contacts.binary_search(c).is_err())
+            .cloned()
+            .collect();
+        let gained: Vec<UserId> = if snapshot {
+            contacts.clone()
+        } else {
+            contacts
+                .iter()
+                .filter(|c| self.live.contacts.binary_search(c).is_err())
+                .cloned()
+                .collect()
+        };
+        self.node.hub.unwatch(&self.conn, &lost);
+        self.node
+            .hub
+            .watch(&self.conn, &gained)
+            .await
+            .map_err(join_error)?;
+        self.live.contacts = contacts;
+        let states = self
+            .node
+            .presence
+            .snapshot(&gained)
+            .await
+            .map_err(|e| ChatError::Bus(e.to_string()))?;
+        if snapshot {
+            self.conn.release_presence(Some(states));
+        } else if !states.is_empty() {
+            self.reply(ServerFrame::Presence {
+                snapshot: false,
+                users: states,
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Records that the user is active here (in the registry at most every few seconds:
+    /// the away timer is minutes long).
+    async fn note_activity(&mut self) {
+        let every = Duration::from_millis(self.node.settings.presence.away_after_ms / 10)
+            .min(Duration::from_secs(30));
+        if self.live.activity_recorded.elapsed() < every {
+            return;
+        }
+        self.live.activity_recorded = Instant::now();
+        if let Err(e) = self.node.presence.active(&self.user, self.conn.id).await {
+            tracing::debug!(error = %e, "activity not recorded");
+        }
+    }
+
+    /// A typing start or stop: passed on if the user is in the room, starts at most every
+    /// `typing.throttle_ms`, stops only after a start that may still show.
+    async fn on_typing(&mut self, room: &str, typing: bool) {
+        let Some(room) = RoomId::parse(room).ok().filter(|r| self.conn.in_room(r)) else {
+            self.reply_error(ErrorCode::RoomNotFound, "room not found")
+                .await;
+            return;
+        };
+        let settings = &self.node.settings.typing;
+        let (throttle, ttl) = (
+            Duration::from_millis(settings.throttle_ms),
+            Duration::from_millis(settings.ttl_ms),
+        );
+        let last = self.live.typing.get(&room).copied();
+        let pass = if typing {
+            last.is_none_or(|at| at.elapsed() >= throttle)
+        } else {
+            last.is_some_and(|at| at.elapsed() < ttl)
+        };
+        if typing {
+            if pass {
+                self.live.typing.retain(|_, at| at.elapsed() < ttl);
+                self.live.typing.insert(room.clone(), Instant::now());
+            }
+        } else {
+            self.live.typing.remove(&room);
+        }
+        if pass {
+            self.node.chat.typing(&self.user, &room, typing).await;
+        }
     }
 
     /// Returns false when the connection should end.
@@ -289,7 +428,10 @@ impl Session {
                     return self.count_refusal();
                 }
             }
-            WsMessage::Close(_) => return false,
+            WsMessage::Close(_) => {
+                self.conn.mark_left_cleanly();
+                return false;
+            }
         }
         true
     }
@@ -297,6 +439,11 @@ impl Session {
     async fn on_frame(&mut self, frame: ClientFrame) {
         match frame {
             ClientFrame::Send(send) => {
+                self.note_activity().await;
+                // A sent message ends the typing that led to it.
+                if RoomId::parse(&send.room).is_ok_and(|r| self.live.typing.contains_key(&r)) {
+                    self.on_typing(&send.room, false).await;
+                }
                 let sent = self
                     .node
                     .chat
@@ -323,16 +470,30 @@ impl Session {
             }
             ClientFrame::Resume(resume) => self.resume(resume).await,
             ClientFrame::Read(read) => {
-                if let Err(e) = self
-                    .node
-                    .chat
-                    .mark_read(&self.user, &read.room, read.seq)
-                    .await
-                {
-                    self.reply_chat_error(&e, None, Some(&read.room)).await;
-                }
+                self.note_activity().await;
+                let mark = if read.private {
+                    Mark::PrivateRead
+                } else {
+                    Mark::Read
+                };
+                self.mark(&read.room, mark, read.seq).await;
             }
+            ClientFrame::Delivered(delivered) => {
+                self.mark(&delivered.room, Mark::Delivered, delivered.seq)
+                    .await;
+            }
+            ClientFrame::Typing(typing) => {
+                self.note_activity().await;
+                self.on_typing(&typing.room, typing.typing).await;
+            }
+            ClientFrame::Active => self.note_activity().await,
             ClientFrame::Ping(ping) => self.reply(ServerFrame::Pong { id: ping.id }).await,
+        }
+    }
+
+    async fn mark(&self, room: &str, mark: Mark, seq: crate::domain::Seq) {
+        if let Err(e) = self.node.chat.mark(&self.user, room, mark, seq).await {
+            self.reply_chat_error(&e, None, Some(room)).await;
         }
     }
 

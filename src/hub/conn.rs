@@ -3,8 +3,11 @@
 //! touches the socket.
 
 use std::{
-    collections::HashSet,
-    sync::{Arc, Mutex, OnceLock},
+    collections::{HashMap, HashSet},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use axum::extract::ws::Utf8Bytes;
@@ -12,8 +15,8 @@ use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    domain::{RoomId, Seq, UserId},
-    protocol::CloseReason,
+    domain::{RoomId, Seq, UserId, UserPresence},
+    protocol::{CloseReason, ServerFrame, encode},
 };
 
 pub type ConnId = u64;
@@ -69,6 +72,14 @@ pub struct ConnHandle {
     /// Signalled when the user's memberships may have changed (coalescing: one pending
     /// signal at most); the connection then re-reads them from the store.
     memberships: Notify,
+    /// Contacts whose presence this connection follows.
+    pub(super) watching: Mutex<HashSet<UserId>>,
+    /// While `Some`, presence changes wait here (newest per user) for the snapshot they
+    /// follow: a client never sees a change before its snapshot.
+    presence_gate: Mutex<Option<HashMap<UserId, UserPresence>>>,
+    /// The client closed the connection itself (a close frame): its user leaves at once,
+    /// without the grace a dropped connection gets.
+    left_cleanly: AtomicBool,
 }
 
 impl ConnHandle {
@@ -81,7 +92,65 @@ impl ConnHandle {
             reason: OnceLock::new(),
             rooms: Mutex::default(),
             memberships: Notify::new(),
+            watching: Mutex::default(),
+            presence_gate: Mutex::new(Some(HashMap::new())),
+            left_cleanly: AtomicBool::new(false),
         }
+    }
+
+    pub fn mark_left_cleanly(&self) {
+        self.left_cleanly.store(true, Ordering::Relaxed);
+    }
+
+    pub fn left_cleanly(&self) -> bool {
+        self.left_cleanly.load(Ordering::Relaxed)
+    }
+
+    /// A contact's presence changed: held until the snapshot went out, then queued.
+    pub fn offer_presence(&self, presence: &UserPresence, frame: &Utf8Bytes) {
+        let mut gate = self.presence_gate.lock().expect("presence gate");
+        match gate.as_mut() {
+            Some(held) => {
+                let newer = held.get(&presence.user).is_none_or(|p| p.v < presence.v);
+                if newer {
+                    held.insert(presence.user.clone(), presence.clone());
+                }
+            }
+            None => self.offer(Outbound::Frame(frame.clone())),
+        }
+    }
+
+    /// Queues the presence snapshot (`None`: the registry could not be read), then the
+    /// changes held meanwhile that are newer than it, and opens the gate.
+    pub fn release_presence(&self, snapshot: Option<Vec<UserPresence>>) {
+        let mut gate = self.presence_gate.lock().expect("presence gate");
+        let held = gate.take().unwrap_or_default();
+        let snapshot = snapshot.map(|users| {
+            let versions: HashMap<UserId, u64> =
+                users.iter().map(|p| (p.user.clone(), p.v)).collect();
+            self.offer(Outbound::Frame(encode(&ServerFrame::Presence {
+                snapshot: true,
+                users,
+            })));
+            versions
+        });
+        let newer: Vec<UserPresence> = held
+            .into_values()
+            .filter(|p| {
+                let known = snapshot.as_ref().and_then(|v| v.get(&p.user));
+                known.is_none_or(|&v| p.v > v)
+            })
+            .collect();
+        if !newer.is_empty() {
+            self.offer(Outbound::Frame(encode(&ServerFrame::Presence {
+                snapshot: false,
+                users: newer,
+            })));
+        }
+    }
+
+    pub fn in_room(&self, room: &RoomId) -> bool {
+        self.rooms.lock().expect("rooms lock").joined.contains(room)
     }
 
     /// The user was added to or removed from a room (or events may have been lost).

@@ -98,6 +98,22 @@ pub fn start(
         tasks.spawn(shard.run(inbox));
     }
     tasks.spawn(route(hub.clone(), shards, deliveries, shutdown.clone()));
+    tasks.spawn(flush_typing(hub.clone(), shutdown.clone()));
+}
+
+/// Sends the typing lists that changed (or expired), every `typing.coalesce_ms`.
+async fn flush_typing(hub: Arc<Hub>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(hub.settings().typing_coalesce);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        for change in hub.typing.changes(Instant::now()) {
+            change.send_to(&hub.room_connections(&change.room));
+        }
+    }
 }
 
 /// Reads the bus and hands each event to whoever needs it.
@@ -136,20 +152,60 @@ async fn route(
             (Topic::Room(room), BusEvent::Message { message }) if message.room == room => {
                 shards.tell(&room, Input::Message(message)).await;
             }
-            (Topic::Room(room), BusEvent::Receipt { user, read_seq, .. }) => {
+            (
+                Topic::Room(room),
+                BusEvent::Receipt {
+                    user,
+                    delivered_seq,
+                    read_seq,
+                    ..
+                },
+            ) => {
                 let frame = encode(&ServerFrame::Receipt {
                     room: room.clone(),
                     user,
+                    delivered_seq,
                     read_seq,
                 });
                 hub.offer_room(&room, &Outbound::Frame(frame));
             }
+            (Topic::Room(room), BusEvent::Typing { user, typing, .. }) => {
+                hub.typing.apply(&room, &user, typing, Instant::now());
+            }
             (Topic::Room(room), BusEvent::Members { members, .. }) => {
+                // In small groups members see each other's presence: their contacts changed.
+                if members.len() <= hub.settings().roster_max_members {
+                    for conn in hub.room_connections(&room) {
+                        conn.memberships_changed();
+                    }
+                }
                 let frame = encode(&ServerFrame::Members {
                     room: room.clone(),
                     members,
                 });
                 hub.offer_room(&room, &Outbound::Frame(frame));
+            }
+            (
+                Topic::User(user),
+                BusEvent::Unread {
+                    room,
+                    unread,
+                    read_seq,
+                    total,
+                },
+            ) => {
+                let frame = Outbound::Frame(encode(&ServerFrame::Unread {
+                    room,
+                    unread,
+                    read_seq,
+                    total,
+                }));
+                for conn in hub.connections_of(&user) {
+                    conn.offer(frame.clone());
+                }
+            }
+            (Topic::Presence(user), BusEvent::Presence { presence }) if presence.user == user => {
+                hub.offer_presence(&presence);
             }
             // Each connection re-reads the user's memberships and reconciles (in its own task,
             // so that events arriving in any order, or lost, still end in the right state).

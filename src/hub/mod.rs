@@ -18,7 +18,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
     bus::{Bus, Delivery, Topic},
-    domain::{RoomId, UserId},
+    domain::{RoomId, UserId, UserPresence},
     store::Store,
 };
 
@@ -27,6 +27,7 @@ pub mod cursor;
 pub mod delivery;
 pub mod dispatcher;
 pub mod subscriptions;
+pub mod typing;
 
 pub use conn::{ConnHandle, ConnId, LiveMessage, Outbound};
 pub use subscriptions::JoinError;
@@ -35,9 +36,25 @@ use subscriptions::Subscriptions;
 /// How long a topic stays subscribed after its last local user left.
 const SUBSCRIPTION_LINGER: Duration = Duration::from_secs(2);
 
+/// What the hub's own tasks need to know of the configuration.
+#[derive(Debug, Clone)]
+pub struct HubSettings {
+    pub typing_ttl: Duration,
+    pub typing_coalesce: Duration,
+    /// Member changes in groups up to this size change their members' contacts.
+    pub roster_max_members: usize,
+}
+
+/// Bus subscriptions taken at once when a connection starts following its contacts.
+const WATCH_CONCURRENCY: usize = 64;
+
 pub struct Hub {
     rooms: DashMap<RoomId, Vec<Arc<ConnHandle>>>,
     users: DashMap<UserId, Vec<Arc<ConnHandle>>>,
+    /// Connections by the contacts whose presence they follow.
+    watchers: DashMap<UserId, Vec<Arc<ConnHandle>>>,
+    pub(crate) typing: typing::TypingBoard,
+    settings: HubSettings,
     subscriptions: Arc<Subscriptions>,
     next_conn: AtomicU64,
     /// Registered connections (kept apart from the maps so counting is O(1)).
@@ -78,6 +95,7 @@ impl Hub {
         bus: Arc<dyn Bus>,
         deliveries: mpsc::Receiver<Delivery>,
         store: Arc<dyn Store>,
+        settings: HubSettings,
         shutdown: CancellationToken,
         tracker: &TaskTracker,
     ) -> Arc<Self> {
@@ -85,6 +103,9 @@ impl Hub {
         let hub = Arc::new(Self {
             rooms: DashMap::new(),
             users: DashMap::new(),
+            watchers: DashMap::new(),
+            typing: typing::TypingBoard::new(settings.typing_ttl),
+            settings,
             subscriptions: Subscriptions::new(
                 bus,
                 store.clone(),
@@ -176,24 +197,83 @@ impl Hub {
         }
     }
 
+    /// Follows the presence of `users` on `conn`; returns once their changes reach this node.
+    /// On error, what was taken stays recorded on the connection and `unregister` gives it
+    /// back.
+    pub async fn watch(&self, conn: &Arc<ConnHandle>, users: &[UserId]) -> Result<(), JoinError> {
+        use futures_util::TryStreamExt;
+        let new: Vec<UserId> = {
+            let watching = conn.watching.lock().expect("watching lock");
+            users
+                .iter()
+                .filter(|u| !watching.contains(*u))
+                .cloned()
+                .collect()
+        };
+        futures_util::stream::iter(new.into_iter().map(Ok))
+            .try_for_each_concurrent(WATCH_CONCURRENCY, |user| async move {
+                let topic = Topic::Presence(user.clone());
+                self.subscriptions.acquire(&topic).await?;
+                // Recorded only once the reference is held, so unwatch gives back exactly
+                // what was taken.
+                if conn
+                    .watching
+                    .lock()
+                    .expect("watching lock")
+                    .insert(user.clone())
+                {
+                    self.watchers.entry(user).or_default().push(conn.clone());
+                } else {
+                    self.subscriptions.release(&topic);
+                }
+                Ok::<_, JoinError>(())
+            })
+            .await
+    }
+
+    /// Stops following these users' presence on `conn`.
+    pub fn unwatch(&self, conn: &Arc<ConnHandle>, users: &[UserId]) {
+        for user in users {
+            let was = conn.watching.lock().expect("watching lock").remove(user);
+            if was && self.remove_watcher(conn, user) {
+                self.subscriptions.release(&Topic::Presence(user.clone()));
+            }
+        }
+    }
+
+    fn remove_watcher(&self, conn: &ConnHandle, user: &UserId) -> bool {
+        remove_conn(&self.watchers, user, conn)
+    }
+
+    /// Offers a contact's presence change to every local connection following it.
+    pub fn offer_presence(&self, presence: &UserPresence) {
+        let Some(conns) = self.watchers.get(&presence.user).map(|c| c.clone()) else {
+            return;
+        };
+        let frame = crate::protocol::encode(&crate::protocol::ServerFrame::Presence {
+            snapshot: false,
+            users: vec![presence.clone()],
+        });
+        for conn in conns {
+            conn.offer_presence(presence, &frame);
+        }
+    }
+
     /// Undoes [`register`](Self::register) and every [`join`](Self::join).
     pub fn unregister(&self, conn: &Arc<ConnHandle>) {
+        let watched: Vec<UserId> = conn
+            .watching
+            .lock()
+            .expect("watching lock")
+            .iter()
+            .cloned()
+            .collect();
+        self.unwatch(conn, &watched);
         for room in conn.exit_all() {
             self.remove_from_room(conn, &room);
             self.subscriptions.release(&Topic::Room(room));
         }
-        let registered = match self.users.entry(conn.user.clone()) {
-            dashmap::Entry::Occupied(mut e) => {
-                let before = e.get().len();
-                e.get_mut().retain(|c| c.id != conn.id);
-                let removed = e.get().len() < before;
-                if e.get().is_empty() {
-                    e.remove();
-                }
-                removed
-            }
-            dashmap::Entry::Vacant(_) => false,
-        };
+        let registered = remove_conn(&self.users, &conn.user, conn);
         if registered {
             self.subscriptions.release(&Topic::User(conn.user.clone()));
             self.live.fetch_sub(1, Ordering::Relaxed);
@@ -225,12 +305,7 @@ impl Hub {
     }
 
     fn remove_from_room(&self, conn: &ConnHandle, room: &RoomId) {
-        if let dashmap::Entry::Occupied(mut e) = self.rooms.entry(room.clone()) {
-            e.get_mut().retain(|c| c.id != conn.id);
-            if e.get().is_empty() {
-                e.remove();
-            }
-        }
+        remove_conn(&self.rooms, room, conn);
     }
 
     /// Offers `item` to every local connection in `room`; never waits.
@@ -244,6 +319,18 @@ impl Hub {
             }
             None => 0,
         }
+    }
+
+    /// The local connections in `room`.
+    pub fn room_connections(&self, room: &RoomId) -> Vec<Arc<ConnHandle>> {
+        self.rooms
+            .get(room)
+            .map(|conns| conns.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn settings(&self) -> &HubSettings {
+        &self.settings
     }
 
     pub fn connections_of(&self, user: &UserId) -> Vec<Arc<ConnHandle>> {
@@ -277,5 +364,25 @@ impl Hub {
     /// Topics this node is subscribed to.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.count()
+    }
+}
+
+/// Removes `conn` from the list under `key`, and the list once empty; true if it was there.
+fn remove_conn<K: std::hash::Hash + Eq + Clone>(
+    map: &DashMap<K, Vec<Arc<ConnHandle>>>,
+    key: &K,
+    conn: &ConnHandle,
+) -> bool {
+    match map.entry(key.clone()) {
+        dashmap::Entry::Occupied(mut e) => {
+            let before = e.get().len();
+            e.get_mut().retain(|c| c.id != conn.id);
+            let removed = e.get().len() < before;
+            if e.get().is_empty() {
+                e.remove();
+            }
+            removed
+        }
+        dashmap::Entry::Vacant(_) => false,
     }
 }

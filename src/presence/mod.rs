@@ -1,24 +1,32 @@
-//! Who is online: each live connection is an entry with an expiry, refreshed by its node.
-//! A node that dies stops refreshing, so its users go offline within `presence.ttl_ms`,
-//! with nobody having to notice the death. The registry is in-process for one node
-//! ([`LocalPresence`]) or in Redis for a cluster (`crate::redis::RedisPresence`); the rest of
-//! the node talks to it only through [`PresenceService`].
-
-use std::time::Duration;
+//! Who is online, away or offline, for the whole cluster.
+//!
+//! Each user has one [`Record`] in a registry: their live connections (each with the node it
+//! is on) and what their contacts were last told, with a version. Every change is a
+//! read-modify-write of that record with compare-and-swap, so whichever node makes a change
+//! (a connection opening or ending, a dead node's connections being dropped, a grace period
+//! running out) announces it exactly once, with the next version.
+//!
+//! Crash safety: each node holds a lease in the registry, renewed every `presence.refresh_ms`
+//! and valid for `presence.ttl_ms`. When a node dies its lease runs out, and any surviving
+//! node drops its connections from their users' records and announces those who went
+//! offline. Time-driven changes (grace periods, idle connections turning away) are scheduled
+//! in the registry and picked up by whichever node sweeps first.
+//!
+//! The registry is in-process for one node ([`LocalPresence`]) or in Redis for a cluster
+//! (`crate::redis::RedisPresence`); both only store, the rules are in [`record`] and
+//! [`PresenceService`], once.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::domain::UserId;
 
 mod local;
+pub mod record;
 mod service;
 
 pub use local::LocalPresence;
+pub use record::{Millis, Record};
 pub use service::PresenceService;
-
-/// One connection: its user and a key unique in the cluster ("<node>:<conn id>").
-pub type PresenceEntry = (UserId, String);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PresenceError {
@@ -26,29 +34,39 @@ pub enum PresenceError {
     Unavailable(String),
 }
 
-/// A registry of connections with expiries; `now` is the node's clock.
-#[async_trait]
-pub trait Presence: Send + Sync + 'static {
-    /// Marks these connections online until `now + ttl`.
-    async fn refresh(
-        &self,
-        entries: &[PresenceEntry],
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> Result<(), PresenceError>;
+pub type PresenceResult<T> = Result<T, PresenceError>;
 
-    /// Marks one connection offline now.
-    async fn remove(
+/// Where the records, leases and schedules live. Records are opaque strings here.
+#[async_trait]
+pub trait PresenceRegistry: Send + Sync + 'static {
+    /// The records of these users, in order (`None`: never stored, or expired).
+    async fn load(&self, users: &[UserId]) -> PresenceResult<Vec<Option<String>>>;
+
+    /// Stores `record` for `user` if the stored one is still `expected` (`None`: absent), and
+    /// schedules the user's next evaluation at `due` (or unschedules it), atomically. False
+    /// if the record changed meanwhile (the caller reads it again).
+    async fn swap(
         &self,
         user: &UserId,
-        conn: &str,
-        now: DateTime<Utc>,
-    ) -> Result<(), PresenceError>;
+        expected: Option<&str>,
+        record: &str,
+        due: Option<Millis>,
+    ) -> PresenceResult<bool>;
 
-    /// Whether each user has at least one live connection anywhere.
-    async fn online(
-        &self,
-        users: &[UserId],
-        now: DateTime<Utc>,
-    ) -> Result<Vec<bool>, PresenceError>;
+    /// Users whose evaluation is due at `now`, at most `limit`.
+    async fn due(&self, now: Millis, limit: usize) -> PresenceResult<Vec<UserId>>;
+
+    /// Marks `node` alive until `until`.
+    async fn renew_lease(&self, node: &str, until: Millis) -> PresenceResult<()>;
+
+    /// Nodes whose lease ran out before `now`.
+    async fn expired_nodes(&self, now: Millis) -> PresenceResult<Vec<String>>;
+
+    /// Records whether `user` has connections on `node` (so the node's death finds them).
+    async fn set_node_user(&self, node: &str, user: &UserId, present: bool) -> PresenceResult<()>;
+
+    async fn node_users(&self, node: &str) -> PresenceResult<Vec<UserId>>;
+
+    /// Forgets a node's lease and user list (once its users were handled).
+    async fn forget_node(&self, node: &str) -> PresenceResult<()>;
 }

@@ -115,6 +115,7 @@ impl Channels {
         match topic {
             Topic::Room(room) => format!("{}:room:{room}", self.prefix),
             Topic::User(user) => format!("{}:user:{user}", self.prefix),
+            Topic::Presence(user) => format!("{}:presence:{user}", self.prefix),
         }
     }
 
@@ -122,6 +123,9 @@ impl Channels {
         let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(':')?;
         if let Some(room) = rest.strip_prefix("room:") {
             return RoomId::parse(room).ok().map(Topic::Room);
+        }
+        if let Some(user) = rest.strip_prefix("presence:") {
+            return UserId::parse(user).ok().map(Topic::Presence);
         }
         let user = rest.strip_prefix("user:")?;
         UserId::parse(user).ok().map(Topic::User)

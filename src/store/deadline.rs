@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Appended, HistoryQuery, NewGroup, NewMessage, ReadMark, Store, StoreError, StoreResult,
+    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Store, StoreError,
+    StoreResult, UserSettings,
 };
 use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
 
@@ -117,8 +118,27 @@ impl Store for DeadlineStore {
         self.within(self.inner.membership_counts(users)).await
     }
 
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
-        self.within(self.inner.mark_read(room, user, seq)).await
+    async fn mark(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        mark: Mark,
+        seq: Seq,
+    ) -> StoreResult<Marked> {
+        self.within(self.inner.mark(room, user, mark, seq)).await
+    }
+
+    async fn receipts(&self, room: &RoomId) -> StoreResult<Vec<MemberReceipt>> {
+        self.within(self.inner.receipts(room)).await
+    }
+
+    async fn user_settings(&self, user: &UserId) -> StoreResult<UserSettings> {
+        self.within(self.inner.user_settings(user)).await
+    }
+
+    async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()> {
+        self.within(self.inner.set_user_settings(user, settings))
+            .await
     }
 
     async fn ping(&self) -> StoreResult<()> {

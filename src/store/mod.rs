@@ -34,12 +34,94 @@ pub fn seq_from_i64(seq: i64) -> Seq {
     Seq::try_from(seq).unwrap_or(0)
 }
 
-/// The outcome of [`Store::mark_read`].
+/// Which positions a report moves (see [`Store::mark`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReadMark {
+pub enum Mark {
+    /// The messages reached one of the user's devices.
+    Delivered,
+    /// The user saw them: delivered too, and the position members see.
+    Read,
+    /// The user saw them, but members are not told: delivered too, the public one stays.
+    PrivateRead,
+}
+
+/// A member's positions in a room: `read_seq ≤ delivered_seq`, `public_read_seq ≤ read_seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Positions {
+    pub delivered_seq: Seq,
+    /// The user's own (unread counts); private reads included.
     pub read_seq: Seq,
-    /// Whether the position moved (only then is anybody told).
-    pub moved: bool,
+    /// What members see (receipts).
+    pub public_read_seq: Seq,
+}
+
+impl Positions {
+    /// These positions after a report of `mark` up to `target` (already capped at the room's
+    /// last seq): every position only moves forward.
+    pub fn advanced(self, mark: Mark, target: Seq) -> Self {
+        let reads = matches!(mark, Mark::Read | Mark::PrivateRead);
+        Self {
+            delivered_seq: self.delivered_seq.max(target),
+            read_seq: if reads {
+                self.read_seq.max(target)
+            } else {
+                self.read_seq
+            },
+            public_read_seq: if mark == Mark::Read {
+                self.public_read_seq.max(target)
+            } else {
+                self.public_read_seq
+            },
+        }
+    }
+}
+
+/// The outcome of [`Store::mark`]: the positions before and after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Marked {
+    pub before: Positions,
+    pub after: Positions,
+}
+
+impl Marked {
+    /// Whether what members see moved (only then is a receipt sent).
+    pub fn receipt_moved(&self) -> bool {
+        self.before.delivered_seq != self.after.delivered_seq
+            || self.before.public_read_seq != self.after.public_read_seq
+    }
+
+    /// Whether the user's own read position moved (only then do their devices hear of it).
+    pub fn read_moved(&self) -> bool {
+        self.before.read_seq != self.after.read_seq
+    }
+}
+
+/// One member's public positions, as receipts show them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberReceipt {
+    #[schema(value_type = String)]
+    pub user: UserId,
+    pub delivered_seq: Seq,
+    pub read_seq: Seq,
+}
+
+/// A user's settings.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UserSettings {
+    /// Everybody sees the user offline, without a last-seen time.
+    pub hide_presence: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -206,9 +288,19 @@ pub trait Store: Send + Sync + 'static {
     /// How many rooms each user is a member of, in the order given.
     async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>>;
 
-    /// Raises the user's read position to `seq` (never lowers it, never past the newest
-    /// message); says where it is and whether it moved.
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark>;
+    /// Raises the member's positions that `mark` names to `seq` (never lowers one, never past
+    /// the newest message; see [`Positions::advanced`]); returns them before and after. All
+    /// zero and unchanged for a non-member.
+    async fn mark(&self, room: &RoomId, user: &UserId, mark: Mark, seq: Seq)
+    -> StoreResult<Marked>;
+
+    /// Every member's public positions, by user id.
+    async fn receipts(&self, room: &RoomId) -> StoreResult<Vec<MemberReceipt>>;
+
+    /// The user's settings (the defaults if never set).
+    async fn user_settings(&self, user: &UserId) -> StoreResult<UserSettings>;
+
+    async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()>;
 
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;

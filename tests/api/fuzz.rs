@@ -75,6 +75,9 @@ fn check_frame(text: &str) -> Result<(), TestCaseError> {
                 ClientFrame::Send(_) => "send",
                 ClientFrame::Resume(_) => "resume",
                 ClientFrame::Read(_) => "read",
+                ClientFrame::Delivered(_) => "delivered",
+                ClientFrame::Typing(_) => "typing",
+                ClientFrame::Active => "active",
                 ClientFrame::Ping(_) => "ping",
             };
             prop_assert_eq!(value["type"].as_str(), Some(kind));

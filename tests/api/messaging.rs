@@ -395,8 +395,9 @@ async fn bus_subscriptions_are_counted_per_node() {
     for user in ["ann", "ann", "ben", "cat", "cat"] {
         conns.push(app.connect(user).await);
     }
-    // 2 rooms + 3 users, for 5 connections.
-    assert_eq!(app.node.hub.subscription_count(), 5);
+    // 2 rooms + 3 users + the presence of 3 users (each the others' contact), for 5
+    // connections.
+    assert_eq!(app.node.hub.subscription_count(), 8);
     assert_eq!(app.node.hub.connection_count(), 5);
     conns[0]
         .send_acked(&room.id, "x", "one frame for all")

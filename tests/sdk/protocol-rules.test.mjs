@@ -52,8 +52,10 @@ test("the subprotocol and version are the table's", () => {
 });
 
 test("the table has a sample of every frame type, each field present", () => {
-  assert.deepEqual(Object.keys(client).sort(), ["ping", "read", "resume", "send"]);
-  assert.deepEqual(Object.keys(server).sort(), ["ack", "error", "members", "message", "pong", "receipt", "resumed", "room_added", "room_removed", "welcome"]);
+  assert.deepEqual(Object.keys(client).sort(), ["active", "delivered", "ping", "read", "resume", "send", "typing"]);
+  assert.deepEqual(Object.keys(server).sort(), [
+    "ack", "error", "members", "message", "pong", "presence", "receipt", "resumed", "room_added", "room_removed", "typing", "unread", "welcome",
+  ]);
   for (const [type, frame] of [...Object.entries(client), ...Object.entries(server)]) assert.equal(frame.type, type);
   for (const field of ["code", "message", "clientMsgId", "room", "rooms", "retryAfterMs", "requestId"]) assert.ok(field in server.error, `error.${field}`);
 });

@@ -218,6 +218,17 @@ pub struct ConnSender {
 /// The reading half of a [`Connection`].
 pub struct ConnReceiver {
     stream: futures_util::stream::SplitStream<WsStream>,
+    /// Whether presence, typing and unread frames are returned (off by default: tools that
+    /// check messages have no use for them).
+    ambient: bool,
+}
+
+/// Frames about the people rather than the messages: presence, typing, unread counts.
+pub fn is_ambient(frame: &ServerFrame) -> bool {
+    matches!(
+        frame,
+        ServerFrame::Presence { .. } | ServerFrame::Typing { .. } | ServerFrame::Unread { .. }
+    )
 }
 
 impl Connection {
@@ -238,8 +249,17 @@ impl Connection {
         let (sink, stream) = ws.split();
         Ok(Self {
             sender: ConnSender { sink },
-            receiver: ConnReceiver { stream },
+            receiver: ConnReceiver {
+                stream,
+                ambient: false,
+            },
         })
+    }
+
+    /// Also returns presence, typing and unread frames from now on.
+    pub fn with_ambient(mut self) -> Self {
+        self.receiver.ambient = true;
+        self
     }
 
     pub fn split(self) -> (ConnSender, ConnReceiver) {
@@ -340,7 +360,8 @@ impl ConnSender {
 }
 
 impl ConnReceiver {
-    /// The next frame, skipping pings; `Err` if nothing arrives within `wait`.
+    /// The next frame, skipping pings (and ambient frames unless asked for: see
+    /// [`Connection::with_ambient`]); `Err` if nothing arrives within `wait`.
     pub async fn next(&mut self, wait: Duration) -> anyhow::Result<Incoming> {
         let vanished = || Incoming::Closed {
             code: 1006,
@@ -362,8 +383,11 @@ impl ConnReceiver {
             };
             match frame {
                 tungstenite::Message::Text(text) => {
-                    let event = serde_json::from_str(&text)
+                    let event: ServerFrame = serde_json::from_str(&text)
                         .with_context(|| format!("undecodable frame {text}"))?;
+                    if !self.ambient && is_ambient(&event) {
+                        continue;
+                    }
                     return Ok(Incoming::Event(event));
                 }
                 tungstenite::Message::Close(close) => {

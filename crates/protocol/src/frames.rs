@@ -10,7 +10,7 @@ use serde_json::error::Category;
 
 use crate::{
     codes::ErrorCode,
-    model::{MAX_SEQ, Message, Room, RoomId, Seq, UserId},
+    model::{MAX_SEQ, Message, Room, RoomId, Seq, UserId, UserPresence},
 };
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -30,6 +30,10 @@ pub enum ClientFrame {
     Send(SendFrame),
     Resume(ResumeFrame),
     Read(ReadFrame),
+    Delivered(DeliveredFrame),
+    Typing(TypingFrame),
+    /// The user is active on this connection (presence `online` rather than `away`).
+    Active,
     Ping(PingFrame),
 }
 
@@ -57,6 +61,22 @@ pub struct ResumeFrame {
 pub struct ReadFrame {
     pub room: String,
     pub seq: Seq,
+    /// Moves the user's own position (unread counts) without telling the members.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub private: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeliveredFrame {
+    pub room: String,
+    pub seq: Seq,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypingFrame {
+    pub room: String,
+    /// Started (true) or stopped (false).
+    pub typing: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +157,15 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             }
             Ok(ClientFrame::Read(read))
         }
+        "delivered" => {
+            let delivered: DeliveredFrame = fields(text)?;
+            if delivered.seq > MAX_SEQ {
+                return Err(seq_too_large("seq"));
+            }
+            Ok(ClientFrame::Delivered(delivered))
+        }
+        "typing" => fields(text).map(ClientFrame::Typing),
+        "active" => Ok(ClientFrame::Active),
         "ping" => fields(text).map(ClientFrame::Ping),
         other => Err(FrameError::new(
             ErrorCode::UnknownType,
@@ -194,10 +223,30 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<serde_json::Value>,
     },
+    /// A member's public positions in a room moved.
     Receipt {
         room: RoomId,
         user: UserId,
+        delivered_seq: Seq,
         read_seq: Seq,
+    },
+    /// This user's own read position in `room` moved (on any of their devices).
+    Unread {
+        room: RoomId,
+        unread: u64,
+        read_seq: Seq,
+        /// Over all the user's rooms.
+        total: u64,
+    },
+    /// Contacts' presence: all of them (`snapshot`), or those that changed.
+    Presence {
+        snapshot: bool,
+        users: Vec<UserPresence>,
+    },
+    /// Who else is typing in `room` now.
+    Typing {
+        room: RoomId,
+        users: Vec<UserId>,
     },
     /// The user was added to a room (it is now live on this connection).
     RoomAdded {
@@ -349,7 +398,7 @@ mod tests {
         );
         let back: ServerFrame = serde_json::from_value(v).unwrap();
         assert_eq!(back, frame);
-        let newer: ServerFrame = serde_json::from_str(r#"{"type":"typing","room":"r"}"#).unwrap();
+        let newer: ServerFrame = serde_json::from_str(r#"{"type":"sparkle","room":"r"}"#).unwrap();
         assert_eq!(newer, ServerFrame::Unknown);
     }
 }

@@ -10,8 +10,9 @@ pub mod rules;
 
 pub use codes::{ClientAction, CloseReason, ErrorCode, close_action};
 pub use frames::{
-    ClientFrame, ErrorFrame, FrameError, MAX_RESUME_ROOMS, PROTOCOL_VERSION, PingFrame, ReadFrame,
-    ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame, parse_client_frame,
+    ClientFrame, DeliveredFrame, ErrorFrame, FrameError, MAX_RESUME_ROOMS, PROTOCOL_VERSION,
+    PingFrame, ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame,
+    TypingFrame, parse_client_frame,
 };
 
 /// The secret of the development configuration (`config/default.toml`): public, so a server

@@ -243,6 +243,38 @@ pub struct RoomSummary {
 }
 
 /// Timestamps on the wire: RFC 3339 in UTC with milliseconds, e.g. `2026-11-21T21:22:15.123Z`.
+/// What others see of a user: `online` (active on some connection), `away` (connected, none
+/// active lately) or `offline`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum PresenceState {
+    Online,
+    Away,
+    #[default]
+    Offline,
+}
+
+/// One user's presence as a contact sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct UserPresence {
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
+    pub user: UserId,
+    pub state: PresenceState,
+    /// When an offline user's last connection ended (absent if hidden or never seen).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "timestamp::option"
+    )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub last_seen: Option<chrono::DateTime<chrono::Utc>>,
+    /// Increases with every change of this user's presence: apply only newer ones.
+    pub v: u64,
+}
+
 pub mod timestamp {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::{Deserialize, Deserializer, Serializer};
@@ -260,6 +292,30 @@ pub mod timestamp {
         DateTime::parse_from_rfc3339(&s)
             .map(|t| t.with_timezone(&Utc))
             .map_err(serde::de::Error::custom)
+    }
+
+    /// For optional timestamps (absent or RFC 3339).
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        pub fn serialize<S: Serializer>(
+            t: &Option<DateTime<Utc>>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            d: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
+            #[derive(Deserialize)]
+            struct Wrapped(#[serde(with = "super")] DateTime<Utc>);
+            Ok(Option::<Wrapped>::deserialize(d)?.map(|Wrapped(t)| t))
+        }
     }
 
     /// Milliseconds since the epoch <-> DateTime, as the stores keep them.

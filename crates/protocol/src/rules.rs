@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::{
-    ClientAction, ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, PingFrame,
-    ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame,
+    ClientAction, ClientFrame, CloseReason, DeliveredFrame, ErrorCode, ErrorFrame,
+    PROTOCOL_VERSION, PingFrame, ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame,
+    ServerFrame, TypingFrame,
     codes::CLOSE_ACTIONS,
-    model::{Message, Room, RoomId, RoomKind, UserId, timestamp},
+    model::{Message, PresenceState, Room, RoomId, RoomKind, UserId, UserPresence, timestamp},
 };
 
 /// The table, as JSON.
@@ -91,7 +92,17 @@ fn sample_client_frames() -> Vec<ClientFrame> {
         ClientFrame::Read(ReadFrame {
             room: sample_room().to_string(),
             seq: 42,
+            private: false,
         }),
+        ClientFrame::Delivered(DeliveredFrame {
+            room: sample_room().to_string(),
+            seq: 42,
+        }),
+        ClientFrame::Typing(TypingFrame {
+            room: sample_room().to_string(),
+            typing: true,
+        }),
+        ClientFrame::Active,
         // What the SDK sends; `id` is optional (any JSON, echoed in the pong).
         ClientFrame::Ping(PingFrame { id: None }),
     ]
@@ -139,7 +150,35 @@ fn sample_server_frames() -> Vec<ServerFrame> {
         ServerFrame::Receipt {
             room: sample_room(),
             user: user("bob"),
-            read_seq: 42,
+            delivered_seq: 42,
+            read_seq: 41,
+        },
+        ServerFrame::Unread {
+            room: sample_room(),
+            unread: 3,
+            read_seq: 39,
+            total: 5,
+        },
+        ServerFrame::Presence {
+            snapshot: true,
+            users: vec![
+                UserPresence {
+                    user: user("bob"),
+                    state: PresenceState::Online,
+                    last_seen: None,
+                    v: 7,
+                },
+                UserPresence {
+                    user: user("carol"),
+                    state: PresenceState::Offline,
+                    last_seen: Some(timestamp::from_millis(1_790_000_000_000)),
+                    v: 3,
+                },
+            ],
+        },
+        ServerFrame::Typing {
+            room: sample_room(),
+            users: vec![user("bob")],
         },
         ServerFrame::RoomAdded { room: room.clone() },
         ServerFrame::RoomRemoved {

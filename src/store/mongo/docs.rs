@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     domain::{Membership, Message, Room, RoomId, RoomKind, UserId},
-    store::{StoreError, StoreResult, seq_from_i64, seq_to_i64},
+    store::{Positions, StoreError, StoreResult, seq_from_i64, seq_to_i64},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +34,19 @@ pub struct MemberDoc {
     pub joined_at: bson::DateTime,
     #[serde(rename = "readSeq")]
     pub read_seq: i64,
+    /// Absent in documents written before receipts: read as `readSeq`.
+    #[serde(
+        rename = "deliveredSeq",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delivered_seq: Option<i64>,
+    #[serde(
+        rename = "publicReadSeq",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub public_read_seq: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -129,6 +142,19 @@ impl MemberDoc {
             user_id: user.to_string(),
             joined_at: to_bson_time(now),
             read_seq: 0,
+            delivered_seq: Some(0),
+            public_read_seq: Some(0),
+        }
+    }
+
+    /// The positions, with the invariants restored for documents that predate some fields
+    /// (`$max` on a missing field sets it to the report, which may lie below `readSeq`).
+    pub fn positions(&self) -> Positions {
+        let read = seq_from_i64(self.read_seq);
+        Positions {
+            delivered_seq: self.delivered_seq.map_or(read, seq_from_i64).max(read),
+            read_seq: read,
+            public_read_seq: self.public_read_seq.map_or(read, seq_from_i64).min(read),
         }
     }
 

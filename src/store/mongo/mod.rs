@@ -33,7 +33,8 @@ use mongodb::{
 use tokio::sync::Mutex;
 
 use super::{
-    Appended, HistoryQuery, NewGroup, NewMessage, Order, ReadMark, Store, StoreError, StoreResult,
+    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order, Positions,
+    Store, StoreError, StoreResult, UserSettings,
     rooms::{NewRoom, RoomWrites, create_room},
     seq_from_i64, seq_to_i64,
 };
@@ -60,6 +61,8 @@ pub struct MongoStore {
     rooms: Collection<RoomDoc>,
     members: Collection<MemberDoc>,
     messages: Collection<MessageDoc>,
+    /// One document per user who changed a setting: `{_id: user, hidePresence}`.
+    settings: Collection<mongodb::bson::Document>,
     append_locks: Vec<Mutex<()>>,
 }
 
@@ -84,6 +87,7 @@ impl MongoStore {
             rooms: db.collection("rooms"),
             members: db.collection("members"),
             messages: db.collection("messages"),
+            settings: db.collection("user_settings"),
             database: database.to_owned(),
             client,
             append_locks: (0..APPEND_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -351,37 +355,86 @@ impl Store for MongoStore {
         Ok(counts)
     }
 
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
-        let target = seq_to_i64(seq.min(self.last_seq(room).await?));
-        let id = member_id(room, user);
-        // Only forward: a report that moves nothing matches no document and changes nothing.
-        let moved = self
+    async fn mark(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        mark: Mark,
+        seq: Seq,
+    ) -> StoreResult<Marked> {
+        let target = seq.min(self.last_seq(room).await?);
+        let value = seq_to_i64(target);
+        let mut raise = doc! {"deliveredSeq": value};
+        if matches!(mark, Mark::Read | Mark::PrivateRead) {
+            raise.insert("readSeq", value);
+        }
+        if mark == Mark::Read {
+            raise.insert("publicReadSeq", value);
+        }
+        // `$max` only ever raises, so concurrent reports from several nodes commute.
+        let before = self
             .members
-            .find_one_and_update(
-                doc! {"_id": &id, "readSeq": {"$lt": target}},
-                doc! {"$set": {"readSeq": target}},
-            )
-            .return_document(ReturnDocument::After)
+            .find_one_and_update(doc! {"_id": member_id(room, user)}, doc! {"$max": raise})
+            .return_document(ReturnDocument::Before)
             .await
             .map_err(store_err)?;
-        let read_seq = match moved {
+        Ok(match before {
             Some(member) => {
-                return Ok(ReadMark {
-                    read_seq: seq_from_i64(member.read_seq),
-                    moved: true,
-                });
+                let before = member.positions();
+                Marked {
+                    before,
+                    after: before.advanced(mark, target),
+                }
             }
-            None => self
-                .members
-                .find_one(doc! {"_id": &id})
-                .await
-                .map_err(store_err)?
-                .map_or(0, |m| seq_from_i64(m.read_seq)),
-        };
-        Ok(ReadMark {
-            read_seq,
-            moved: false,
+            None => Marked {
+                before: Positions::default(),
+                after: Positions::default(),
+            },
         })
+    }
+
+    async fn receipts(&self, room: &RoomId) -> StoreResult<Vec<MemberReceipt>> {
+        let find = self
+            .members
+            .find(doc! {"roomId": room.as_str()})
+            .sort(doc! {"userId": 1});
+        collect(find)
+            .await?
+            .into_iter()
+            .map(|member| {
+                let positions = member.positions();
+                Ok(MemberReceipt {
+                    user: member.into_membership()?.user,
+                    delivered_seq: positions.delivered_seq,
+                    read_seq: positions.public_read_seq,
+                })
+            })
+            .collect()
+    }
+
+    async fn user_settings(&self, user: &UserId) -> StoreResult<UserSettings> {
+        let found = self
+            .settings
+            .find_one(doc! {"_id": user.as_str()})
+            .await
+            .map_err(store_err)?;
+        Ok(UserSettings {
+            hide_presence: found
+                .and_then(|d| d.get_bool("hidePresence").ok())
+                .unwrap_or(false),
+        })
+    }
+
+    async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()> {
+        self.settings
+            .update_one(
+                doc! {"_id": user.as_str()},
+                doc! {"$set": {"hidePresence": settings.hide_presence}},
+            )
+            .upsert(true)
+            .await
+            .map(|_| ())
+            .map_err(store_err)
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -14,7 +14,8 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Appended, HistoryQuery, NewGroup, NewMessage, Order, ReadMark, Store, StoreError, StoreResult,
+    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order, Positions,
+    Store, StoreError, StoreResult, UserSettings,
     rooms::{NewRoom, create_room},
     seq_from_i64, seq_to_i64,
 };
@@ -28,7 +29,7 @@ mod schema;
 mod writer;
 
 use rows::{
-    InTransaction, MEMBERSHIP_COLUMNS, MESSAGE_COLUMNS, insert_members, load_room,
+    InTransaction, MEMBERSHIP_COLUMNS, MESSAGE_COLUMNS, bad_column, insert_members, load_room,
     membership_from_row, message_from_row,
 };
 
@@ -308,36 +309,115 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn mark_read(&self, room: &RoomId, user: &UserId, seq: Seq) -> StoreResult<ReadMark> {
+    async fn mark(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        mark: Mark,
+        seq: Seq,
+    ) -> StoreResult<Marked> {
         let (room, user) = (room.clone(), user.clone());
+        // The writer thread runs one closure at a time, appends included: reading, deciding
+        // and updating here is atomic.
         self.write(move |conn| {
-            let position = |conn: &Connection| {
-                conn.prepare_cached(
-                    "SELECT read_seq FROM members WHERE room_id = ?1 AND user_id = ?2",
+            let before = conn
+                .prepare_cached(
+                    "SELECT delivered_seq, read_seq, public_read_seq FROM members
+                     WHERE room_id = ?1 AND user_id = ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_row([room.as_str(), user.as_str()], |r| r.get::<_, i64>(0))
+                    s.query_row([room.as_str(), user.as_str()], |r| {
+                        Ok(Positions {
+                            delivered_seq: seq_from_i64(r.get(0)?),
+                            read_seq: seq_from_i64(r.get(1)?),
+                            public_read_seq: seq_from_i64(r.get(2)?),
+                        })
+                    })
+                    .optional()
+                })
+                .map_err(sql_err)?;
+            let Some(before) = before else {
+                let none = Positions::default();
+                return Ok(Marked {
+                    before: none,
+                    after: none,
+                });
+            };
+            let last: i64 = conn
+                .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
+                .and_then(|mut s| s.query_row([room.as_str()], |r| r.get(0)))
+                .map_err(sql_err)?;
+            let after = before.advanced(mark, seq.min(seq_from_i64(last)));
+            if after != before {
+                conn.prepare_cached(
+                    "UPDATE members SET delivered_seq = ?3, read_seq = ?4, public_read_seq = ?5
+                     WHERE room_id = ?1 AND user_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        room.as_str(),
+                        user.as_str(),
+                        seq_to_i64(after.delivered_seq),
+                        seq_to_i64(after.read_seq),
+                        seq_to_i64(after.public_read_seq)
+                    ])
+                })
+                .map_err(sql_err)?;
+            }
+            Ok(Marked { before, after })
+        })
+        .await
+    }
+
+    async fn receipts(&self, room: &RoomId) -> StoreResult<Vec<MemberReceipt>> {
+        let room = room.clone();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT user_id, delivered_seq, public_read_seq FROM members
+                 WHERE room_id = ?1 ORDER BY user_id",
+            )
+            .and_then(|mut s| {
+                s.query_map([room.as_str()], |r| {
+                    let user: String = r.get(0)?;
+                    Ok(MemberReceipt {
+                        user: UserId::from_stored(&user).map_err(|e| bad_column(0, e))?,
+                        delivered_seq: seq_from_i64(r.get(1)?),
+                        read_seq: seq_from_i64(r.get(2)?),
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn user_settings(&self, user: &UserId) -> StoreResult<UserSettings> {
+        let user = user.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT hide_presence FROM user_settings WHERE user_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([user.as_str()], |r| r.get::<_, bool>(0))
                         .optional()
                 })
-                .map(|s| s.map_or(0, seq_from_i64))
+                .map(|hide| UserSettings {
+                    hide_presence: hide.unwrap_or(false),
+                })
                 .map_err(sql_err)
-            };
-            // Only forward, never beyond the newest message; a report that moves nothing
-            // changes no row.
-            let moved = conn
-                .prepare_cached(
-                    "UPDATE members SET read_seq = MIN(?3,
-                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))
-                     WHERE room_id = ?1 AND user_id = ?2 AND read_seq < MIN(?3,
-                        (SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1))",
-                )
-                .and_then(|mut s| s.execute(params![room.as_str(), user.as_str(), seq_to_i64(seq)]))
-                .map_err(sql_err)?
-                == 1;
-            Ok(ReadMark {
-                read_seq: position(conn)?,
-                moved,
-            })
+        })
+        .await
+    }
+
+    async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()> {
+        let user = user.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO user_settings (user_id, hide_presence) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET hide_presence = excluded.hide_presence",
+            )
+            .and_then(|mut s| s.execute(params![user.as_str(), settings.hide_presence]))
+            .map(|_| ())
+            .map_err(sql_err)
         })
         .await
     }

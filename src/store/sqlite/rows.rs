@@ -40,7 +40,7 @@ pub fn membership_from_row(user: &UserId, row: &Row<'_>) -> rusqlite::Result<Mem
     })
 }
 
-fn bad_column(i: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+pub fn bad_column(i: usize, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
 }
 

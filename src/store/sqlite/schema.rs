@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Bumped with every schema change; `migrate` brings older files forward.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE rooms (
@@ -43,6 +43,17 @@ CREATE TABLE messages (
     UNIQUE (room_id, sender, client_msg_id)
 );
 CREATE INDEX messages_by_time ON messages (room_id, created_at);
+";
+
+/// Delivered and public read positions (existing reads count as both), and user settings.
+const SCHEMA_V2: &str = "
+ALTER TABLE members ADD COLUMN delivered_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE members ADD COLUMN public_read_seq INTEGER NOT NULL DEFAULT 0;
+UPDATE members SET delivered_seq = read_seq, public_read_seq = read_seq;
+CREATE TABLE user_settings (
+    user_id       TEXT PRIMARY KEY,
+    hide_presence INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
 ";
 
 const READ_POOL_SIZE: u32 = 4;
@@ -89,12 +100,15 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
             "database schema {version} is newer than this chatd ({SCHEMA_VERSION})"
         )));
     }
-    if version < 1 {
-        let tx = conn.transaction().map_err(sql_err)?;
-        tx.execute_batch(SCHEMA_V1).map_err(sql_err)?;
-        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(sql_err)?;
-        tx.commit().map_err(sql_err)?;
+    // Each step in its own transaction, so a file is always at one version or the next.
+    for (to, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+        if version < to {
+            let tx = conn.transaction().map_err(sql_err)?;
+            tx.execute_batch(step).map_err(sql_err)?;
+            tx.pragma_update(None, "user_version", to)
+                .map_err(sql_err)?;
+            tx.commit().map_err(sql_err)?;
+        }
     }
     Ok(())
 }

@@ -2,7 +2,43 @@
 //! function, written once, and instantiated for every implementation by a macro.
 
 pub mod bus;
+pub mod presence;
 pub mod store;
+
+mod local_presence {
+    use std::sync::Arc;
+
+    use chatd::presence::{LocalPresence, PresenceRegistry};
+
+    async fn registry() -> Arc<dyn PresenceRegistry> {
+        Arc::new(LocalPresence::default())
+    }
+
+    crate::presence_conformance!();
+}
+
+mod redis_presence {
+    use std::{sync::Arc, time::Duration};
+
+    use chatd::{presence::PresenceRegistry, redis::RedisPresence};
+
+    use crate::servers::{Redis, unique};
+
+    /// A registry on the shared redis-server, under a prefix of its own.
+    async fn registry() -> Arc<dyn PresenceRegistry> {
+        let url = tokio::task::spawn_blocking(|| Redis::shared().url())
+            .await
+            .unwrap();
+        let client = redis::Client::open(url).unwrap();
+        let timeout = Duration::from_secs(2);
+        let conn = chatd::redis::connect_manager(&client, timeout)
+            .await
+            .unwrap();
+        Arc::new(RedisPresence::new(conn, &unique("chatd_presence"), timeout))
+    }
+
+    crate::presence_conformance!();
+}
 
 mod local_bus {
     use std::sync::Arc;
@@ -60,6 +96,51 @@ mod sqlite_store {
     }
 
     crate::store_conformance!();
+
+    /// A file written by the first schema (read positions only) opens with every position
+    /// where it was: an old read counts as delivered and as public.
+    #[tokio::test]
+    async fn a_version_1_file_is_brought_forward() {
+        use chatd::{
+            domain::{RoomId, UserId},
+            store::MemberReceipt,
+        };
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("v1.db");
+        let room = RoomId::new_group();
+        {
+            let conn = rusqlite::Connection::open(&path).unwrap();
+            // The version 1 schema, as files of that version hold it.
+            conn.execute_batch(&format!(
+                "CREATE TABLE rooms (id TEXT PRIMARY KEY, kind TEXT NOT NULL, name TEXT,
+                     created_by TEXT NOT NULL, created_at INTEGER NOT NULL);
+                 CREATE TABLE members (room_id TEXT NOT NULL REFERENCES rooms(id),
+                     user_id TEXT NOT NULL, joined_at INTEGER NOT NULL,
+                     read_seq INTEGER NOT NULL DEFAULT 0,
+                     PRIMARY KEY (room_id, user_id)) WITHOUT ROWID;
+                 CREATE TABLE messages (room_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                     id TEXT NOT NULL UNIQUE, sender TEXT NOT NULL,
+                     client_msg_id TEXT NOT NULL, text TEXT NOT NULL,
+                     created_at INTEGER NOT NULL, PRIMARY KEY (room_id, seq),
+                     UNIQUE (room_id, sender, client_msg_id));
+                 INSERT INTO rooms VALUES ('{room}', 'group', 'old', 'alice', 0);
+                 INSERT INTO members VALUES ('{room}', 'alice', 0, 3);
+                 PRAGMA user_version = 1;"
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path, SqliteSynchronous::Normal).unwrap();
+        let alice = UserId::parse("alice").unwrap();
+        assert_eq!(
+            store.receipts(&room).await.unwrap(),
+            vec![MemberReceipt {
+                user: alice.clone(),
+                delivered_seq: 3,
+                read_seq: 3
+            }]
+        );
+        assert!(!store.user_settings(&alice).await.unwrap().hide_presence);
+    }
 }
 
 mod mongo_store {

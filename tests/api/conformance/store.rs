@@ -8,7 +8,9 @@ use std::{collections::HashSet, sync::Arc};
 
 use chatd::{
     domain::{RoomId, RoomKind, Seq, UserId},
-    store::{HistoryQuery, MAX_SEQ, NewGroup, Order, ReadMark, Store},
+    store::{
+        HistoryQuery, MAX_SEQ, Mark, MemberReceipt, NewGroup, Order, Positions, Store, UserSettings,
+    },
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -38,7 +40,9 @@ macro_rules! store_conformance {
             last_seq_and_unread_counts,
             direct_rooms_are_idempotent_and_symmetric,
             groups_add_and_remove_members,
-            read_position_never_lowers_nor_passes_the_end,
+            positions_only_move_forward_and_never_pass_the_end,
+            receipts_show_public_positions_only,
+            user_settings_default_and_persist,
             rooms_are_independent,
             messages_read_back_exactly,
             unknown_rooms_are_empty,
@@ -427,7 +431,7 @@ pub async fn groups_add_and_remove_members(f: &impl StoreFactory) {
     );
 }
 
-pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory) {
+pub async fn positions_only_move_forward_and_never_pass_the_end(f: &impl StoreFactory) {
     let store = f.store().await;
     let room = room(&*store).await;
     for i in 0..5 {
@@ -437,32 +441,38 @@ pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory
             .unwrap();
     }
     let alice = user("alice");
-    let mark = |read_seq, moved| ReadMark { read_seq, moved };
-    assert_eq!(
-        store.mark_read(&room, &alice, 3).await.unwrap(),
-        mark(3, true)
-    );
-    assert_eq!(
-        store.mark_read(&room, &alice, 2).await.unwrap(),
-        mark(3, false)
-    );
-    assert_eq!(
-        store.mark_read(&room, &alice, 3).await.unwrap(),
-        mark(3, false)
-    );
-    assert_eq!(
-        store.mark_read(&room, &alice, 50).await.unwrap(),
-        mark(5, true)
-    );
-    assert_eq!(
-        store.mark_read(&room, &alice, 50).await.unwrap(),
-        mark(5, false)
-    );
-    // The largest seq a store holds is read as such, not wrapped.
-    assert_eq!(
-        store.mark_read(&room, &alice, MAX_SEQ).await.unwrap(),
-        mark(5, false)
-    );
+    let at = |delivered_seq, read_seq, public_read_seq| Positions {
+        delivered_seq,
+        read_seq,
+        public_read_seq,
+    };
+    let mark = |mark, seq| {
+        let (store, room, alice) = (store.clone(), room.clone(), alice.clone());
+        async move { store.mark(&room, &alice, mark, seq).await.unwrap() }
+    };
+    // Delivery alone moves delivery only.
+    let m = mark(Mark::Delivered, 2).await;
+    assert_eq!((m.before, m.after), (at(0, 0, 0), at(2, 0, 0)));
+    assert!(m.receipt_moved() && !m.read_moved());
+    // A read implies delivery.
+    let m = mark(Mark::Read, 3).await;
+    assert_eq!(m.after, at(3, 3, 3));
+    assert!(m.receipt_moved() && m.read_moved());
+    // Old reports change nothing.
+    for (kind, seq) in [(Mark::Read, 2), (Mark::Delivered, 1), (Mark::Read, 3)] {
+        let m = mark(kind, seq).await;
+        assert_eq!(m.before, m.after, "{kind:?} {seq}");
+        assert!(!m.receipt_moved() && !m.read_moved());
+    }
+    // A private read moves the user's own position and delivery, not what members see.
+    let m = mark(Mark::PrivateRead, 4).await;
+    assert_eq!(m.after, at(4, 4, 3));
+    assert!(m.read_moved() && m.receipt_moved(), "delivery moved");
+    let m = mark(Mark::PrivateRead, 4).await;
+    assert!(!m.read_moved() && !m.receipt_moved());
+    // Never past the newest message, and the largest seq a store holds does not wrap.
+    assert_eq!(mark(Mark::Read, 50).await.after, at(5, 5, 5));
+    assert_eq!(mark(Mark::Read, MAX_SEQ).await.after, at(5, 5, 5));
     assert_eq!(
         store
             .membership(&room, &alice)
@@ -472,14 +482,76 @@ pub async fn read_position_never_lowers_nor_passes_the_end(f: &impl StoreFactory
             .read_seq,
         5
     );
+    // Non-members have no positions and get none.
+    let zed = store
+        .mark(&room, &user("zed"), Mark::Read, 3)
+        .await
+        .unwrap();
+    assert_eq!((zed.before, zed.after), (at(0, 0, 0), at(0, 0, 0)));
     assert_eq!(
+        store.receipts(&room).await.unwrap(),
+        vec![
+            MemberReceipt {
+                user: alice.clone(),
+                delivered_seq: 5,
+                read_seq: 5
+            },
+            MemberReceipt {
+                user: user("bob"),
+                delivered_seq: 0,
+                read_seq: 0
+            },
+        ]
+    );
+}
+
+pub async fn receipts_show_public_positions_only(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    for i in 0..3 {
         store
-            .membership(&room, &user("bob"))
+            .append(new_message(&room, "alice", &format!("c{i}")), now())
+            .await
+            .unwrap();
+    }
+    let bob = user("bob");
+    store.mark(&room, &bob, Mark::Read, 1).await.unwrap();
+    store.mark(&room, &bob, Mark::PrivateRead, 3).await.unwrap();
+    let receipts = store.receipts(&room).await.unwrap();
+    let bobs = receipts.iter().find(|r| r.user == bob).unwrap();
+    assert_eq!((bobs.delivered_seq, bobs.read_seq), (3, 1));
+    assert!(
+        store
+            .receipts(&RoomId::new_group())
             .await
             .unwrap()
-            .unwrap()
-            .read_seq,
-        0
+            .is_empty()
+    );
+}
+
+pub async fn user_settings_default_and_persist(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let alice = user("alice");
+    assert_eq!(
+        store.user_settings(&alice).await.unwrap(),
+        UserSettings::default()
+    );
+    let hidden = UserSettings {
+        hide_presence: true,
+    };
+    store.set_user_settings(&alice, hidden).await.unwrap();
+    assert_eq!(store.user_settings(&alice).await.unwrap(), hidden);
+    assert_eq!(
+        store.user_settings(&user("bob")).await.unwrap(),
+        UserSettings::default()
+    );
+    store
+        .set_user_settings(&alice, UserSettings::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.user_settings(&alice).await.unwrap(),
+        UserSettings::default()
     );
 }
 
