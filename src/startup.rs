@@ -16,6 +16,7 @@ use crate::{
     chat::{Chat, ChatParts, ReceiptBatcher},
     clock::{Clock, SystemClock},
     config::{BusKind, Settings, StoreKind},
+    domain::UserId,
     hub::{Hub, HubSettings},
     presence::{LocalPresence, PresenceRegistry, PresenceService},
     redis::{RedisBus, RedisPresence, RedisRecentCache},
@@ -164,7 +165,7 @@ impl Application {
         }
         // The lease exists before the first connection does, so a crash at any time after
         // this is noticed by the other nodes.
-        if let Err(e) = presence.maintain(&[]).await {
+        if let Err(e) = presence.renew_lease().await {
             tracing::warn!(error = %e, "presence lease not taken yet");
         }
         let receipts = Arc::new(ReceiptBatcher::new(
@@ -204,7 +205,13 @@ impl Application {
             shutdown,
             tasks,
         });
-        node.tasks.spawn(maintain_presence(node.clone()));
+        for task in [
+            PresenceTask::Lease,
+            PresenceTask::Sweep,
+            PresenceTask::Reconcile,
+        ] {
+            node.tasks.spawn(run_presence(node.clone(), task));
+        }
         node.tasks.spawn(forget_idle_senders(node.clone()));
         Ok(Self { listener, node })
     }
@@ -278,27 +285,46 @@ impl Application {
     }
 }
 
-/// Keeps this node's presence lease and the registry in order until the node stops (see
-/// [`PresenceService::maintain`]), and re-evaluates due users every `DUE_SWEEP`.
-async fn maintain_presence(node: Arc<Node>) {
-    const DUE_SWEEP: Duration = Duration::from_millis(250);
-    let every = node.presence.refresh_every();
-    let mut tick = tokio::time::interval(DUE_SWEEP.min(every));
+/// The presence upkeep, each in its own task so that none delays another (a slow release of
+/// a dead node's many users must never delay this node's own lease).
+#[derive(Debug, Clone, Copy)]
+enum PresenceTask {
+    /// Renews this node's lease, every `presence.refresh_ms`.
+    Lease,
+    /// Claims and releases dead nodes, re-evaluates due users, every 250 ms.
+    Sweep,
+    /// Makes the registry agree with the live connections, every `presence.refresh_ms`.
+    Reconcile,
+}
+
+async fn run_presence(node: Arc<Node>, task: PresenceTask) {
+    const SWEEP_EVERY: Duration = Duration::from_millis(250);
+    let every = match task {
+        PresenceTask::Sweep => SWEEP_EVERY.min(node.presence.refresh_every()),
+        PresenceTask::Lease | PresenceTask::Reconcile => node.presence.refresh_every(),
+    };
+    let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_maintained: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = node.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        if last_maintained.is_none_or(|at| at.elapsed() >= every) {
-            last_maintained = Some(tokio::time::Instant::now());
-            if let Err(e) = node.presence.maintain(&node.hub.connections()).await {
-                tracing::warn!(error = %e, "presence maintenance failed");
+        let presence = &node.presence;
+        let done = match task {
+            PresenceTask::Lease => presence.renew_lease().await,
+            PresenceTask::Sweep => match presence.release_expired().await {
+                Ok(()) => presence.sweep_due().await,
+                Err(e) => Err(e),
+            },
+            PresenceTask::Reconcile => {
+                let hub = &node.hub;
+                let live = |user: &UserId| hub.connections_of(user).iter().map(|c| c.id).collect();
+                presence.reconcile(&hub.local_users(), live).await
             }
-        }
-        if let Err(e) = node.presence.sweep_due().await {
-            tracing::warn!(error = %e, "presence sweep failed");
+        };
+        if let Err(e) = done {
+            tracing::warn!(error = %e, ?task, "presence upkeep failed");
         }
     }
 }

@@ -333,6 +333,11 @@ pub async fn presence(
     AuthUser(user): AuthUser,
     ApiPath(room): ApiPath<String>,
 ) -> ApiResult<Json<RoomPresence>> {
+    // It reads every member's record: it costs like a read.
+    node.limits
+        .reads
+        .check(&user)
+        .map_err(ApiError::rate_limited)?;
     Ok(Json(node.chat.presence(&user, &room).await?))
 }
 

@@ -59,10 +59,14 @@ impl ReceiptBatcher {
         }
     }
 
-    /// Queues a member's new public positions (the latest per member and room wins).
+    /// Queues a member's new public positions (the furthest per member and room wins:
+    /// concurrent reports may be pushed out of order).
     pub fn push(&self, room: &RoomId, user: &UserId, positions: Positions) {
         let mut pending = self.pending.lock().expect("receipts lock");
-        pending.insert((room.clone(), user.clone()), positions);
+        let entry = pending.entry((room.clone(), user.clone())).or_default();
+        entry.delivered_seq = entry.delivered_seq.max(positions.delivered_seq);
+        entry.read_seq = entry.read_seq.max(positions.read_seq);
+        entry.public_read_seq = entry.public_read_seq.max(positions.public_read_seq);
         if pending.len() >= MAX_PENDING {
             self.full.notify_one();
         }

@@ -160,6 +160,8 @@ pub(super) struct LiveState {
     activity_recorded: Instant,
     /// Rooms where a typing start was passed on, and when.
     typing: HashMap<RoomId, Instant>,
+    /// Whether the first snapshot went out (and the gate opened).
+    snapshot_sent: bool,
 }
 
 impl LiveState {
@@ -168,6 +170,7 @@ impl LiveState {
             contacts: Vec::new(),
             activity_recorded: Instant::now(),
             typing: HashMap::new(),
+            snapshot_sent: false,
         }
     }
 }
@@ -199,12 +202,15 @@ impl Session {
             heartbeat_ms: settings.websocket.heartbeat_interval_ms,
             resume_wait_ms: settings.websocket.resume_wait_ms,
             max_text_chars: settings.limits.max_text_chars,
+            typing_ttl_ms: settings.typing.ttl_ms,
         })
         .await;
         // Then the contacts' presence: one snapshot, changes after it.
         if let Err(e) = Box::pin(self.follow_contacts(true)).await {
             tracing::warn!(error = %e, user = %self.user, "contacts' presence unavailable");
+            // Changes flow; the snapshot follows with the next reconciliation.
             self.conn.release_presence(None);
+            self.conn.presence_lost();
         }
 
         let idle_timeout = Duration::from_millis(settings.websocket.idle_timeout_ms);
@@ -301,14 +307,16 @@ impl Session {
                 self.reply(ServerFrame::RoomAdded { room }).await;
             }
         }
-        if let Err(e) = Box::pin(self.follow_contacts(false)).await {
+        let fresh = self.conn.take_presence_lost();
+        if let Err(e) = Box::pin(self.follow_contacts(fresh)).await {
             tracing::warn!(error = %e, user = %self.user, "contacts' presence not updated");
         }
     }
 
-    /// Follows the presence of the user's contacts as they are now. The first time
-    /// (`snapshot`) sends all of them and opens the gate for changes; later (rooms or members
-    /// changed) sends the newly gained ones and stops following the lost ones.
+    /// Follows the presence of the user's contacts as they are now. With `snapshot` (the
+    /// first time, or when changes may have been lost) sends all of them (the first time
+    /// also opening the gate for changes); otherwise (rooms or members changed) the newly
+    /// gained ones. Stops following the lost ones.
     async fn follow_contacts(&mut self, snapshot: bool) -> Result<(), ChatError> {
         let rooms = self.conn.rooms();
         let contacts = self.node.chat.contacts(&self.user, &rooms).await?;
@@ -341,8 +349,15 @@ impl Session {
             .snapshot(&gained)
             .await
             .map_err(|e| ChatError::Bus(e.to_string()))?;
-        if snapshot {
+        if snapshot && !self.live.snapshot_sent {
+            self.live.snapshot_sent = true;
             self.conn.release_presence(Some(states));
+        } else if snapshot {
+            self.reply(ServerFrame::Presence {
+                snapshot: true,
+                users: states,
+            })
+            .await;
         } else if !states.is_empty() {
             self.reply(ServerFrame::Presence {
                 snapshot: false,

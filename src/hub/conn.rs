@@ -80,6 +80,9 @@ pub struct ConnHandle {
     /// The client closed the connection itself (a close frame): its user leaves at once,
     /// without the grace a dropped connection gets.
     left_cleanly: AtomicBool,
+    /// Presence changes may have been lost (the bus reconnected, or the snapshot failed):
+    /// the connection sends a fresh snapshot when it next reconciles.
+    presence_stale: AtomicBool,
 }
 
 impl ConnHandle {
@@ -95,7 +98,20 @@ impl ConnHandle {
             watching: Mutex::default(),
             presence_gate: Mutex::new(Some(HashMap::new())),
             left_cleanly: AtomicBool::new(false),
+            presence_stale: AtomicBool::new(false),
         }
+    }
+
+    /// Asks for a fresh presence snapshot at the next reconciliation (see
+    /// [`memberships_changed`](Self::memberships_changed)).
+    pub fn presence_lost(&self) {
+        self.presence_stale.store(true, Ordering::Relaxed);
+        self.memberships_changed();
+    }
+
+    /// Whether a fresh snapshot is due (and no longer, once asked).
+    pub fn take_presence_lost(&self) -> bool {
+        self.presence_stale.swap(false, Ordering::Relaxed)
     }
 
     pub fn mark_left_cleanly(&self) {

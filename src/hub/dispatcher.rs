@@ -135,8 +135,9 @@ async fn route(
             Delivery::Event { topic, payload } => (topic, payload),
             Delivery::Resynced => {
                 tracing::info!("bus resynced; catching up from the store");
-                // Membership events may have been lost too.
+                // Membership and presence events may have been lost too.
                 hub.recheck_all_memberships();
+                hub.refresh_all_presence();
                 shards.tell_all(|| Input::Resynced).await;
                 continue;
             }
@@ -173,8 +174,9 @@ async fn route(
                 hub.typing.apply(&room, &user, typing, Instant::now());
             }
             (Topic::Room(room), BusEvent::Members { members, .. }) => {
-                // In small groups members see each other's presence: their contacts changed.
-                if members.len() <= hub.settings().roster_max_members {
+                // In small groups members see each other's presence: their contacts changed
+                // (also when the group just outgrew the size).
+                if hub.resized(&room, members.len()) {
                     for conn in hub.room_connections(&room) {
                         conn.memberships_changed();
                     }

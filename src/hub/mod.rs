@@ -45,6 +45,9 @@ pub struct HubSettings {
     pub roster_max_members: usize,
 }
 
+/// Room sizes remembered for [`Hub::resized`], at most.
+const MAX_ROOM_SIZES: usize = 100_000;
+
 /// Bus subscriptions taken at once when a connection starts following its contacts.
 const WATCH_CONCURRENCY: usize = 64;
 
@@ -54,6 +57,8 @@ pub struct Hub {
     /// Connections by the contacts whose presence they follow.
     watchers: DashMap<UserId, Vec<Arc<ConnHandle>>>,
     pub(crate) typing: typing::TypingBoard,
+    /// Member counts of rooms whose member list changed, as last heard (see `resized`).
+    room_sizes: DashMap<RoomId, usize>,
     settings: HubSettings,
     subscriptions: Arc<Subscriptions>,
     next_conn: AtomicU64,
@@ -105,6 +110,7 @@ impl Hub {
             users: DashMap::new(),
             watchers: DashMap::new(),
             typing: typing::TypingBoard::new(settings.typing_ttl),
+            room_sizes: DashMap::new(),
             settings,
             subscriptions: Subscriptions::new(
                 bus,
@@ -195,6 +201,25 @@ impl Hub {
         for conns in self.users.iter() {
             conns.iter().for_each(|c| c.memberships_changed());
         }
+    }
+
+    /// Asks every local connection for a fresh presence snapshot (after the bus may have
+    /// lost presence changes); it comes with the memberships' re-read.
+    pub fn refresh_all_presence(&self) {
+        for conns in self.users.iter() {
+            conns.iter().for_each(|c| c.presence_lost());
+        }
+    }
+
+    /// Records a room's new member count; true if the room is or was small enough for its
+    /// members to see each other's presence (their contacts changed).
+    pub fn resized(&self, room: &RoomId, members: usize) -> bool {
+        let max = self.settings.roster_max_members;
+        if self.room_sizes.len() >= MAX_ROOM_SIZES {
+            self.room_sizes.clear(); // unknown sizes only cost a re-read of contacts
+        }
+        let before = self.room_sizes.insert(room.clone(), members);
+        members <= max || before.is_none_or(|n| n <= max)
     }
 
     /// Follows the presence of `users` on `conn`; returns once their changes reach this node.
@@ -338,6 +363,11 @@ impl Hub {
             .get(user)
             .map(|conns| conns.clone())
             .unwrap_or_default()
+    }
+
+    /// The users with a connection on this node.
+    pub fn local_users(&self) -> Vec<UserId> {
+        self.users.iter().map(|e| e.key().clone()).collect()
     }
 
     /// Every local connection: (user, connection id).

@@ -27,6 +27,9 @@ struct RoomTyping {
     typing: HashMap<UserId, Instant>,
     /// The list the members were last sent (sorted).
     shown: Vec<UserId>,
+    /// A typist renewed their entry since the last flush: members get the list again, so
+    /// their own expiry of it is renewed too (and a lost frame heals).
+    renewed: bool,
 }
 
 pub struct TypingBoard {
@@ -34,11 +37,12 @@ pub struct TypingBoard {
     ttl: Duration,
 }
 
-/// A room whose list changed: who types now, who typed at the last flush.
+/// A room whose list changed or was renewed: who types now, who typed at the last flush.
 pub struct Change {
     pub room: RoomId,
     pub now: Vec<UserId>,
     pub before: Vec<UserId>,
+    pub renewed: bool,
 }
 
 impl TypingBoard {
@@ -53,13 +57,14 @@ impl TypingBoard {
         let mut rooms = self.rooms.lock().expect("typing lock");
         let entry = rooms.entry(room.clone()).or_default();
         if typing {
-            entry.typing.insert(user.clone(), now + self.ttl);
+            entry.renewed |= entry.typing.insert(user.clone(), now + self.ttl).is_some();
         } else {
             entry.typing.remove(user);
         }
     }
 
-    /// Expires entries and returns the rooms whose list changed since the last call.
+    /// Expires entries and returns the rooms whose list changed (or was renewed) since the
+    /// last call.
     pub fn changes(&self, now: Instant) -> Vec<Change> {
         let mut rooms = self.rooms.lock().expect("typing lock");
         let mut changes = Vec::new();
@@ -67,12 +72,14 @@ impl TypingBoard {
             entry.typing.retain(|_, until| *until > now);
             let mut current: Vec<UserId> = entry.typing.keys().cloned().collect();
             current.sort();
-            if current != entry.shown {
+            let renewed = std::mem::take(&mut entry.renewed) && !current.is_empty();
+            if current != entry.shown || renewed {
                 let before = std::mem::replace(&mut entry.shown, current.clone());
                 changes.push(Change {
                     room: room.clone(),
                     now: current,
                     before,
+                    renewed,
                 });
             }
             !entry.typing.is_empty() || !entry.shown.is_empty()
@@ -83,7 +90,7 @@ impl TypingBoard {
 
 impl Change {
     /// Sends each connection its list (the typists without its own user) if that changed
-    /// for it: a typist never hears of their own typing.
+    /// for it, or was renewed and is not empty: a typist never hears of their own typing.
     pub fn send_to(&self, conns: &[std::sync::Arc<ConnHandle>]) {
         let mut frames: HashMap<Option<&UserId>, Utf8Bytes> = HashMap::new();
         for conn in conns {
@@ -93,7 +100,8 @@ impl Change {
                 list.iter().filter(|u| *u != me).cloned().collect()
             };
             let users = without_me(&self.now);
-            if involved && users == without_me(&self.before) {
+            let renewed = self.renewed && !users.is_empty();
+            if involved && users == without_me(&self.before) && !renewed {
                 continue;
             }
             let frame = frames.entry(involved.then_some(me)).or_insert_with(|| {
@@ -126,6 +134,10 @@ mod tests {
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].now, vec![user("alice"), user("bob")]);
         assert!(board.changes(t0).is_empty(), "nothing new, nothing sent");
+        board.apply(&room, &user("bob"), true, t0);
+        let renewed = board.changes(t0);
+        assert!(renewed[0].renewed, "a renewed start is sent again");
+        assert_eq!(renewed[0].now, renewed[0].before);
         board.apply(&room, &user("bob"), false, t0);
         assert_eq!(board.changes(t0)[0].now, vec![user("alice")]);
         let later = t0 + Duration::from_secs(6);

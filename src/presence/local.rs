@@ -90,6 +90,17 @@ impl PresenceRegistry for LocalPresence {
             .collect())
     }
 
+    async fn claim_expired(&self, node: &str, now: Millis, until: Millis) -> PresenceResult<bool> {
+        let mut state = self.state();
+        match state.leases.get_mut(node) {
+            Some(lease) if *lease < now => {
+                *lease = until;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn set_node_user(&self, node: &str, user: &UserId, present: bool) -> PresenceResult<()> {
         let mut state = self.state();
         let users = state.node_users.entry(node.to_owned()).or_default();

@@ -62,6 +62,11 @@ pub trait PresenceRegistry: Send + Sync + 'static {
     /// Nodes whose lease ran out before `now`.
     async fn expired_nodes(&self, now: Millis) -> PresenceResult<Vec<String>>;
 
+    /// Takes over the lease of `node` until `until` if it ran out before `now`, atomically:
+    /// of several nodes claiming one dead node, one wins (and releases its users; if it dies
+    /// doing so, the claim runs out and another node claims it).
+    async fn claim_expired(&self, node: &str, now: Millis, until: Millis) -> PresenceResult<bool>;
+
     /// Records whether `user` has connections on `node` (so the node's death finds them).
     async fn set_node_user(&self, node: &str, user: &UserId, present: bool) -> PresenceResult<()>;
 

@@ -32,7 +32,9 @@ pub struct Record {
     /// By key, "<node>:<connection id>".
     #[serde(default)]
     pub conns: BTreeMap<String, ConnEntry>,
-    /// Increases with every change of `shown`.
+    /// Increases with every change of `shown`: the next integer, or the time in ms if that
+    /// is larger, so a record that was lost (a registry that lost its data) starts above
+    /// every version clients hold.
     #[serde(default)]
     pub v: u64,
     #[serde(default)]
@@ -137,7 +139,7 @@ impl Record {
             return None;
         }
         self.shown = visible;
-        self.v += 1;
+        self.v = (self.v + 1).max(u64::try_from(now).unwrap_or(0));
         Some(self.view(user))
     }
 
@@ -195,7 +197,14 @@ mod tests {
         r.disconnect("n2:7", 30, None);
         assert_eq!(state_after(&mut r, 30), Some(PresenceState::Offline));
         assert_eq!(r.view(&alice()).last_seen, Some(from_millis(30)));
-        assert_eq!(r.v, 2);
+        assert_eq!(r.v, 30, "versions follow the clock when it is ahead");
+        let mut later = r.clone();
+        later.connect("n1:3", "n1", 5);
+        assert_eq!(
+            later.settle(&alice(), 5, AWAY).unwrap().v,
+            31,
+            "and only go up"
+        );
     }
 
     #[test]

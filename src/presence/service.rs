@@ -4,7 +4,14 @@
 //! bus (topic [`Topic::Presence`]) by whichever node made them. Times come from the node's
 //! clock.
 
-use std::{collections::HashMap, slice, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    slice,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::StreamExt;
 
 use super::{Millis, PresenceError, PresenceRegistry, PresenceResult, Record};
 use crate::{
@@ -21,6 +28,8 @@ use crate::{
 const SWAP_ROUNDS: usize = 16;
 /// Users re-evaluated per sweep, at most.
 const DUE_BATCH: usize = 512;
+/// Users of a dead node changed at once.
+const RELEASE_CONCURRENCY: usize = 16;
 
 pub struct PresenceService {
     registry: Arc<dyn PresenceRegistry>,
@@ -32,6 +41,8 @@ pub struct PresenceService {
     refresh: Duration,
     grace: Millis,
     away_after: Millis,
+    /// Record entries of this node without a live connection at the last reconciliation.
+    suspects: Mutex<HashSet<String>>,
 }
 
 fn millis(ms: u64) -> Millis {
@@ -57,6 +68,7 @@ impl PresenceService {
             refresh: Duration::from_millis(settings.refresh_ms),
             grace: millis(settings.leave_grace_ms),
             away_after: millis(settings.away_after_ms),
+            suspects: Mutex::default(),
         }
     }
 
@@ -69,17 +81,18 @@ impl PresenceService {
         format!("{}:{conn}", self.node)
     }
 
-    /// How often [`maintain`](Self::maintain) must run.
+    /// How often the lease is renewed and the registry reconciled.
     pub fn refresh_every(&self) -> Duration {
         self.refresh
     }
 
     /// Applies `change` to the user's record and announces what contacts should now see,
     /// if that changed. Read, change, compare-and-swap, again if another node got there first.
+    /// `change` is told whether the record is new (nothing stored).
     async fn change(
         &self,
         user: &UserId,
-        change: impl Fn(&mut Record, Millis),
+        change: impl Fn(&mut Record, Millis, bool),
     ) -> PresenceResult<()> {
         for _ in 0..SWAP_ROUNDS {
             let stored = self
@@ -90,7 +103,7 @@ impl PresenceService {
                 .flatten();
             let mut record = Record::parse(stored.as_deref());
             let now = self.now();
-            change(&mut record, now);
+            change(&mut record, now, stored.is_none());
             let announcement = record.settle(user, now, self.away_after);
             let due = record.next_due(now, self.away_after);
             if self
@@ -129,8 +142,11 @@ impl PresenceService {
         };
         let key = self.key(conn);
         self.registry.set_node_user(&self.node, user, true).await?;
-        self.change(user, |record, now| {
-            if let Some(hidden) = hidden {
+        // The registry holds the setting once it has a record (`set_hidden` keeps it there);
+        // the store's copy only seeds a new record, so a reconnect racing a change of the
+        // setting cannot undo it.
+        self.change(user, |record, now, fresh| {
+            if let Some(hidden) = hidden.filter(|_| fresh) {
                 record.hidden = hidden;
             }
             record.connect(&key, &self.node, now);
@@ -141,7 +157,7 @@ impl PresenceService {
     /// The user did something on this connection.
     pub async fn active(&self, user: &UserId, conn: ConnId) -> PresenceResult<()> {
         let key = self.key(conn);
-        self.change(user, |record, now| record.activity(&key, now))
+        self.change(user, |record, now, _| record.activity(&key, now))
             .await
     }
 
@@ -157,7 +173,7 @@ impl PresenceService {
     ) -> PresenceResult<()> {
         let key = self.key(conn);
         let grace = (!cleanly).then_some(self.grace);
-        self.change(user, |record, now| record.disconnect(&key, now, grace))
+        self.change(user, |record, now, _| record.disconnect(&key, now, grace))
             .await?;
         if last_here {
             self.registry.set_node_user(&self.node, user, false).await?;
@@ -167,7 +183,8 @@ impl PresenceService {
 
     /// The user's `hidePresence` setting changed.
     pub async fn set_hidden(&self, user: &UserId, hidden: bool) -> PresenceResult<()> {
-        self.change(user, |record, _| record.hidden = hidden).await
+        self.change(user, |record, _, _| record.hidden = hidden)
+            .await
     }
 
     /// What contacts were last told about these users (never seen: offline, version 0).
@@ -183,35 +200,58 @@ impl PresenceService {
     /// Re-evaluates the users whose time came (a grace or an active window ran out).
     pub async fn sweep_due(&self) -> PresenceResult<()> {
         for user in self.registry.due(self.now(), DUE_BATCH).await? {
-            self.change(&user, |_, _| {}).await?;
+            self.change(&user, |_, _, _| {}).await?;
         }
         Ok(())
     }
 
-    /// Every `refresh_every`: renews this node's lease, drops the connections of nodes whose
-    /// lease ran out, and makes the registry agree with `local`, this node's live connections
-    /// (after a lost update or a registry that lost its data).
-    pub async fn maintain(&self, local: &[(UserId, ConnId)]) -> PresenceResult<()> {
+    /// Renews this node's lease (every `refresh_every`, in a task of its own: nothing may
+    /// delay it, or the other nodes take this one for dead).
+    pub async fn renew_lease(&self) -> PresenceResult<()> {
+        let until = self.now().saturating_add(self.ttl);
+        self.registry.renew_lease(&self.node, until).await
+    }
+
+    /// Claims the nodes whose lease ran out and drops their connections (see
+    /// [`PresenceRegistry::claim_expired`]).
+    pub async fn release_expired(&self) -> PresenceResult<()> {
         let now = self.now();
-        self.registry
-            .renew_lease(&self.node, now.saturating_add(self.ttl))
-            .await?;
         for dead in self.registry.expired_nodes(now).await? {
-            if dead != self.node {
+            if dead == self.node {
+                continue; // this node is alive: its lease task is only late
+            }
+            let until = now.saturating_add(self.ttl);
+            if self.registry.claim_expired(&dead, now, until).await? {
                 self.release(&dead).await?;
             }
         }
-        self.reconcile(local).await
+        Ok(())
     }
 
     /// Drops every connection of `node` and forgets it: for a dead node, and for this one when
-    /// it stops (or starts: a previous process may have had its name).
+    /// it stops (or starts: a previous process may have had its name). A user that cannot be
+    /// changed now is logged and left for the next claim: the node is forgotten only when all
+    /// of them were.
     pub async fn release(&self, node: &str) -> PresenceResult<()> {
         let users = self.registry.node_users(node).await?;
         tracing::info!(node, users = users.len(), "releasing a node's presence");
-        for user in users {
-            self.change(&user, |record, now| record.drop_nodes(|n| n == node, now))
-                .await?;
+        let failed = futures_util::stream::iter(users)
+            .map(|user| async move {
+                self.change(&user, |record, now, _| {
+                    record.drop_nodes(|n| n == node, now)
+                })
+                .await
+                .inspect_err(|e| tracing::warn!(error = %e, %user, "presence not released"))
+                .is_err()
+            })
+            .buffer_unordered(RELEASE_CONCURRENCY)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        if failed > 0 {
+            return Err(PresenceError::Unavailable(format!(
+                "{failed} users of {node} not released"
+            )));
         }
         self.registry.forget_node(node).await
     }
@@ -221,51 +261,65 @@ impl PresenceService {
         self.release(&self.node.clone()).await
     }
 
-    async fn reconcile(&self, local: &[(UserId, ConnId)]) -> PresenceResult<()> {
-        let mut wanted: HashMap<UserId, Vec<String>> = HashMap::new();
-        for (user, conn) in local {
-            wanted
-                .entry(user.clone())
-                .or_default()
-                .push(self.key(*conn));
-        }
-        let listed = self.registry.node_users(&self.node).await?;
-        for user in wanted.keys().filter(|u| !listed.contains(u)) {
+    /// Makes the registry agree with this node's live connections, after a lost update or a
+    /// registry that lost its data: `local` are the users connected here, `live` says which
+    /// connections a user has here at the moment it is asked. A record entry of this node
+    /// that is not live is dropped only if it was already stale in the previous round, so a
+    /// connection whose own disconnect is still on its way keeps its grace.
+    pub async fn reconcile(
+        &self,
+        local: &[UserId],
+        live: impl Fn(&UserId) -> Vec<ConnId>,
+    ) -> PresenceResult<()> {
+        let listed: HashSet<UserId> = self
+            .registry
+            .node_users(&self.node)
+            .await?
+            .into_iter()
+            .collect();
+        for user in local.iter().filter(|u| !listed.contains(*u)) {
             self.registry.set_node_user(&self.node, user, true).await?;
         }
-        let mut users: Vec<UserId> = wanted.keys().cloned().collect();
-        users.extend(listed.into_iter().filter(|u| !wanted.contains_key(u)));
+        let mut users: Vec<UserId> = local.to_vec();
+        let local: HashSet<&UserId> = local.iter().collect();
+        users.extend(listed.iter().filter(|u| !local.contains(u)).cloned());
         let records = self.registry.load(&users).await?;
+        let previous = std::mem::take(&mut *self.suspects.lock().expect("suspects lock"));
+        let mut suspects = HashSet::new();
         for (user, stored) in users.iter().zip(records) {
             let record = Record::parse(stored.as_deref());
-            let keys = wanted.get(user).map(Vec::as_slice).unwrap_or_default();
+            let keys: HashSet<String> = live(user).into_iter().map(|c| self.key(c)).collect();
             let stale: Vec<String> = record
                 .conns
                 .iter()
-                .filter(|(key, conn)| conn.node == self.node && !keys.contains(key))
+                .filter(|(key, conn)| conn.node == self.node && !keys.contains(*key))
                 .map(|(key, _)| key.clone())
                 .collect();
-            let missing: Vec<&String> = keys
-                .iter()
-                .filter(|key| !record.conns.contains_key(*key))
-                .collect();
-            if stale.is_empty() && missing.is_empty() {
-                continue;
+            let (drop, wait): (Vec<String>, Vec<String>) =
+                stale.into_iter().partition(|key| previous.contains(key));
+            suspects.extend(wait.iter().cloned());
+            let missing = keys.iter().any(|key| !record.conns.contains_key(key));
+            if !drop.is_empty() || missing {
+                tracing::info!(%user, stale = drop.len(), missing, "presence reconciled");
+                self.change(user, |record, now, _| {
+                    for key in &drop {
+                        record.disconnect(key, now, None);
+                    }
+                    // Asked again now: a connection may have come or gone since the list.
+                    for conn in live(user) {
+                        let key = self.key(conn);
+                        if !record.conns.contains_key(&key) {
+                            record.connect(&key, &self.node, now);
+                        }
+                    }
+                })
+                .await?;
             }
-            tracing::info!(%user, stale = stale.len(), missing = missing.len(), "presence reconciled");
-            self.change(user, |record, now| {
-                for key in &stale {
-                    record.disconnect(key, now, None);
-                }
-                for key in &missing {
-                    record.connect(key, &self.node, now);
-                }
-            })
-            .await?;
-            if keys.is_empty() {
+            if keys.is_empty() && wait.is_empty() && live(user).is_empty() {
                 self.registry.set_node_user(&self.node, user, false).await?;
             }
         }
+        *self.suspects.lock().expect("suspects lock") = suspects;
         Ok(())
     }
 }

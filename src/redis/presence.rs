@@ -39,10 +39,21 @@ end
 return 1
 ";
 
+/// KEYS: leases. ARGV: node, now ms, until ms.
+const CLAIM: &str = r"
+local lease = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if lease and tonumber(lease) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  return 1
+end
+return 0
+";
+
 pub struct RedisPresence {
     conn: ConnectionManager,
     prefix: String,
     swap: redis::Script,
+    claim: redis::Script,
     /// Every Redis call answers within this.
     timeout: Duration,
 }
@@ -53,6 +64,7 @@ impl RedisPresence {
             conn,
             prefix: prefix.to_owned(),
             swap: redis::Script::new(SWAP),
+            claim: redis::Script::new(CLAIM),
             timeout,
         }
     }
@@ -162,6 +174,18 @@ impl PresenceRegistry for RedisPresence {
             .arg("-inf")
             .arg(format!("({now}"));
         self.run(&cmd).await
+    }
+
+    async fn claim_expired(&self, node: &str, now: Millis, until: Millis) -> PresenceResult<bool> {
+        let mut invocation = self.claim.prepare_invoke();
+        invocation
+            .key(self.leases_key())
+            .arg(node)
+            .arg(now)
+            .arg(until);
+        let mut conn = self.conn.clone();
+        let claimed: i64 = self.within(invocation.invoke_async(&mut conn)).await?;
+        Ok(claimed == 1)
     }
 
     async fn set_node_user(&self, node: &str, user: &UserId, present: bool) -> PresenceResult<()> {

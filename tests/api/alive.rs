@@ -203,7 +203,14 @@ impl Live {
     /// Waits for `user`'s presence to show `state` (in a snapshot or a change), going
     /// through their entries in order and only ever forward in version, as a client would.
     async fn presence(&mut self, user: &str, state: PresenceState) -> UserPresence {
+        self.changes_until(user, state).await.pop().unwrap()
+    }
+
+    /// `user`'s presence entries newer than the last one taken, up to the first that shows
+    /// `state`: one entry when nothing happened in between.
+    async fn changes_until(&mut self, user: &str, state: PresenceState) -> Vec<UserPresence> {
         let user = UserId::parse(user).unwrap();
+        let mut changes = Vec::new();
         loop {
             let known = self.versions.get(&user).copied();
             let newer = |frame: &ServerFrame| match frame {
@@ -216,8 +223,10 @@ impl Live {
             let frame = self.next_matching(|f| newer(f).is_some()).await;
             let entry = newer(&frame).unwrap();
             self.versions.insert(user.clone(), entry.v);
-            if entry.state == state {
-                return entry;
+            let done = entry.state == state;
+            changes.push(entry);
+            if done {
+                return changes;
             }
         }
     }
@@ -338,10 +347,14 @@ async fn presence_reaches_contacts_only(d: &Deployment) {
     // Bob's first device is gone, his second is not: nothing to tell.
     let frames = a.drain().await;
     assert!(presence_of(&frames, &bob).is_empty(), "{frames:?}");
+    let closing = chrono::Utc::now() - chrono::Duration::milliseconds(5);
     b2.close().await;
-    let offline = a.presence(&bob, PresenceState::Offline).await;
-    assert!(offline.last_seen.is_some());
-    assert_eq!(offline.v, online.v + 1, "no change in between");
+    let changes = a.changes_until(&bob, PresenceState::Offline).await;
+    assert_eq!(changes.len(), 1, "no change in between: {changes:?}");
+    assert!(changes[0].v > online.v);
+    // Offline when the second device left, not the first.
+    let last_seen = changes[0].last_seen.expect("a last-seen time");
+    assert!(last_seen >= closing, "{last_seen} before {closing}");
 
     let frames = c.drain().await;
     assert!(
@@ -366,13 +379,14 @@ async fn a_quick_reconnect_shows_no_offline(d: &Deployment) {
     let b = d.live(2, "bob2").await;
     let dropped = Instant::now();
     b.drop_abruptly();
-    let offline = a.presence(&bob, PresenceState::Offline).await;
+    let changes = a.changes_until(&bob, PresenceState::Offline).await;
     assert!(
         dropped.elapsed() >= GRACE,
         "offline before the grace ran out"
     );
-    // Versions count changes: the first drop and the reconnect showed nothing.
-    assert_eq!(offline.v, online.v + 1, "bob flapped");
+    // The first drop and the reconnect showed nothing.
+    assert_eq!(changes.len(), 1, "bob flapped: {changes:?}");
+    assert!(changes[0].v > online.v);
 }
 
 /// Typing reaches the room's other members on every node as the full list, expires by

@@ -201,6 +201,10 @@ pub enum ServerFrame {
         heartbeat_ms: u64,
         resume_wait_ms: u64,
         max_text_chars: usize,
+        /// How long a typing entry lasts after its last start (clients re-send starts at
+        /// about half of it while the user types).
+        #[serde(default)]
+        typing_ttl_ms: u64,
     },
     /// The sender's confirmation: the message is stored with this id, seq and createdAt.
     Ack {

@@ -127,6 +127,7 @@ fn sample_server_frames() -> Vec<ServerFrame> {
             heartbeat_ms: 20_000,
             resume_wait_ms: 2_000,
             max_text_chars: 4_000,
+            typing_ttl_ms: 6_000,
         },
         ServerFrame::Ack {
             client_msg_id: "c1".into(),

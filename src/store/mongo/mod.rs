@@ -381,10 +381,21 @@ impl Store for MongoStore {
         Ok(match before {
             Some(member) => {
                 let before = member.positions();
-                Marked {
-                    before,
-                    after: before.advanced(mark, target),
+                let after = before.advanced(mark, target);
+                if member.delivered_seq.is_none() || member.public_read_seq.is_none() {
+                    // A document from before receipts: `$max` on its missing fields set them
+                    // to the report, which may be below the positions `readSeq` implies.
+                    // Raise them to what they are.
+                    let fix = doc! {
+                        "deliveredSeq": seq_to_i64(after.delivered_seq),
+                        "publicReadSeq": seq_to_i64(after.public_read_seq),
+                    };
+                    self.members
+                        .update_one(doc! {"_id": member_id(room, user)}, doc! {"$max": fix})
+                        .await
+                        .map_err(store_err)?;
                 }
+                Marked { before, after }
             }
             None => Marked {
                 before: Positions::default(),

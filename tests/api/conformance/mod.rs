@@ -172,6 +172,58 @@ mod mongo_store {
     }
 
     crate::store_conformance!();
+
+    /// Member documents from before receipts (no `deliveredSeq`, no `publicReadSeq`) keep
+    /// what their `readSeq` implies: a private read does not make it public, a public read
+    /// below it does not lower it.
+    #[tokio::test]
+    async fn member_documents_from_before_receipts_keep_their_positions() {
+        use chatd::{
+            domain::UserId,
+            store::{Mark, NewMessage},
+        };
+        use mongodb::bson::doc;
+        let uri = &Mongo::shared().uri;
+        let database = unique("chatd_legacy");
+        let store = MongoStore::connect(uri, &database).await.unwrap();
+        let (alice, bob) = (
+            UserId::parse("alice").unwrap(),
+            UserId::parse("bob").unwrap(),
+        );
+        let room = store
+            .ensure_direct_room(&alice, &bob, chrono::Utc::now())
+            .await
+            .unwrap()
+            .id;
+        for i in 0..6 {
+            let new = NewMessage {
+                room: room.clone(),
+                sender: bob.clone(),
+                client_msg_id: format!("c{i}"),
+                text: "hi".into(),
+            };
+            store.append(new, chrono::Utc::now()).await.unwrap();
+        }
+        let members = mongodb::Client::with_uri_str(uri)
+            .await
+            .unwrap()
+            .database(&database)
+            .collection::<mongodb::bson::Document>("members");
+        let legacy =
+            doc! {"$set": {"readSeq": 4_i64}, "$unset": {"deliveredSeq": "", "publicReadSeq": ""}};
+        members
+            .update_many(doc! {"userId": "alice"}, legacy)
+            .await
+            .unwrap();
+        store
+            .mark(&room, &alice, Mark::PrivateRead, 5)
+            .await
+            .unwrap();
+        store.mark(&room, &alice, Mark::Read, 2).await.unwrap();
+        let receipts = store.receipts(&room).await.unwrap();
+        let alices = receipts.iter().find(|r| r.user == alice).unwrap();
+        assert_eq!((alices.delivered_seq, alices.read_seq), (5, 4));
+    }
 }
 
 mod redis_bus {

@@ -92,6 +92,25 @@ pub async fn leases_run_out_and_are_forgotten(r: &dyn PresenceRegistry) {
     assert!(r.expired_nodes(2_000).await.unwrap().is_empty(), "renewed");
     r.forget_node("n2").await.unwrap();
     assert_eq!(r.expired_nodes(9_500).await.unwrap(), vec!["n1".to_owned()]);
+    // One claim of an expired lease wins; it holds the lease until its own deadline.
+    assert!(
+        !r.claim_expired("n1", 9_000, 20_000).await.unwrap(),
+        "not expired yet"
+    );
+    assert!(r.claim_expired("n1", 9_500, 20_000).await.unwrap());
+    assert!(
+        !r.claim_expired("n1", 9_500, 20_000).await.unwrap(),
+        "already claimed"
+    );
+    assert!(r.expired_nodes(19_000).await.unwrap().is_empty());
+    assert!(
+        r.claim_expired("n1", 20_001, 30_000).await.unwrap(),
+        "a claim runs out too"
+    );
+    assert!(
+        !r.claim_expired("gone", 9_500, 20_000).await.unwrap(),
+        "no lease, no claim"
+    );
 }
 
 pub async fn node_users_are_tracked_per_node(r: &dyn PresenceRegistry) {
