@@ -1,6 +1,7 @@
 // The chatd web app: a thin UI over the SDK (/sdk/chatd.js), which owns connection state,
-// ordering, retries and history. This file only renders what the SDK holds: the room list,
-// and the open Room's messages.
+// ordering, retries, history, presence, typing, receipts and unread counts (and reports
+// delivered, read and active by itself). This file only renders what the SDK holds: the room
+// list, and the open Room's messages, who is typing and how far own messages got.
 
 import { ChatClient, devLogin } from "/sdk/chatd.js";
 
@@ -10,6 +11,7 @@ const TOKEN_KEY = "chatd.token";
 let client = null;
 let current = null; // the open Room
 let stopWatching = null; // unsubscribes from the open room's events
+let readersOpen = null; // the seq whose "read by" list is unfolded, in the open room
 
 /** Builds an element: el("div", {class: "x", dataset: {seq: 1}}, child, "text"). */
 function el(tag, attrs = {}, ...children) {
@@ -67,6 +69,7 @@ function toast(text) {
 function showLogin(message = "") {
   $("#chat-view").hidden = true;
   $("#logout").hidden = true;
+  $("#hide-presence-field").hidden = true;
   $("#login-view").hidden = false;
   $("#login-error").textContent = message;
   $("#login-name").focus();
@@ -92,10 +95,11 @@ $("#login-form").addEventListener("submit", async (event) => {
 
 $("#logout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
+  closeRoom();
   client?.stop();
   client = null;
-  closeRoom();
   location.hash = "";
+  renderTitle();
   showLogin();
 });
 
@@ -117,8 +121,8 @@ function renderState(state) {
 }
 
 async function start(token) {
-  client?.stop();
   closeRoom();
+  client?.stop();
   const own = (client = new ChatClient({ token }));
   client.on("state", renderState);
   // The first room list means the user is signed in; connecting may take longer. (A list
@@ -127,6 +131,13 @@ async function start(token) {
     if (client !== own) return;
     showChat();
     renderRooms(rooms);
+    renderTitle();
+  });
+  client.on("unread", () => client === own && renderTitle());
+  client.on("presence", () => {
+    if (client !== own) return;
+    renderRooms(client.rooms());
+    renderHead();
   });
   client.on("error", (error) => {
     if (error.code === "unauthorized" || error.code === "token_expired") {
@@ -138,6 +149,7 @@ async function start(token) {
   });
   await client.start();
   showChat();
+  loadSettings(own);
   const wanted = roomFromHash();
   const room = wanted && client.room(wanted);
   // Opening the fragment's room may fail (network, a room just left): report it, stay signed in.
@@ -177,24 +189,63 @@ function shortTime(iso) {
     : date.toLocaleDateString([], { month: "short", day: "numeric" });
 }
 
+/** The other member of a direct room (null for groups). */
+function peerOf(room) {
+  return room.kind === "direct" ? (room.members.find((m) => m !== client.user) ?? null) : null;
+}
+
+function lastSeenText(iso) {
+  if (!iso) return "offline";
+  const date = new Date(iso);
+  const minutes = Math.floor((Date.now() - date.getTime()) / 60000);
+  if (minutes < 1) return "last seen just now";
+  if (minutes < 60) return `last seen ${minutes} min ago`;
+  const time = date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  const yesterday = new Date();
+  yesterday.setDate(yesterday.getDate() - 1);
+  if (date.toDateString() === new Date().toDateString()) return `last seen today at ${time}`;
+  if (date.toDateString() === yesterday.toDateString()) return `last seen yesterday at ${time}`;
+  return `last seen ${date.toLocaleDateString([], { month: "short", day: "numeric" })}`;
+}
+
+/** "online", "away", "last seen …"; empty when the server never told (not a contact). */
+function presenceText(presence) {
+  if (!presence) return "";
+  if (presence.state === "online" || presence.state === "away") return presence.state;
+  return lastSeenText(presence.lastSeen);
+}
+
+function presenceDot(presence) {
+  return el("span", { class: "dot", dataset: { state: presence?.state ?? "unknown" }, "aria-hidden": "true" });
+}
+
+function renderTitle() {
+  const total = client?.unreadTotal() ?? 0;
+  document.title = total > 0 ? `(${total > 999 ? "999+" : total}) chatd` : "chatd";
+}
+
 function renderRooms(rooms) {
   const list = $("#rooms");
   list.replaceChildren(
     ...rooms.map((room) => {
       const last = room.lastMessage;
+      const peer = peerOf(room);
+      const presence = peer ? client.presenceOf(peer) : undefined;
+      const unread = room.unread ?? 0;
       const button = el(
         "button",
         {
           class: "room",
           type: "button",
           "aria-current": room === current ? "true" : "false",
-          dataset: { roomId: room.id, testid: "room" },
+          title: presence ? `${peer}: ${presenceText(presence)}` : undefined,
+          dataset: { roomId: room.id, testid: "room", unread: String(unread), presence: presence?.state ?? "" },
           onclick: () => openRoom(room),
         },
-        el("span", { class: "room-name" }, roomName(room)),
+        el("span", { class: "room-name" }, peer ? presenceDot(presence) : null, roomName(room)),
         el("span", { class: "room-time" }, last ? shortTime(last.createdAt) : ""),
         el("span", { class: "room-last" }, last ? `${room.kind === "group" ? last.sender + ": " : ""}${last.text ?? ""}` : "No messages yet"),
-        room.unread > 0 ? el("span", { class: "unread", "aria-label": `${room.unread} unread` }, room.unread > 999 ? "999+" : String(room.unread)) : null,
+        unread > 0 ? el("span", { class: "unread", "aria-label": `${unread} unread` }, unread > 999 ? "999+" : String(unread)) : null,
       );
       return el("li", {}, button);
     }),
@@ -205,13 +256,21 @@ async function openRoom(room) {
   closeRoom();
   current = room;
   const render = () => renderMessages();
-  const unsubscribe = [room.on("messages", render), room.on("removed", render)];
+  const unsubscribe = [
+    room.on("messages", render),
+    room.on("removed", render),
+    room.on("receipt", render),
+    room.on("members", () => (renderHead(), render())),
+    room.on("typing", renderTyping),
+  ];
   stopWatching = () => unsubscribe.forEach((off) => off());
   location.hash = room.id;
-  $("#room-title").textContent = roomName(room);
+  renderHead();
+  renderTyping();
   $("#composer").hidden = false;
   $("#chat-view").classList.add("show-conversation");
   renderRooms(client.rooms());
+  // The SDK reads what arrives in the open room while the page is visible.
   await room.open();
   renderMessages({ toBottom: true });
   $("#composer-text").focus();
@@ -220,20 +279,117 @@ async function openRoom(room) {
 function closeRoom() {
   stopWatching?.();
   stopWatching = null;
+  if (current) {
+    client?.setTyping(current.id, false);
+    current.close();
+  }
   current = null;
+  readersOpen = null;
 }
 
 $("#back").addEventListener("click", () => {
   $("#chat-view").classList.remove("show-conversation");
   closeRoom();
   location.hash = "";
+  renderHead();
+  renderTyping();
   renderRooms(client.rooms());
 });
+
+/** The conversation's title, and the peer's presence (direct) or how many are online (group). */
+function renderHead() {
+  const line = $("#room-presence");
+  if (!current || !client) {
+    $("#room-title").textContent = "Pick a room";
+    line.replaceChildren();
+    delete line.dataset.state;
+    return;
+  }
+  $("#room-title").textContent = roomName(current);
+  const peer = peerOf(current);
+  if (peer) {
+    const presence = client.presenceOf(peer);
+    line.dataset.state = presence?.state ?? "";
+    line.replaceChildren(...(presence ? [presenceDot(presence), presenceText(presence)] : []));
+  } else {
+    const others = current.members.filter((m) => m !== client.user);
+    const online = others.filter((m) => client.presenceOf(m)?.state === "online").length;
+    delete line.dataset.state;
+    line.replaceChildren(`${current.members.length} members${online > 0 ? `, ${online} online` : ""}`);
+  }
+}
+
+function typingText(users) {
+  if (users.length === 0) return "";
+  if (users.length === 1) return `${users[0]} is typing…`;
+  if (users.length === 2) return `${users[0]} and ${users[1]} are typing…`;
+  if (users.length === 3) return `${users[0]}, ${users[1]} and ${users[2]} are typing…`;
+  return `${users[0]}, ${users[1]} and ${users.length - 2} others are typing…`;
+}
+
+function renderTyping() {
+  $("#typing").textContent = typingText(current?.typing ?? []);
+}
+
+// "Last seen 5 min ago" ages: refresh it now and then.
+setInterval(() => client && current && renderHead(), 30000);
 
 function statusText(message) {
   if (message.status === "pending") return "sending…";
   if (message.status === "failed") return `not sent: ${describe(message.error ?? {})}`;
   return shortTime(message.createdAt);
+}
+
+const TICKS = { sent: "✓", delivered: "✓✓", read: "✓✓" };
+const TICK_LABELS = { sent: "Sent", delivered: "Delivered", read: "Read" };
+
+/** An own stored message's ticks: in a group, delivered or read once every other member is. */
+function ticks(status) {
+  const state =
+    typeof status === "string"
+      ? status
+      : status.of > 0 && status.read === status.of
+        ? "read"
+        : status.of > 0 && status.delivered === status.of
+          ? "delivered"
+          : "sent";
+  return el("span", { class: "ticks", title: TICK_LABELS[state], "aria-label": TICK_LABELS[state], dataset: { status: state, testid: "ticks" } }, TICKS[state]);
+}
+
+/** Under an own message in a group: "Read by k of n", unfolding into who read it. */
+function readBy(message, status) {
+  const seq = message.seq;
+  const readers = current.readers(seq);
+  const names = (list) => (list.length ? list.join(", ") : "nobody");
+  const lines = [`Read: ${names(readers.read)}`, `Delivered: ${names(readers.delivered)}`, `Not yet: ${names(readers.sent)}`];
+  return el(
+    "details",
+    {
+      class: "read-by",
+      open: readersOpen === seq,
+      dataset: { testid: "read-by", read: status.read, of: status.of },
+      ontoggle: (event) => {
+        const open = event.target.open;
+        if (open === (readersOpen === seq)) return; // re-rendered as it was
+        readersOpen = open ? seq : null;
+        // Fresh positions (large groups get no live receipts); their arrival re-renders.
+        if (open) current?.loadReceipts().catch((error) => toast(describe(error)));
+      },
+    },
+    el("summary", { title: lines.join("\n") }, `Read by ${status.read} of ${status.of}`),
+    el("ul", { class: "readers" }, ...lines.map((line) => el("li", {}, line))),
+  );
+}
+
+/** The bubble's footer: time or sending state, and for own stored messages how far they got. */
+function meta(message, own) {
+  if (!own) return [el("div", { class: "meta" }, shortTime(message.createdAt))];
+  if (message.status !== "sent") return [el("div", { class: "meta" }, statusText(message))];
+  const status = current.messageStatus(message.seq);
+  return [
+    el("div", { class: "meta" }, statusText(message), " ", ticks(status)),
+    typeof status === "object" && status.of > 0 ? readBy(message, status) : null,
+  ];
 }
 
 function renderMessages({ toBottom = false } = {}) {
@@ -260,13 +416,12 @@ function renderMessages({ toBottom = false } = {}) {
         },
         isGroup && !own ? el("div", { class: "sender" }, message.sender) : null,
         el("div", { class: "text" }, message.text ?? ""),
-        el("div", { class: "meta" }, own ? statusText(message) : shortTime(message.createdAt)),
+        ...meta(message, own),
       ),
     );
   }
   box.replaceChildren(...nodes);
   if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
-  if (document.visibilityState === "visible") current.markRead();
 }
 
 // History loads as the user scrolls to the top, keeping the view where it was.
@@ -292,6 +447,11 @@ $("#composer").addEventListener("submit", (event) => {
   current.send(text);
   input.value = "";
   renderMessages({ toBottom: true });
+});
+
+// Typing is reported while the composer holds text (the SDK paces it; sending stops it).
+$("#composer-text").addEventListener("input", (event) => {
+  if (current) client.setTyping(current.id, event.target.value.trim() !== "");
 });
 
 $("#composer-text").addEventListener("keydown", (event) => {
@@ -325,8 +485,33 @@ $("#group-form").addEventListener("submit", async (event) => {
   }
 });
 
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState === "visible") current?.markRead();
+// ---- settings ----------------------------------------------------------------------------
+
+/** Shows the presence toggle once the server says where it stands (an older server has no settings). */
+async function loadSettings(own) {
+  try {
+    const settings = await own.settings();
+    if (client !== own) return;
+    $("#hide-presence").checked = Boolean(settings.hidePresence);
+    $("#hide-presence-field").hidden = false;
+  } catch {
+    $("#hide-presence-field").hidden = true;
+  }
+}
+
+$("#hide-presence").addEventListener("change", async (event) => {
+  const box = event.target;
+  const wanted = box.checked;
+  box.disabled = true;
+  try {
+    const settings = await client.updateSettings({ hidePresence: wanted });
+    box.checked = Boolean(settings.hidePresence);
+  } catch (error) {
+    box.checked = !wanted;
+    toast(describe(error));
+  } finally {
+    box.disabled = false;
+  }
 });
 
 // ---- boot ------------------------------------------------------------------------------

@@ -26,7 +26,11 @@ after(async () => {
 /** A fresh browser context (its own storage: a separate user) signed in as `user`. */
 async function signIn(base, user, viewport = { width: 1100, height: 720 }) {
   const context = await browser.newContext({ viewport });
-  const page = await context.newPage();
+  return signInPage(await context.newPage(), base, user);
+}
+
+/** Signs `page` in as `user` (a tab keeps its session to itself: another tab signs in too). */
+async function signInPage(page, base, user) {
   page.on("pageerror", (e) => console.error(`[${user}] page error:`, e.message));
   await page.goto(base);
   await page.getByLabel("User name").fill(user);
@@ -141,6 +145,15 @@ test("three users in a group see every message with sender names", async () => {
     for (const page of [ann, ben, cat]) await waitForTexts(page, all, "everyone sees all");
     const names = await cat.$$eval(".msg:not(.own) .sender", (n) => n.map((x) => x.textContent));
     assert.deepEqual(names, ["ann", "ben"]);
+    // Everybody has the room open in a visible page: ann's message is read by both others.
+    const readBy = ann.locator('.msg.own [data-testid="read-by"]').first();
+    await eventually(async () => (await readBy.textContent()).includes("Read by 2 of 2"), 15000, "read by 2 of 2");
+    await readBy.locator("summary").click();
+    await eventually(async () => (await readBy.locator(".readers").textContent()).includes("Read: ben, cat"), 15000, "who read it");
+    await ann.screenshot({ path: join(ARTIFACTS, "10-group-read-by.png") });
+    // Read as it arrived: the open room shows no badge (no stale count from the server either).
+    assert.equal(await ann.getAttribute('[data-testid="room"]', "data-unread"), "0", "the open room has nothing unread");
+    assert.equal(await ann.locator('.msg.own [data-testid="ticks"]').first().getAttribute("data-status"), "read");
     // The room list shows the group, its last message, and unread counts for a closed room.
     await ben.getByRole("button", { name: "Back to rooms" }).click().catch(() => {});
     await ben.screenshot({ path: join(ARTIFACTS, "05-group.png") });
@@ -150,6 +163,95 @@ test("three users in a group see every message with sender names", async () => {
     const toast = await ann.locator(".toast").first().textContent();
     assert.match(toast, /too long/);
     for (const page of [ann, ben, cat]) assertOrderedOnce((await shown(page)).filter((m) => m[3] === "sent"), 3);
+  } finally {
+    await node.proc.kill();
+  }
+});
+
+/** Makes the page look hidden (a tab in the background) or visible again, as the SDK sees it. */
+async function setVisibility(page, state) {
+  await page.evaluate((state) => {
+    Object.defineProperty(document, "visibilityState", { value: state, configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, state);
+}
+
+const lastTicks = (page) => page.locator('.msg.own [data-testid="ticks"]').last().getAttribute("data-status");
+const presenceLine = (page) => page.locator("#room-presence");
+
+test("presence, typing, ticks to read, and unread badges that clear in every tab", async () => {
+  // A page that goes without a close frame counts as gone after half a second.
+  const node = await startChatd("e2e-awareness", { CHATD__PRESENCE__LEAVE_GRACE_MS: "500" });
+  try {
+    const alice = await signIn(node.base, "alice");
+    const bob = await signIn(node.base, "bob");
+    await openDirect(alice, "bob");
+    await say(alice, "Hi Bob");
+    await openRoomNamed(bob, "alice");
+
+    // Each sees the other online, in the conversation's head and in the room list.
+    await alice.waitForSelector('#room-presence[data-state="online"]');
+    await bob.waitForSelector('#room-presence[data-state="online"]');
+    await alice.waitForSelector('[data-testid="room"][data-presence="online"]');
+    assert.equal(await presenceLine(alice).textContent(), "online");
+
+    // Bob reads in a visible page: alice's ticks turn to read.
+    await eventually(async () => (await lastTicks(alice)) === "read", 15000, "read ticks");
+
+    // Bob's tab in the background: delivered, not read, and the tab title counts it; back
+    // in view, it is read.
+    await setVisibility(bob, "hidden");
+    await say(alice, "Are you reading this?");
+    await eventually(async () => (await lastTicks(alice)) === "delivered", 15000, "delivered ticks");
+    await eventually(async () => (await bob.title()) === "(1) chatd", 15000, "bob's title counts it");
+    await setVisibility(bob, "visible");
+    await eventually(async () => (await lastTicks(alice)) === "read", 15000, "read once visible");
+    await eventually(async () => (await bob.title()) === "chatd", 15000, "bob's title clears");
+
+    // Typing: the line appears while bob types, and goes when his message lands.
+    await bob.getByLabel("Message", { exact: true }).pressSequentially("Yes, I a");
+    await alice.waitForSelector('#typing:has-text("bob is typing…")');
+    await alice.screenshot({ path: join(ARTIFACTS, "08-typing-and-ticks.png") });
+    await bob.getByLabel("Message", { exact: true }).press("Enter");
+    await waitForTexts(alice, ["Hi Bob", "Are you reading this?", "Yes, I a"], "bob's reply");
+    await eventually(async () => (await alice.locator("#typing").textContent()) === "", 15000, "typing line gone");
+
+    // Unread in two tabs: alice's second tab shows no room, her first moves to another one.
+    const aliceTab2 = await signInPage(await alice.context().newPage(), node.base, "alice");
+    await openDirect(alice, "carol");
+    await say(bob, "Are you still there?");
+    const badge = '[data-testid="room"][data-unread="1"]';
+    for (const tab of [alice, aliceTab2]) {
+      await tab.waitForSelector(badge);
+      await eventually(async () => (await tab.title()) === "(1) chatd", 15000, "the tab title counts it");
+    }
+    const roomId = await alice.getAttribute(badge, "data-room-id");
+    await alice.screenshot({ path: join(ARTIFACTS, "09-unread-badge.png") });
+    await openRoomNamed(aliceTab2, "bob"); // read in the second tab ...
+    await alice.waitForSelector(`[data-testid="room"][data-room-id="${roomId}"][data-unread="0"]`); // ... clears the first
+    await eventually(async () => (await alice.title()) === "chatd", 15000, "the first tab's title clears");
+    assert.equal(await alice.locator(`[data-room-id="${roomId}"] .unread`).count(), 0, "no badge left");
+
+    // Hidden presence: alice sees bob offline, without when he was last seen; then back.
+    await bob.getByLabel("Hide my presence").check();
+    await aliceTab2.waitForSelector('#room-presence[data-state="offline"]');
+    assert.equal(await presenceLine(aliceTab2).textContent(), "offline");
+    await bob.getByLabel("Hide my presence").uncheck();
+    await aliceTab2.waitForSelector('#room-presence[data-state="online"]');
+
+    // Bob closes his browser: alice sees him go offline, last seen just now.
+    await bob.context().close();
+    await aliceTab2.waitForSelector('#room-presence[data-state="offline"]');
+    assert.match(await presenceLine(aliceTab2).textContent(), /^last seen just now$/);
+    await alice.waitForSelector(`[data-testid="room"][data-room-id="${roomId}"][data-presence="offline"]`);
+    // And the other way round: bob, back, sees alice go.
+    const bobAgain = await signIn(node.base, "bob");
+    await openRoomNamed(bobAgain, "alice");
+    await bobAgain.waitForSelector('#room-presence[data-state="online"]');
+    await aliceTab2.waitForSelector('#room-presence[data-state="online"]');
+    await alice.context().close(); // both of her tabs
+    await bobAgain.waitForSelector('#room-presence[data-state="offline"]');
+    assert.match(await presenceLine(bobAgain).textContent(), /^last seen/);
   } finally {
     await node.proc.kill();
   }

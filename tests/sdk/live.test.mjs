@@ -1,6 +1,7 @@
 // The SDK against a real chatd node over real sockets (Node's WebSocket):
 // delivery, resume after a reconnect, retries of sends made while disconnected, gaps filled
-// from history, a server restart.
+// from history, a server restart; presence, typing, receipts and unread counts across
+// clients (Node has no page: reads are explicit markRead calls here).
 // Run: node --experimental-websocket --test tests/sdk/   (after cargo build)
 
 import { test, after } from "node:test";
@@ -8,7 +9,13 @@ import assert from "node:assert/strict";
 import { ChatClient } from "../../web/sdk/chatd.js";
 import { startChatd, login, eventually } from "../support/servers.mjs";
 
-const node = await startChatd("sdk-live", { CHATD__WEBSOCKET__RESUME_WAIT_MS: "300" });
+// Short typing and receipt timings, so that expiry and coalescing show within a test.
+const node = await startChatd("sdk-live", {
+  CHATD__WEBSOCKET__RESUME_WAIT_MS: "300",
+  CHATD__PRESENCE__LEAVE_GRACE_MS: "500",
+  CHATD__TYPING__TTL_MS: "2000",
+  CHATD__RECEIPTS__COALESCE_MS: "100",
+});
 after(() => node.proc.kill());
 
 /** Node's WebSocket, keeping each client's sockets so a test can cut the current one. */
@@ -165,5 +172,139 @@ test("a server restart: the client shows reconnecting, comes back, and loses not
   } finally {
     alice.stop();
     await own.proc.kill();
+  }
+});
+
+// ---- presence, typing, receipts, unread ----------------------------------------------------------
+
+test("two clients see each other's presence: online, offline with lastSeen, hidden", async () => {
+  const alice = await client("sdk-kim");
+  const bob = await client("sdk-lou");
+  try {
+    await alice.openDirect("sdk-lou"); // contacts now: each hears of the other
+    await eventually(() => alice.presenceOf("sdk-lou")?.state === "online", 10000, "alice sees bob online");
+    await eventually(() => bob.presenceOf("sdk-kim")?.state === "online", 10000, "bob sees alice online");
+    const changes = [];
+    alice.on("presence", (p) => changes.push(...p.users.filter((u) => u.user === "sdk-lou")));
+    const before = Date.now();
+    bob.stop(); // a clean close: offline at once
+    await eventually(() => alice.presenceOf("sdk-lou")?.state === "offline", 10000, "alice sees bob offline");
+    const seen = Date.parse(alice.presenceOf("sdk-lou").lastSeen);
+    assert.ok(seen >= before - 1000 && seen <= Date.now() + 1000, `lastSeen ${alice.presenceOf("sdk-lou").lastSeen}`);
+    assert.ok(changes.every((c, i) => i === 0 || c.v > changes[i - 1].v), "versions only grow");
+
+    await bob.start();
+    await eventually(() => alice.presenceOf("sdk-lou")?.state === "online", 10000, "bob is back");
+    assert.deepEqual(await bob.updateSettings({ hidePresence: true }), { hidePresence: true });
+    await eventually(() => alice.presenceOf("sdk-lou")?.state === "offline", 10000, "hidden: offline");
+    assert.equal(alice.presenceOf("sdk-lou").lastSeen, null, "hidden: no lastSeen");
+    assert.deepEqual(await bob.settings(), { hidePresence: true });
+    await bob.updateSettings({ hidePresence: false });
+    await eventually(() => alice.presenceOf("sdk-lou")?.state === "online", 10000, "visible again");
+  } finally {
+    alice.stop();
+    bob.stop();
+  }
+});
+
+test("typing reaches the other member, and ends when the message is sent", async () => {
+  const alice = await client("sdk-max");
+  const bob = await client("sdk-ned");
+  try {
+    const room = await alice.openDirect("sdk-ned");
+    await eventually(() => bob.room(room.id), 10000, "room at bob");
+    const lists = [];
+    alice.on("typing", (t) => t.room === room.id && lists.push(t.users));
+    bob.setTyping(room.id, true);
+    await eventually(() => alice.typingIn(room.id).includes("sdk-ned"), 10000, "alice sees bob typing");
+    assert.deepEqual(bob.typingIn(room.id), [], "never told of one's own typing");
+    await bob.send(room.id, "there you go");
+    await eventually(() => alice.typingIn(room.id).length === 0, 10000, "the send stopped it");
+    // A start with no stop expires (the server's TTL here is 2 s).
+    bob.setTyping(room.id, true);
+    await eventually(() => alice.typingIn(room.id).length === 1, 10000, "typing again");
+    await eventually(() => alice.typingIn(room.id).length === 0, 10000, "expired");
+    assert.deepEqual(lists.at(-1), []);
+  } finally {
+    alice.stop();
+    bob.stop();
+  }
+});
+
+test("an own message goes sent, delivered (by the peer's SDK by itself), read", async () => {
+  const alice = await client("sdk-oli");
+  const bob = await client("sdk-pat");
+  try {
+    const room = await alice.openDirect("sdk-pat");
+    await alice.open(room.id);
+    await eventually(() => bob.room(room.id)?.loaded, 10000, "room loaded at bob");
+    const statuses = [];
+    alice.on("receipt", () => statuses.push(alice.messageStatus(room.id, 1)));
+    const stored = await alice.send(room.id, "did you get this?");
+    await eventually(() => alice.messageStatus(room.id, stored.seq) === "delivered", 10000, "delivered");
+    bob.markRead(room.id);
+    await eventually(() => alice.messageStatus(room.id, stored.seq) === "read", 10000, "read");
+    const order = statuses.map((st) => ["sent", "delivered", "read"].indexOf(st));
+    assert.ok(order.every((o, i) => o >= 0 && (i === 0 || o >= order[i - 1])), `only forward: ${statuses}`);
+    // The REST view agrees, and the sender's SDK holds the same positions.
+    const page = await alice.api("GET", `/v1/rooms/${room.id}/receipts`);
+    const bobs = page.members.find((m) => m.user === "sdk-pat");
+    assert.deepEqual(bobs, { user: "sdk-pat", deliveredSeq: 1, readSeq: 1 });
+    assert.deepEqual(alice.receipts(room.id).find((r) => r.user === "sdk-pat"), bobs);
+  } finally {
+    alice.stop();
+    bob.stop();
+  }
+});
+
+test("in a group: delivered to k of n and read by k of n, the sender not counted; a private read shows nothing", async () => {
+  const [ann, ben, cat] = await Promise.all(["sdk-qa", "sdk-rb", "sdk-sc"].map((u) => client(u)));
+  try {
+    const room = await ann.createGroup("receipts", ["sdk-rb", "sdk-sc"]);
+    await ann.open(room.id);
+    await eventually(() => ben.room(room.id)?.loaded && cat.room(room.id)?.loaded, 10000, "room loaded at ben and cat");
+    const { seq } = await ann.send(room.id, "who reads this?");
+    await eventually(() => ann.messageStatus(room.id, seq).delivered === 2, 10000, "delivered to both");
+    assert.deepEqual(ann.messageStatus(room.id, seq), { delivered: 2, read: 0, of: 2 });
+    cat.markRead(room.id, seq, { private: true });
+    const catsList = async () => (await cat.api("GET", "/v1/rooms")).rooms.find((r) => r.id === room.id);
+    await eventually(async () => (await catsList()).readSeq === seq, 10000, "cat's own position moved on the server");
+    assert.equal((await catsList()).unread, 0);
+    ben.markRead(room.id);
+    await eventually(() => ann.messageStatus(room.id, seq).read === 1, 10000, "read by ben");
+    assert.deepEqual(ann.room(room.id).readers(seq), { read: ["sdk-rb"], delivered: ["sdk-sc"], sent: [] }, "cat's private read shows nothing");
+    const fresh = await ann.loadReceipts(room.id);
+    assert.equal(fresh.find((r) => r.user === "sdk-sc").readSeq, 0, "nor over REST");
+  } finally {
+    for (const c of [ann, ben, cat]) c.stop();
+  }
+});
+
+test("unread counts: others' messages count, and a read on one device clears every device", async () => {
+  const alice = await client("sdk-tom");
+  const phone = await client("sdk-uma");
+  const laptop = await client("sdk-uma");
+  try {
+    const room = await alice.openDirect("sdk-uma");
+    await eventually(() => phone.room(room.id) && laptop.room(room.id), 10000, "room on both devices");
+    await alice.send(room.id, "one");
+    await alice.send(room.id, "two");
+    for (const device of [phone, laptop]) {
+      await eventually(() => device.room(room.id).unread === 2 && device.unreadTotal() === 2, 10000, "2 unread on each device");
+    }
+    assert.equal(alice.room(room.id).unread, 0, "own messages are not unread");
+    const cleared = [];
+    laptop.on("unread", (u) => cleared.push(u));
+    phone.markRead(room.id);
+    await eventually(() => laptop.room(room.id).unread === 0, 10000, "the laptop hears of the phone's read");
+    assert.equal(laptop.unreadTotal(), 0);
+    assert.deepEqual(cleared.at(-1), { total: 0, rooms: { [room.id]: 0 } });
+    assert.equal(laptop.room(room.id).readSeq, 2);
+    await alice.send(room.id, "three");
+    await eventually(() => laptop.unreadTotal() === 1 && phone.unreadTotal() === 1, 10000, "counting on");
+  } finally {
+    alice.stop();
+    phone.stop();
+    laptop.stop();
   }
 });

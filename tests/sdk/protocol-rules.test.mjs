@@ -64,7 +64,10 @@ test("the table has a sample of every frame type, each field present", () => {
 
 /** Every room a sample names, so that a client can hold them all. */
 const sampleRooms = [
-  ...new Set([server.message.room, server.ack.room, server.receipt.room, server.members.room, server.room_removed.room, server.error.room, ...Object.keys(server.resumed.rooms)]),
+  ...new Set([
+    server.message.room, server.ack.room, server.receipt.room, server.members.room, server.room_removed.room, server.error.room,
+    server.typing.room, server.unread.room, ...Object.keys(server.resumed.rooms),
+  ]),
 ];
 
 /** A client online with every sample room listed (or with none), and the errors it reports. */
@@ -131,6 +134,34 @@ const effects = {
     feed(c.ws, server.receipt);
     const { type, ...receipt } = server.receipt;
     assert.deepEqual(seen, [receipt]);
+    const { room, ...positions } = receipt;
+    assert.deepEqual(c.client.receipts(room), [positions]);
+  },
+  async unread(c) {
+    const seen = [];
+    c.client.on("unread", (u) => seen.push(u));
+    feed(c.ws, server.unread);
+    const room = c.client.room(server.unread.room);
+    assert.equal(room.unread, server.unread.unread);
+    assert.equal(room.readSeq, server.unread.readSeq);
+    assert.equal(c.client.unreadTotal(), server.unread.total);
+    assert.deepEqual(seen, [{ total: server.unread.total, rooms: { [room.id]: server.unread.unread } }]);
+  },
+  async presence(c) {
+    const seen = [];
+    c.client.on("presence", (p) => seen.push(p));
+    feed(c.ws, server.presence);
+    const held = server.presence.users.map(({ user, state, lastSeen, v }) => ({ user, state, lastSeen: lastSeen ?? null, v }));
+    for (const entry of held) assert.deepEqual(c.client.presenceOf(entry.user), entry);
+    assert.deepEqual(seen, [{ snapshot: server.presence.snapshot, users: held }]);
+  },
+  async typing(c) {
+    const seen = [];
+    c.client.on("typing", (t) => seen.push(t));
+    feed(c.ws, server.typing);
+    assert.deepEqual(c.client.typingIn(server.typing.room), server.typing.users);
+    assert.deepEqual(c.client.room(server.typing.room).typing, server.typing.users);
+    assert.deepEqual(seen, [{ room: server.typing.room, users: server.typing.users }]);
   },
   async room_added(c) {
     feed(c.ws, server.room_added);
@@ -175,13 +206,16 @@ const keys = (frame) => Object.keys(frame).sort();
 test("the frames the SDK sends have exactly the samples' keys", async (t) => {
   t.mock.timers.enable({ apis: ["setInterval"] }); // the heartbeat runs on the client's 1 s tick
   const room = sampleRooms[0];
-  const { client: sdk, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary(room)], next: null } });
+  // activeEveryMs 0: `active` goes out at once, not 20 s after connecting.
+  const { client: sdk, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary(room)], next: null } }, { activeEveryMs: 0 });
   try {
     await sdk.room(room).open();
     ws.goOnline(); // as after a reconnect: the resume names every loaded room
+    sdk.setTyping(room, true);
     sdk.send(room, "hi");
-    ws.receive({ ...server.message, room, seq: 1 });
+    ws.receive({ ...server.message, room, seq: 1, sender: "someone else" }); // delivered, then read
     sdk.markRead(room);
+    sdk.activity();
     t.mock.timers.tick(1000);
     const sent = (type) => {
       const frames = ws.sentOfType(type);
@@ -193,6 +227,9 @@ test("the frames the SDK sends have exactly the samples' keys", async (t) => {
     assert.deepEqual(Object.keys(sent("resume").rooms), [room]);
     assert.deepEqual(keys(sent("read")), keys(client.read));
     assert.deepEqual(keys(sent("ping")), keys(client.ping));
+    assert.deepEqual(keys(sent("delivered")), keys(client.delivered));
+    assert.deepEqual(keys(sent("typing")), keys(client.typing));
+    assert.deepEqual(keys(sent("active")), keys(client.active));
   } finally {
     sdk.stop();
   }

@@ -29,6 +29,26 @@ export function fakeFetch(routes = {}, fallback = null) {
 /** History routes answer with no messages, so that opening a room needs no setup. */
 export const emptyHistory = (call) => (/^\/v1\/rooms\/[^/]+\/messages\?/.test(call.path) ? { messages: [], more: false } : undefined);
 
+/** Receipt routes answer with nobody's positions (opening a room asks for them). */
+export const noReceipts = (call) => (/^\/v1\/rooms\/[^/]+\/receipts$/.test(call.path) ? { members: [] } : undefined);
+
+/** What opening any room asks for, answered empty. */
+export const emptyRooms = (call) => emptyHistory(call) ?? noReceipts(call);
+
+/** A page (the SDK's `document` option) whose visibility and input the test controls. */
+export class FakePage extends EventTarget {
+  visibilityState = "visible";
+  /** The tab goes to the background (false) or comes back (true). */
+  setVisible(visible) {
+    this.visibilityState = visible ? "visible" : "hidden";
+    this.dispatchEvent(new Event("visibilitychange"));
+  }
+  /** The user presses a key. */
+  type() {
+    this.dispatchEvent(new Event("keydown"));
+  }
+}
+
 /** A WebSocket class whose instances (in `sockets`) the test drives. */
 export function fakeWebSockets() {
   const sockets = [];
@@ -69,12 +89,17 @@ export function fakeWebSockets() {
   return { WebSocket: FakeWebSocket, sockets };
 }
 
+// The real timer and clock, taken before a test can mock them (node:test's mock.timers), so
+// that waiting works in tests that drive the client's time by hand.
+const realSetTimeout = setTimeout;
+const realNow = () => performance.now();
+
 /** Resolves when `check()` is truthy, polling every few ms; fails after `ms`. */
 export async function until(check, ms = 2000, what = "condition") {
-  const deadline = Date.now() + ms;
+  const deadline = realNow() + ms;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
+    if (realNow() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => realSetTimeout(r, 2));
   }
 }
 
@@ -97,7 +122,7 @@ export const summary = (id, createdAt = "2026-01-01T00:00:00.000Z", lastAt = nul
  * empty room list are there unless given), fake sockets for the WebSocket.
  */
 export async function onlineClient(routes = {}, options = {}) {
-  const { fetch, calls } = fakeFetch({ "/v1/me": { user: "me" }, "/v1/rooms?limit=500": { rooms: [], next: null }, ...routes }, emptyHistory);
+  const { fetch, calls } = fakeFetch({ "/v1/me": { user: "me" }, "/v1/rooms?limit=500": { rooms: [], next: null }, ...routes }, emptyRooms);
   const { WebSocket, sockets } = fakeWebSockets();
   const client = new ChatClient({ baseUrl: BASE, token: "t", fetch, WebSocket, backoff: { baseMs: 1, maxMs: 5 }, ...options });
   const started = client.start();

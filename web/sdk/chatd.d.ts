@@ -48,6 +48,68 @@ export interface RoomSummary extends RoomInfo {
   unread: number;
 }
 
+export type PresenceState = "online" | "away" | "offline";
+
+/** A user's presence as the server last told it (`presence` frames). */
+export interface UserPresence {
+  user: string;
+  /** online: active on some device lately; away: connected, not active; offline: no connection (or hidden). */
+  state: PresenceState;
+  /** RFC 3339: when the last connection ended (offline entries); null when hidden or never seen. */
+  lastSeen: string | null;
+  /** The user's presence version: an entry applies only over a lower one. */
+  v: number;
+}
+
+/** `GET /v1/rooms/{room}/presence`. In groups larger than the server's roster limit,
+ * `members` is empty and only the counts are given. */
+export interface RoomPresence {
+  members: { user: string; online: boolean; state: PresenceState; lastSeen: string | null }[];
+  online: number;
+  total: number;
+}
+
+/** A member's public positions in a room: messages up to deliveredSeq reached one of their
+ * devices, those up to readSeq they have seen (readSeq <= deliveredSeq). */
+export interface Receipt {
+  user: string;
+  deliveredSeq: number;
+  readSeq: number;
+}
+
+/** The members other than a message's sender, each in one list by how far they got with it. */
+export interface Readers {
+  read: string[];
+  /** Delivered, not read. */
+  delivered: string[];
+  /** Neither. */
+  sent: string[];
+}
+
+/** An own message's status: in a direct room by the peer's positions; in a group, how many
+ * of the n other members it was delivered to (readers included) and how many read it. */
+export type MessageStatus = "sent" | "delivered" | "read" | { delivered: number; read: number; of: number };
+
+export interface ReadOptions {
+  /** Moves the user's own read position (their unread count, on every device) but not the
+   * one the members see; a later public read shows what it covers. Default false. */
+  private?: boolean;
+}
+
+/** `GET/PUT /v1/me/settings`. */
+export interface UserSettings {
+  /** Everybody sees the user offline, without lastSeen. */
+  hidePresence: boolean;
+}
+
+/** The page the client watches in a browser (the `document`): input reports `active`; the
+ * open room is read while it is visible. */
+export interface PageLike {
+  readonly visibilityState: DocumentVisibilityState | string;
+  addEventListener(type: string, listener: () => void, options?: boolean | AddEventListenerOptions): void;
+  removeEventListener(type: string, listener: () => void, options?: boolean | EventListenerOptions): void;
+}
+
 /** One page of `GET /v1/rooms?limit=N&after=CURSOR` (limit 1-500, default 100). Pages come
  * in room-id order, not activity order; `next` is null on the last page, else pass it back
  * as `after`. `ChatClient.refreshRooms()` follows every page. */
@@ -114,6 +176,15 @@ export interface ChatClientOptions {
   pageSize?: number;
   /** Reconnect backoff: full jitter in [0, min(maxMs, baseMs * 2^attempt)) (defaults 250, 30000). */
   backoff?: { baseMs?: number; maxMs?: number };
+  /** The typing TTL (default: the server's, from `welcome`; 6000 before it): own starts are refreshed every half of it, others' expire after it. */
+  typingTtlMs?: number;
+  /** `active` is reported at most this often (default 20000). */
+  activeEveryMs?: number;
+  /** Delivered and read reports per room, at most one per this period (default 500). */
+  reportEveryMs?: number;
+  /** The page to watch for input and visibility (default: the global `document`; null: none, so no
+   * automatic `active` or reads: call activity() and markRead()). */
+  document?: PageLike | null;
   /** Injectable for non-browser use. */
   WebSocket?: typeof WebSocket;
   fetch?: typeof fetch;
@@ -131,7 +202,14 @@ export interface ChatEvents {
   /** A message arrived (live, replayed or filled in), each exactly once. */
   message: Message;
   ack: { clientMsgId: string; message: Message };
-  receipt: { room: string; user: string; readSeq: number };
+  /** A member's positions moved. */
+  receipt: { room: string } & Receipt;
+  /** Unread counts changed: the new total, and the rooms whose count changed with their count. */
+  unread: { total: number; rooms: Record<string, number> };
+  /** Users' presence changed; a snapshot replaced everybody's (`users` is all of it then). */
+  presence: { snapshot: boolean; users: UserPresence[] };
+  /** Who else is typing in a room changed. */
+  typing: { room: string; users: string[] };
   error: ChatError;
 }
 
@@ -141,14 +219,19 @@ export interface RoomEvents {
   /** A message arrived, each exactly once. */
   message: Message;
   ack: { clientMsgId: string; message: Message };
-  receipt: { room: string; user: string; readSeq: number };
+  /** A member's positions moved. */
+  receipt: { room: string } & Receipt;
+  /** The unread count changed. */
+  unread: { room: string; unread: number };
+  /** Who else is typing changed. */
+  typing: { room: string; users: string[] };
   /** The member list changed. */
   members: string[];
   /** The summary changed (lastMessage, unread, readSeq, members). */
   summary: Room;
   /** The user left the room or was removed; its messages are forgotten. */
   removed: Room;
-  /** Loading history for the room failed (it is retried). */
+  /** Loading history (retried) or receipts for the room failed. */
   error: ChatError;
 }
 
@@ -168,20 +251,36 @@ export interface Room extends Readonly<RoomSummary> {
   readonly hasOlder: boolean;
   /** Messages offered again and dropped so far (diagnostics). */
   readonly duplicates: number;
+  /** Who else is typing in the room now. */
+  readonly typing: string[];
   on<K extends keyof RoomEvents>(event: K, listener: (value: RoomEvents[K]) => void): () => void;
   /** Stored messages sorted by seq, then own pending or failed ones. */
   messages(): ShownMessage[];
-  /** Loads the newest page if needed (call when the UI opens the room). */
+  /** The UI shows the room: loads the newest page if needed and the receipts; from now on
+   * (until close() or another room's open()) what arrives is read while the page is visible. */
   open(): Promise<ShownMessage[]>;
+  /** The UI no longer shows the room. */
+  close(): void;
+  /** Loads the newest page if needed, without showing the room. */
+  load(): Promise<void>;
   /** Loads the page before the oldest message held; resolves with how many arrived. */
   loadOlder(): Promise<number>;
   /** Shows as pending at once; resolves with the stored message once acked, retried until then. */
   send(text: string): Sending;
-  /** Marks the room read up to `seq` (default: the newest message held without a gap). */
-  markRead(seq?: number): void;
+  /** Marks the room read up to `seq` (default: the newest message held without a gap); the
+   * server hears it coalesced. */
+  markRead(seq?: number, options?: ReadOptions): void;
+  /** The members' public positions held (from `receipt` frames and loadReceipts()). */
+  receipts(): Receipt[];
+  /** Fetches the members' positions (GET /v1/rooms/{room}/receipts); resolves with receipts(). */
+  loadReceipts(): Promise<Receipt[]>;
+  /** Who of the members other than the sender of message `seq` read it, got it, or neither. */
+  readers(seq: number): Readers;
+  /** "sent" | "delivered" | "read" in a direct room; {delivered, read, of} in a group. */
+  messageStatus(seq: number): MessageStatus;
   addMembers(members: string[]): Promise<RoomInfo>;
   removeMember(user: string): Promise<null>;
-  presence(): Promise<{ members: { user: string; online: boolean }[] }>;
+  presence(): Promise<RoomPresence>;
   toJSON(): RoomSummary | { id: string };
 }
 
@@ -214,7 +313,27 @@ export declare class ChatClient {
   send(roomId: string, text: string): Sending;
   /** Drops a failed message from the pending list. */
   discard(clientMsgId: string): void;
-  markRead(roomId: string, seq?: number): void;
+  /** Marks a room read (see Room.markRead); `{private: true}` keeps the members' view where it was. */
+  markRead(roomId: string, seq?: number, options?: ReadOptions): void;
+  /** Unread messages over all rooms (the server's total, counted on between its frames). */
+  unreadTotal(): number;
+  /** What the server last said of a user's presence; undefined if it never did. */
+  presenceOf(user: string): UserPresence | undefined;
+  /** The user is there: reports `active` at most once per activeEveryMs (automatic on page input). */
+  activity(): void;
+  /** Call with true on every keystroke in a room's composer, false when the user stops; sending stops it too. */
+  setTyping(roomId: string, typing: boolean): void;
+  /** Who else is typing in a room. */
+  typingIn(roomId: string): string[];
+  /** See Room.messageStatus. */
+  messageStatus(roomId: string, seq: number): MessageStatus;
+  /** The members' positions held for a room. */
+  receipts(roomId: string): Receipt[];
+  /** Fetches a room's receipts again. */
+  loadReceipts(roomId: string): Promise<Receipt[]>;
+  settings(): Promise<UserSettings>;
+  /** e.g. {hidePresence: true}: everybody sees the user offline, at once and from then on. */
+  updateSettings(settings: UserSettings): Promise<UserSettings>;
   /** Reloads every page of the room list; resolves with rooms(). */
   refreshRooms(): Promise<Room[]>;
   /** The direct room with `peer` (created if needed), listed. */
@@ -222,7 +341,7 @@ export declare class ChatClient {
   createGroup(name: string, members: string[]): Promise<Room>;
   addMembers(roomId: string, members: string[]): Promise<RoomInfo>;
   removeMember(roomId: string, user: string): Promise<null>;
-  presence(roomId: string): Promise<{ members: { user: string; online: boolean }[] }>;
+  presence(roomId: string): Promise<RoomPresence>;
   /** Any REST call with the client's token; throws ChatError with the server's code. */
   api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
 }
@@ -246,6 +365,8 @@ export declare class RoomLog {
   /** Adds messages in any order; returns the new ones, sorted by seq. */
   insertMany(messages: Message[], now?: number): Message[];
   setFloor(seq: number, now?: number): void;
+  /** The message with this seq, if held. */
+  get(seq: number): Message | undefined;
   /** Adds a page of older history, lowering the floor to `floor` first. */
   addOlder(messages: Message[], floor: number, now?: number): Message[];
   gap(): { after: number; before: number } | null;

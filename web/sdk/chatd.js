@@ -5,14 +5,17 @@
 //   - sends with a clientMsgId, pending until acked, retried after a timeout, a retryable
 //     error or a reconnect (the server's idempotency makes retries safe);
 //   - each room's messages sorted by seq, duplicates dropped, gaps filled from history
-//     (rooms.js), over the REST client (rest.js); errors are ChatError (errors.js).
+//     (rooms.js), over the REST client (rest.js); errors are ChatError (errors.js);
+//   - presence, typing, delivered and read receipts, unread counts (rooms.js too): held as
+//     state, and the user's own reported by themselves: `delivered` when messages arrive,
+//     `read` while a room is open in a visible page, `active` on input, typing paced.
 // The UI renders `client.rooms()` and each Room's `messages()`, and listens to events.
 //
 // Protocol reference: docs/protocol.md; its rules as data: docs/protocol-rules.json.
 
 import { ChatError } from "./errors.js";
 import { Credentials, RestClient } from "./rest.js";
-import { Emitter, Outbox, Room } from "./rooms.js";
+import { Emitter, Outbox, PositionReporter, PresenceBook, Room, TypingBoard, TypingReporter } from "./rooms.js";
 import { backoffDelay, isRetryable } from "./rules.js";
 import { Transport } from "./transport.js";
 
@@ -28,9 +31,15 @@ export { PROTOCOL, PROTOCOL_VERSION, backoffDelay, closeAction, isRetryable } fr
  * @typedef {import("./chatd.js").ConnectionState} ConnectionState
  * @typedef {import("./chatd.js").RoomInfo} RoomInfo
  * @typedef {import("./chatd.js").RoomSummary} RoomSummary
+ * @typedef {import("./chatd.js").UserPresence} UserPresence
+ * @typedef {import("./chatd.js").UserSettings} UserSettings
+ * @typedef {import("./chatd.js").ReadOptions} ReadOptions
  * @typedef {import("./chatd.js").ChatClient} DeclaredChatClient  the contract ChatClient implements
  * @typedef {Required<Omit<ChatClientOptions, "token" | "getToken" | "backoff">> & { backoff: { baseMs?: number, maxMs?: number } }} Settings
  */
+
+/** Events on the page that mean the user is there (each may report `active`). */
+const INPUT_EVENTS = ["keydown", "input", "pointerdown"];
 
 /** Sorts rooms most recently active first: by the last message, else by creation. */
 const byActivity = (/** @type {Room} */ a, /** @type {Room} */ b) => {
@@ -45,7 +54,10 @@ const byActivity = (/** @type {Room} */ a, /** @type {Room} */ b) => {
  *   "room"    (roomId)                  a room's messages (or pending ones) changed
  *   "message" (Message)                 a message arrived, each exactly once
  *   "ack"     ({clientMsgId, message})  an own message was stored
- *   "receipt" ({room, user, readSeq})
+ *   "receipt" ({room, user, deliveredSeq, readSeq})  a member's positions moved
+ *   "unread"  ({total, rooms})          unread counts changed: rooms maps the changed ones to their count
+ *   "presence" ({snapshot, users})      users' presence changed (a snapshot: everybody's, replaced)
+ *   "typing"  ({room, users})           who else is typing in a room changed
  *   "error"   (ChatError)
  * Each Room has its own events too (see Room.on).
  * @implements {DeclaredChatClient}
@@ -77,6 +89,29 @@ export class ChatClient {
   #ticker = null;
   /** @type {{ promise: Promise<void>, resolve: () => void, reject: (e: ChatError) => void } | null} start() until online */
   #startup = null;
+  #presence = new PresenceBook();
+  /** @type {TypingBoard} who else types, per room */
+  #typing;
+  /** @type {TypingReporter} the user's own typing */
+  #typingOut;
+  /** Whether the typing TTL follows the server's `welcome` (the app did not set one). */
+  #typingTtlFromServer = true;
+  /** @type {PositionReporter} `delivered` reports */
+  #delivered;
+  /** @type {PositionReporter} public `read` reports */
+  #reads;
+  /** @type {PositionReporter} private `read` reports */
+  #privateReads;
+  /** @type {ReturnType<typeof setTimeout> | null} the next coalesced report */
+  #reportTimer = null;
+  /** @type {Room | null} the room the UI shows (open() until close()): read while the page is visible */
+  #shown = null;
+  /** When this connection last counted as active (it does when it opens). */
+  #activeAt = 0;
+  /** The server's unread total minus what the listed rooms count (see unreadTotal). */
+  #unreadOffset = 0;
+  /** @type {(() => void) | null} removes the page listeners */
+  #detachPage = null;
 
   /** @param {ChatClientOptions} [options] */
   constructor(options = {}) {
@@ -92,6 +127,10 @@ export class ChatClient {
       maxInFlight: 32,
       gapWaitMs: 1000,
       pageSize: 50,
+      typingTtlMs: 6000,
+      activeEveryMs: 20000,
+      reportEveryMs: 500,
+      document: globalThis.document ?? null,
       backoff: { baseMs: 250, maxMs: 30000 },
       WebSocket: globalThis.WebSocket,
       fetch: /** @type {typeof fetch} */ (globalThis.fetch?.bind(globalThis)),
@@ -119,7 +158,28 @@ export class ChatClient {
       user: () => this.#user,
       pageSize: settings.pageSize,
       relay: (room, event, value) => this.#relay(room, event, value),
+      show: (room, shown) => {
+        if (shown) this.#shown = room;
+        else if (this.#shown === room) this.#shown = null;
+      },
+      arrived: (room, fromOthers) => this.#arrived(room, fromOthers),
+      autoRead: (room) => this.#autoRead(room),
+      reportRead: (room, seq, isPrivate) => this.#report(isPrivate ? this.#privateReads : this.#reads, room.id, seq),
+      ownPositions: (room, { deliveredSeq, readSeq }) => {
+        this.#delivered.known(room.id, deliveredSeq);
+        this.#reads.known(room.id, readSeq);
+        this.#privateReads.known(room.id, readSeq);
+      },
+      stopTyping: (room) => this.#typingOut.set(room.id, false, Date.now()),
+      typingIn: (room) => this.#typing.users(room.id),
     };
+    this.#typingTtlFromServer = options.typingTtlMs === undefined;
+    this.#typing = new TypingBoard({ ttlMs: settings.typingTtlMs });
+    this.#typingOut = new TypingReporter((room, typing) => this.#transport.send({ type: "typing", room, typing }), { ttlMs: settings.typingTtlMs });
+    const pace = { intervalMs: settings.reportEveryMs };
+    this.#delivered = new PositionReporter((room, seq) => this.#transport.send({ type: "delivered", room, seq }), pace);
+    this.#reads = new PositionReporter((room, seq) => this.#sendRead(room, seq, false), pace);
+    this.#privateReads = new PositionReporter((room, seq) => this.#sendRead(room, seq, true), pace);
   }
 
   get state() {
@@ -174,6 +234,7 @@ export class ChatClient {
     const promise = new Promise((yes, no) => ((resolve = yes), (reject = no)));
     this.#startup = { promise, resolve, reject };
     this.#ticker = setInterval(() => this.#tick(), 1000);
+    this.#watchPage();
     this.#transport.start(async () => {
       this.#user = (await this.#rest.me()).user;
       await this.refreshRooms();
@@ -206,18 +267,35 @@ export class ChatClient {
     this.#running = false;
     if (this.#ticker !== null) clearInterval(this.#ticker);
     this.#ticker = null;
+    if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
+    this.#reportTimer = null;
+    this.#detachPage?.();
+    this.#detachPage = null;
     this.#transport.stop();
+    this.#connectionLost();
   }
 
   /** @param {"online" | "reconnecting"} state */
   #onConnection(state) {
     this.#setState(state);
-    if (state !== "online") return;
+    if (state !== "online") {
+      this.#connectionLost();
+      return;
+    }
     // A new connection: everything unacknowledged goes again (paced by the in-flight window);
     // the server answers the stored ones with their ack.
     this.#outbox.resendAll();
+    // Receipts moved meanwhile came to nobody: the room on screen asks again.
+    this.#shown?.loadReceipts().catch((e) => this.#events.emit("error", e));
+    this.#flushReports();
     this.#startup?.resolve();
     this.#startup = null;
+  }
+
+  /** No connection: typing starts lapse on the server, and no stop of others' would reach us. */
+  #connectionLost() {
+    this.#typingOut.reset();
+    for (const id of this.#typing.clear()) this.#roomFor(id).typingChanged([]);
   }
 
   /** @param {ChatError} error */
@@ -245,15 +323,23 @@ export class ChatClient {
       case "welcome":
         this.#user = frame.user;
         this.#node = frame.node; // which server node holds this connection (for diagnostics)
+        this.#activeAt = Date.now(); // a connection is active when it opens
+        // The server's typing TTL, unless the app chose one.
+        if (frame.typingTtlMs > 0 && this.#typingTtlFromServer) {
+          this.#typing.setTtl(frame.typingTtlMs);
+          this.#typingOut.setTtl(frame.typingTtlMs);
+        }
         // Rooms may have been added or removed while disconnected.
         this.refreshRooms().catch(() => {});
         break;
       case "resumed":
         for (const [id, r] of Object.entries(frame.rooms ?? {})) if (r.more) this.#roomFor(id).catchUpLater();
         this.#flushOutbox();
+        this.#flushReports();
         break;
       case "message": {
         const { type, ...message } = frame;
+        // (Who is typing is the server's lists only: its stop for the sender comes as a frame.)
         this.#roomFor(message.room).accept(message);
         break;
       }
@@ -264,19 +350,35 @@ export class ChatClient {
         this.#onError(frame);
         break;
       case "receipt":
-        this.#roomFor(frame.room).receipt({ room: frame.room, user: frame.user, readSeq: frame.readSeq });
+        this.#roomFor(frame.room).receipt(frame);
         break;
+      case "unread":
+        this.#onUnread(frame);
+        break;
+      case "presence": {
+        const users = this.#presence.apply(frame);
+        if (users.length > 0 || frame.snapshot === true) this.#events.emit("presence", { snapshot: frame.snapshot === true, users });
+        break;
+      }
+      case "typing": {
+        const room = this.#roomFor(frame.room);
+        const users = (Array.isArray(frame.users) ? frame.users : []).filter((/** @type {unknown} */ u) => typeof u === "string" && u !== this.#user);
+        if (this.#typing.set(room.id, users, Date.now())) room.typingChanged(this.#typing.users(room.id));
+        break;
+      }
       case "room_added": {
         const room = this.#listNew(frame.room);
         if (room.loaded) {
           // Back in a room held from before: catch up on what was said meanwhile.
           this.#transport.send({ type: "resume", rooms: { [room.id]: room.resumePosition } });
         } else {
-          room.open().catch((e) => this.#events.emit("error", e));
+          room.load().catch((e) => this.#events.emit("error", e));
         }
         break;
       }
       case "room_removed":
+        for (const reporter of [this.#delivered, this.#reads, this.#privateReads]) reporter.forget(frame.room);
+        if (this.#typing.set(frame.room, [], Date.now())) this.#roomFor(frame.room).typingChanged([]);
         this.#rooms.get(frame.room)?.forget();
         this.#emitRooms();
         this.#events.emit("room", frame.room);
@@ -321,7 +423,45 @@ export class ChatClient {
   #relay(room, event, value) {
     if (event === "messages") this.#events.emit("room", room.id);
     else if (event === "summary") this.#emitRooms();
-    else if (event === "message" || event === "ack" || event === "receipt" || event === "error") this.#events.emit(event, value);
+    else if (event === "unread") this.#events.emit("unread", { total: this.unreadTotal(), rooms: { [room.id]: value.unread } });
+    else if (event === "message" || event === "ack" || event === "receipt" || event === "typing" || event === "error") this.#events.emit(event, value);
+  }
+
+  /**
+   * An `unread` frame: the room's count and the user's read position are the server's now.
+   * Its total covers every room; the difference to what the listed rooms count is kept, so
+   * that counting on (a new message, a read) moves the total with the rooms.
+   *
+   * A frame whose readSeq is below the position this client has read up to answers an older
+   * read (the server counts when it announces, so it may count messages this client has
+   * read since): the room keeps its count until the answer to its own read comes. Its total
+   * still holds for the other rooms.
+   * @param {any} frame
+   */
+  #onUnread(frame) {
+    if (typeof frame.unread !== "number" || typeof frame.readSeq !== "number") return;
+    const room = this.#roomFor(frame.room);
+    // The user's read position moved (on some device): it implies delivery.
+    this.#privateReads.known(room.id, frame.readSeq);
+    this.#delivered.known(room.id, frame.readSeq);
+    const totalBefore = this.unreadTotal();
+    const countBefore = room.listed ? room.unread ?? 0 : 0;
+    if (typeof frame.total === "number") {
+      this.#unreadOffset = frame.total - (this.#unreadSum() - countBefore) - (room.listed ? frame.unread : 0);
+    }
+    // (The offset counts the room as the frame does: with a stale frame, the total is the
+    // server's for the other rooms plus this room as counted here.)
+    const stale = room.listed && frame.readSeq < (room.readSeq ?? 0);
+    if (!stale) room.setUnread(frame.unread, frame.readSeq); // "unread" follows if the room's count changed
+    if ((room.listed ? room.unread : 0) === countBefore && this.unreadTotal() !== totalBefore) {
+      this.#events.emit("unread", { total: this.unreadTotal(), rooms: room.listed ? { [room.id]: frame.unread } : {} });
+    }
+  }
+
+  #unreadSum() {
+    let sum = 0;
+    for (const room of this.#rooms.values()) if (room.listed) sum += room.unread ?? 0;
+    return sum;
   }
 
   #emitRooms() {
@@ -362,6 +502,101 @@ export class ChatClient {
     this.#transport.heartbeat(now);
     this.#flushOutbox();
     for (const room of this.#rooms.values()) room.fillIfDue(now, this.#settings.gapWaitMs);
+    for (const id of this.#typing.expire(now)) this.#roomFor(id).typingChanged(this.#typing.users(id));
+    this.#flushReports(); // what could not go out (no connection) goes now
+  }
+
+  // ---- what the client reports by itself -------------------------------------------------
+
+  /**
+   * New messages landed in a room: those from others are delivered to this device, or read
+   * if the user is looking at the room.
+   * @param {Room} room
+   * @param {boolean} fromOthers
+   */
+  #arrived(room, fromOthers) {
+    if (!fromOthers) return; // own messages are never unread, nor delivered to oneself
+    // A read implies delivery: a room read now needs no `delivered`.
+    if (!this.#autoRead(room)) this.#report(this.#delivered, room.id, room.deliveredPosition);
+  }
+
+  /**
+   * Reads the room if the UI shows it and the page is visible; returns whether it did.
+   * @param {Room} room
+   */
+  #autoRead(room) {
+    if (room !== this.#shown || !room.listed || !this.#pageVisible()) return false;
+    room.markRead();
+    return true;
+  }
+
+  #pageVisible() {
+    return this.#settings.document?.visibilityState === "visible";
+  }
+
+  /**
+   * @param {PositionReporter} reporter
+   * @param {string} roomId
+   * @param {number} seq
+   */
+  #report(reporter, roomId, seq) {
+    reporter.offer(roomId, seq, Date.now());
+    this.#scheduleReports();
+  }
+
+  #flushReports() {
+    const now = Date.now();
+    // Reads first: each implies delivery, and a `delivered` it covers is not sent.
+    for (const reporter of [this.#reads, this.#privateReads, this.#delivered]) reporter.flush(now);
+    this.#scheduleReports();
+  }
+
+  /** One timer for the earliest report waiting for its room's pace (the tick retries the rest). */
+  #scheduleReports() {
+    if (this.#reportTimer !== null) clearTimeout(this.#reportTimer);
+    this.#reportTimer = null;
+    if (!this.#running) return;
+    const now = Date.now();
+    const due = [this.#delivered, this.#reads, this.#privateReads].map((r) => r.nextDue()).filter((at) => at !== null && at > now);
+    if (due.length === 0) return;
+    this.#reportTimer = setTimeout(() => {
+      this.#reportTimer = null;
+      this.#flushReports();
+    }, Math.min(.../** @type {number[]} */ (due)) - now);
+  }
+
+  /**
+   * A read report: on the connection, else over REST. It moves the user's own position and
+   * implies delivery, so neither is reported below it afterwards.
+   * @param {string} roomId
+   * @param {number} seq
+   * @param {boolean} isPrivate
+   */
+  #sendRead(roomId, seq, isPrivate) {
+    const frame = isPrivate ? { type: "read", room: roomId, seq, private: true } : { type: "read", room: roomId, seq };
+    if (!this.#transport.send(frame)) this.#rest.markRead(roomId, seq, isPrivate).catch(() => {});
+    this.#privateReads.known(roomId, seq);
+    this.#delivered.known(roomId, seq);
+    return true;
+  }
+
+  /** In a browser: input on the page reports `active`, and a page coming into view reads the open room. */
+  #watchPage() {
+    const page = this.#settings.document;
+    if (!page || this.#detachPage) return;
+    const onInput = () => this.activity();
+    const onVisibility = () => {
+      if (page.visibilityState !== "visible") return;
+      this.activity();
+      if (this.#shown) this.#autoRead(this.#shown);
+    };
+    const options = { capture: true, passive: true };
+    for (const name of INPUT_EVENTS) page.addEventListener(name, onInput, options);
+    page.addEventListener("visibilitychange", onVisibility);
+    this.#detachPage = () => {
+      for (const name of INPUT_EVENTS) page.removeEventListener(name, onInput, options);
+      page.removeEventListener("visibilitychange", onVisibility);
+    };
   }
 
   #flushOutbox() {
@@ -424,18 +659,36 @@ export class ChatClient {
   /**
    * @param {string} roomId
    * @param {number} [seq]
+   * @param {ReadOptions} [options]
    */
-  markRead(roomId, seq) {
-    this.#roomFor(roomId).markRead(seq);
+  markRead(roomId, seq, options) {
+    this.#roomFor(roomId).markRead(seq, options);
   }
 
-  /** Reloads every page of the room list; one "rooms" event. */
+  /** Reloads every page of the room list; one "rooms" event (and one "unread" if counts changed). */
   async refreshRooms() {
     const list = await this.#rest.listRooms();
     const ids = new Set(list.map((s) => s.id));
-    for (const room of this.#rooms.values()) if (room.listed && !ids.has(room.id)) room.unlist();
-    for (const summary of list) this.#roomFor(summary.id).list(summary);
+    const totalBefore = this.unreadTotal();
+    /** @type {Map<string, number>} */
+    const countsBefore = new Map();
+    for (const room of this.#rooms.values()) {
+      if (!room.listed) continue;
+      countsBefore.set(room.id, room.unread ?? 0);
+      if (!ids.has(room.id)) room.unlist();
+    }
+    this.#unreadOffset = 0; // the list's counts are the server's, for every room
+    for (const summary of list) {
+      this.#roomFor(summary.id).list(summary);
+      this.#privateReads.known(summary.id, summary.readSeq ?? 0);
+      this.#delivered.known(summary.id, summary.readSeq ?? 0);
+    }
     this.#emitRooms();
+    /** @type {Record<string, number>} */
+    const changed = {};
+    for (const [id, count] of countsBefore) if (!ids.has(id) && count > 0) changed[id] = 0;
+    for (const room of this.rooms()) if ((countsBefore.get(room.id) ?? 0) !== (room.unread ?? 0)) changed[room.id] = room.unread ?? 0;
+    if (Object.keys(changed).length > 0 || this.unreadTotal() !== totalBefore) this.#events.emit("unread", { total: this.unreadTotal(), rooms: changed });
     return this.rooms();
   }
 
@@ -471,6 +724,93 @@ export class ChatClient {
   /** @param {string} roomId */
   presence(roomId) {
     return this.#rest.presence(roomId);
+  }
+
+  /**
+   * What the server last said of a user's presence, or undefined if it never did (only
+   * contacts, members of direct rooms and of small groups are told).
+   * @param {string} user
+   * @returns {UserPresence | undefined}
+   */
+  presenceOf(user) {
+    return this.#presence.get(user);
+  }
+
+  /**
+   * The user is there (input, the page came into view): reports `active`, at most once per
+   * `activeEveryMs`. In a browser the client calls it by itself on input.
+   */
+  activity() {
+    const now = Date.now();
+    if (now - this.#activeAt < this.#settings.activeEveryMs) return;
+    if (this.#transport.send({ type: "active" })) this.#activeAt = now;
+  }
+
+  /**
+   * The user types in a room (call on every keystroke with true) or stopped (false; sending
+   * a message stops it too). Reported as the protocol asks: a start, refreshed at most every
+   * half TTL while typing goes on, and one stop.
+   * @param {string} roomId
+   * @param {boolean} typing
+   */
+  setTyping(roomId, typing) {
+    this.#typingOut.set(roomId, typing, Date.now());
+  }
+
+  /**
+   * Who else is typing in a room.
+   * @param {string} roomId
+   */
+  typingIn(roomId) {
+    return this.#typing.users(roomId);
+  }
+
+  /**
+   * Where a message got: "sent" | "delivered" | "read" in a direct room, {delivered, read,
+   * of} in a group (the sender not counted).
+   * @param {string} roomId
+   * @param {number} seq
+   */
+  messageStatus(roomId, seq) {
+    return this.#roomFor(roomId).messageStatus(seq);
+  }
+
+  /**
+   * The members' public positions held for a room.
+   * @param {string} roomId
+   */
+  receipts(roomId) {
+    return this.#roomFor(roomId).receipts();
+  }
+
+  /**
+   * Fetches the members' public positions of a room again.
+   * @param {string} roomId
+   */
+  loadReceipts(roomId) {
+    return this.#roomFor(roomId).loadReceipts();
+  }
+
+  /**
+   * Unread messages over all rooms: the server's total from its last `unread` frame, moved
+   * since by what was counted here (new messages, reads); else the room list's sum.
+   */
+  unreadTotal() {
+    return Math.max(0, this.#unreadSum() + this.#unreadOffset);
+  }
+
+  /** @returns {Promise<UserSettings>} */
+  settings() {
+    return this.#rest.settings();
+  }
+
+  /**
+   * Changes the user's settings, e.g. {hidePresence: true}: everybody sees them offline.
+   * @param {UserSettings} settings
+   * @returns {Promise<UserSettings>}
+   */
+  updateSettings(settings) {
+    return this.#rest.updateSettings(settings);
   }
 
   /**

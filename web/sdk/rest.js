@@ -9,6 +9,9 @@ import { ChatError } from "./errors.js";
  * @typedef {import("./chatd.js").RoomInfo} RoomInfo
  * @typedef {import("./chatd.js").RoomSummary} RoomSummary
  * @typedef {import("./chatd.js").RoomPage} RoomPage
+ * @typedef {import("./chatd.js").Receipt} Receipt
+ * @typedef {import("./chatd.js").RoomPresence} RoomPresence
+ * @typedef {import("./chatd.js").UserSettings} UserSettings
  * @typedef {{ messages: Message[], more: boolean }} MessagePage
  * @typedef {{ after?: number, before?: number, limit?: number, order?: "asc" | "desc" }} HistoryQuery
  */
@@ -137,10 +140,20 @@ export class RestClient {
   /**
    * @param {string} roomId
    * @param {number} seq
+   * @param {boolean} [isPrivate]  moves the user's own position only, not the members' view
    * @returns {Promise<{ readSeq: number }>}
    */
-  markRead(roomId, seq) {
-    return this.request("POST", `${roomPath(roomId)}/read`, { seq });
+  markRead(roomId, seq, isPrivate = false) {
+    return this.request("POST", `${roomPath(roomId)}/read`, isPrivate ? { seq, private: true } : { seq });
+  }
+
+  /**
+   * Every member's public positions.
+   * @param {string} roomId
+   * @returns {Promise<{ members: Receipt[] }>}
+   */
+  receipts(roomId) {
+    return this.request("GET", `${roomPath(roomId)}/receipts`);
   }
 
   /**
@@ -180,10 +193,23 @@ export class RestClient {
 
   /**
    * @param {string} roomId
-   * @returns {Promise<{ members: { user: string, online: boolean }[] }>}
+   * @returns {Promise<RoomPresence>}
    */
   presence(roomId) {
     return this.request("GET", `${roomPath(roomId)}/presence`);
+  }
+
+  /** @returns {Promise<UserSettings>} */
+  settings() {
+    return this.request("GET", "/v1/me/settings");
+  }
+
+  /**
+   * @param {UserSettings} settings
+   * @returns {Promise<UserSettings>}
+   */
+  updateSettings(settings) {
+    return this.request("PUT", "/v1/me/settings", settings);
   }
 }
 

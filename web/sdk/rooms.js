@@ -1,6 +1,13 @@
-// rooms.js: what the SDK holds per room. RoomLog keeps a room's messages sorted by seq, each
-// once, and finds the gaps; Outbox holds own messages until the server stores them; Room is
-// the object an app works with: its summary, its messages, its history and its own events.
+// rooms.js: what the SDK holds, as plain state classes (time comes in as an argument, so
+// their rules are testable without a server or a clock), and the Room built on them.
+//   - RoomLog keeps a room's messages sorted by seq, each once, and finds the gaps;
+//   - Outbox holds own messages until the server stores them;
+//   - Receipts, the members' delivered and read positions in a room, and PositionReporter,
+//     which paces the positions the client reports itself (docs/protocol.md, "Delivered and
+//     read receipts");
+//   - PresenceBook, everybody's presence; TypingBoard, who else types in each room;
+//     TypingReporter, which paces the user's own typing ("Presence", "Typing");
+//   - Room, the object an app works with: its summary, messages, history, receipts, events.
 
 import { ChatError } from "./errors.js";
 
@@ -10,6 +17,12 @@ import { ChatError } from "./errors.js";
  * @typedef {import("./chatd.js").RoomSummary} RoomSummary
  * @typedef {import("./chatd.js").RoomEvents} RoomEvents
  * @typedef {import("./chatd.js").OutboxItem} OutboxItem
+ * @typedef {import("./chatd.js").Receipt} Receipt
+ * @typedef {import("./chatd.js").Readers} Readers
+ * @typedef {import("./chatd.js").MessageStatus} MessageStatus
+ * @typedef {import("./chatd.js").ReadOptions} ReadOptions
+ * @typedef {import("./chatd.js").UserPresence} UserPresence
+ * @typedef {import("./chatd.js").PresenceState} PresenceState
  * @typedef {import("./chatd.js").Sending} Sending
  * @typedef {import("./chatd.js").Room} DeclaredRoom
  * @typedef {import("./chatd.js").RoomLog} DeclaredRoomLog
@@ -179,6 +192,16 @@ export class RoomLog {
     if (!this.loaded) return null;
     const next = this.#messages[this.#firstAtOrAbove(this.#contiguous + 1)];
     return next ? { after: this.#contiguous, before: next.seq } : null;
+  }
+
+  /**
+   * The message with this seq, if held.
+   * @param {number} seq
+   * @returns {Message | undefined}
+   */
+  get(seq) {
+    const found = this.#messages[this.#firstAtOrAbove(seq)];
+    return found?.seq === seq ? found : undefined;
   }
 
   /** Lowest seq held (or null). */
@@ -430,6 +453,368 @@ export class Outbox {
   }
 }
 
+// ---- Receipts and the positions the client reports ------------------------------------
+
+/**
+ * One room's receipts: each member's public {deliveredSeq, readSeq}. Positions only move
+ * forward here too (a REST answer may be older than a frame that came meanwhile), and a read
+ * implies delivery.
+ */
+export class Receipts {
+  /** @type {Map<string, { deliveredSeq: number, readSeq: number }>} */
+  #members = new Map();
+
+  /**
+   * Takes what a `receipt` frame or the REST route says of `user`; returns their merged
+   * positions if they moved, else null.
+   * @param {string} user
+   * @param {number | undefined} deliveredSeq
+   * @param {number | undefined} readSeq
+   * @returns {Receipt | null}
+   */
+  apply(user, deliveredSeq, readSeq) {
+    const held = this.#members.get(user) ?? { deliveredSeq: 0, readSeq: 0 };
+    const read = Math.max(held.readSeq, finite(readSeq));
+    const delivered = Math.max(held.deliveredSeq, finite(deliveredSeq), read);
+    if (read === held.readSeq && delivered === held.deliveredSeq) return null;
+    this.#members.set(user, { deliveredSeq: delivered, readSeq: read });
+    return { user, deliveredSeq: delivered, readSeq: read };
+  }
+
+  /**
+   * @param {string} user
+   * @returns {Receipt}
+   */
+  get(user) {
+    const held = this.#members.get(user);
+    return { user, deliveredSeq: held?.deliveredSeq ?? 0, readSeq: held?.readSeq ?? 0 };
+  }
+
+  /** @returns {Receipt[]} */
+  list() {
+    return [...this.#members].map(([user, p]) => ({ user, ...p }));
+  }
+
+  /**
+   * The members other than `sender`, by how far they got with message `seq`: each in exactly
+   * one of read, delivered (not read), sent (neither).
+   * @param {number} seq
+   * @param {readonly string[]} members
+   * @param {string} sender
+   * @returns {Readers}
+   */
+  readers(seq, members, sender) {
+    /** @type {Readers} */
+    const out = { read: [], delivered: [], sent: [] };
+    for (const user of members) {
+      if (user === sender) continue;
+      const { deliveredSeq, readSeq } = this.get(user);
+      out[readSeq >= seq ? "read" : deliveredSeq >= seq ? "delivered" : "sent"].push(user);
+    }
+    return out;
+  }
+}
+
+/** @param {unknown} n */
+function finite(n) {
+  return typeof n === "number" && Number.isFinite(n) ? n : 0;
+}
+
+/**
+ * A message's status from its readers: in a direct room "read", "delivered" or "sent" (by
+ * the peer's positions); in a group how many of the other members it reached and how many
+ * read it ("read by k of n").
+ * @param {"direct" | "group"} kind
+ * @param {Readers} readers
+ * @returns {MessageStatus}
+ */
+export function messageStatus(kind, { read, delivered, sent }) {
+  if (kind === "direct") return read.length > 0 ? "read" : delivered.length > 0 ? "delivered" : "sent";
+  return { delivered: read.length + delivered.length, read: read.length, of: read.length + delivered.length + sent.length };
+}
+
+/**
+ * Positions the client reports per room (delivered, read): forward only, never one the
+ * server already has, and coalesced: a report goes out at once when the room's previous one
+ * is at least `intervalMs` old, else when it is, carrying the highest position offered
+ * meanwhile. A report that cannot go out stays due.
+ */
+export class PositionReporter {
+  /** @type {(room: string, seq: number) => boolean} */
+  #send;
+  #intervalMs;
+  /** @type {Map<string, number>} room -> the highest position the server has (reported or learned) */
+  #floor = new Map();
+  /** @type {Map<string, number>} room -> the position waiting to go out */
+  #pending = new Map();
+  /** @type {Map<string, number>} room -> when its last report went out */
+  #sentAt = new Map();
+
+  /**
+   * @param {(room: string, seq: number) => boolean} send  false when it could not go out
+   * @param {{ intervalMs?: number }} [options]
+   */
+  constructor(send, { intervalMs = 500 } = {}) {
+    this.#send = send;
+    this.#intervalMs = intervalMs;
+  }
+
+  /**
+   * The server holds at least `seq` for `room` (learned from it, or implied by another
+   * report): nothing at or below it is reported.
+   * @param {string} room
+   * @param {number} seq
+   */
+  known(room, seq) {
+    if (!(seq > (this.#floor.get(room) ?? 0))) return;
+    this.#floor.set(room, seq);
+    if ((this.#pending.get(room) ?? 0) <= seq) this.#pending.delete(room);
+  }
+
+  /**
+   * The highest position known to the server for `room` (0 if none).
+   * @param {string} room
+   */
+  floor(room) {
+    return this.#floor.get(room) ?? 0;
+  }
+
+  /**
+   * Asks for `seq` to be reported for `room`; goes out now if the room's pace allows it.
+   * @param {string} room
+   * @param {number} seq
+   * @param {number} now
+   */
+  offer(room, seq, now) {
+    if (seq > this.floor(room) && seq > (this.#pending.get(room) ?? 0)) this.#pending.set(room, seq);
+    this.flush(now);
+  }
+
+  /**
+   * Sends every report that is due at `now`.
+   * @param {number} now
+   */
+  flush(now) {
+    for (const [room, seq] of [...this.#pending]) {
+      if (now - (this.#sentAt.get(room) ?? -Infinity) < this.#intervalMs) continue;
+      if (!this.#send(room, seq)) continue;
+      this.#pending.delete(room);
+      this.#sentAt.set(room, now);
+      this.known(room, seq);
+    }
+  }
+
+  /** When the next report waiting for its room's pace is due (ms), or null if none waits. */
+  nextDue() {
+    let next = null;
+    for (const room of this.#pending.keys()) {
+      const at = (this.#sentAt.get(room) ?? -Infinity) + this.#intervalMs;
+      if (next === null || at < next) next = at;
+    }
+    return next;
+  }
+
+  /**
+   * Drops what is waiting for `room` (the user left it).
+   * @param {string} room
+   */
+  forget(room) {
+    this.#pending.delete(room);
+  }
+}
+
+// ---- Presence and typing ----------------------------------------------------------------
+
+/**
+ * Everybody's presence as last heard: per user {state, lastSeen, v}. A snapshot replaces
+ * everything; a change applies only when its `v` is greater than the one held, because
+ * changes made on different nodes may arrive out of order.
+ */
+export class PresenceBook {
+  /** @type {Map<string, UserPresence>} */
+  #users = new Map();
+
+  /**
+   * @param {string} user
+   * @returns {UserPresence | undefined} undefined: the server never told (not a contact)
+   */
+  get(user) {
+    return this.#users.get(user);
+  }
+
+  get size() {
+    return this.#users.size;
+  }
+
+  /**
+   * Applies a `presence` frame; returns the entries that are now held because of it (for a
+   * snapshot, all of them).
+   * @param {{ snapshot?: unknown, users?: unknown }} frame
+   * @returns {UserPresence[]}
+   */
+  apply(frame) {
+    const entries = (Array.isArray(frame.users) ? frame.users : []).map(entry).filter((e) => e !== null);
+    if (frame.snapshot === true) {
+      this.#users = new Map(entries.map((e) => [e.user, e]));
+      return entries;
+    }
+    /** @type {UserPresence[]} */
+    const applied = [];
+    for (const e of entries) {
+      const held = this.#users.get(e.user);
+      if (held && held.v >= e.v) continue; // stale: a newer change got here first
+      this.#users.set(e.user, e);
+      applied.push(e);
+    }
+    return applied;
+  }
+}
+
+/**
+ * One entry of a frame as held, or null when it is not one (no user, no version).
+ * @param {any} raw
+ * @returns {UserPresence | null}
+ */
+function entry(raw) {
+  if (!raw || typeof raw.user !== "string" || typeof raw.v !== "number") return null;
+  return { user: raw.user, state: /** @type {PresenceState} */ (raw.state), lastSeen: typeof raw.lastSeen === "string" ? raw.lastSeen : null, v: raw.v };
+}
+
+/**
+ * Who else is typing, per room. Each `typing` frame replaces the room's list (a lost frame
+ * heals with the next one); an entry not listed again within `ttlMs` expires here too, in
+ * case the frame saying it stopped never comes.
+ */
+export class TypingBoard {
+  /** @type {Map<string, Map<string, number>>} room -> user -> when last listed */
+  #rooms = new Map();
+  #ttlMs;
+
+  /** @param {{ ttlMs?: number }} [options] */
+  constructor({ ttlMs = 6000 } = {}) {
+    this.#ttlMs = ttlMs;
+  }
+
+  /** The server's typing TTL (from `welcome`). @param {number} ms */
+  setTtl(ms) {
+    this.#ttlMs = ms;
+  }
+
+  /**
+   * Users typing in `room`, in the server's order.
+   * @param {string} room
+   * @returns {string[]}
+   */
+  users(room) {
+    return [...(this.#rooms.get(room)?.keys() ?? [])];
+  }
+
+  /**
+   * A `typing` frame: the room's list is now `users`. Returns whether the list changed.
+   * @param {string} room
+   * @param {string[]} users
+   * @param {number} now
+   */
+  set(room, users, now) {
+    const before = this.users(room);
+    const next = new Map(users.map((u) => [u, now]));
+    if (next.size === 0) this.#rooms.delete(room);
+    else this.#rooms.set(room, next);
+    return !sameList(before, this.users(room));
+  }
+
+  /**
+   * Drops entries not listed for `ttlMs`; returns the rooms whose list changed.
+   * @param {number} now
+   * @returns {string[]}
+   */
+  expire(now) {
+    /** @type {string[]} */
+    const changed = [];
+    for (const [room, typing] of this.#rooms) {
+      let dropped = false;
+      for (const [user, at] of typing) {
+        if (now - at >= this.#ttlMs) {
+          typing.delete(user);
+          dropped = true;
+        }
+      }
+      if (typing.size === 0) this.#rooms.delete(room);
+      if (dropped) changed.push(room);
+    }
+    return changed;
+  }
+
+  /** Forgets everything (the connection is gone: no stop would reach us); returns the rooms that had someone typing. */
+  clear() {
+    const rooms = [...this.#rooms.keys()];
+    this.#rooms.clear();
+    return rooms;
+  }
+}
+
+/** @param {string[]} a @param {string[]} b */
+function sameList(a, b) {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/**
+ * The user's own typing, per room, paced as the protocol asks: `typing: true` when they
+ * start and again at most every `ttlMs / 2` while they go on (the server forgets a start
+ * after `ttlMs`), `typing: false` once when they stop or send. A report that cannot go out
+ * (no connection) is not remembered, so the next keystroke tries again.
+ */
+export class TypingReporter {
+  /** @type {(room: string, typing: boolean) => boolean} */
+  #send;
+  /** @type {Map<string, number>} room -> when `typing: true` last went out */
+  #sentAt = new Map();
+  #ttlMs;
+
+  /**
+   * @param {(room: string, typing: boolean) => boolean} send  false when it could not go out
+   * @param {{ ttlMs?: number }} [options]
+   */
+  constructor(send, { ttlMs = 6000 } = {}) {
+    this.#send = send;
+    this.#ttlMs = ttlMs;
+  }
+
+  /** The server's typing TTL (from `welcome`): starts are renewed at half of it. @param {number} ms */
+  setTtl(ms) {
+    this.#ttlMs = ms;
+  }
+
+  /**
+   * Called on every keystroke (true) and when the user stops or sends (false).
+   * @param {string} room
+   * @param {boolean} typing
+   * @param {number} now
+   */
+  set(room, typing, now) {
+    const sentAt = this.#sentAt.get(room);
+    if (typing) {
+      if (sentAt !== undefined && now - sentAt < this.#ttlMs / 2) return;
+      if (this.#send(room, true)) this.#sentAt.set(room, now);
+      return;
+    }
+    if (sentAt === undefined) return;
+    this.#sentAt.delete(room);
+    // Past the TTL the server has dropped the start by itself: nothing to stop.
+    if (now - sentAt < this.#ttlMs) this.#send(room, false);
+  }
+
+  /** Whether a start is standing for `room`. */
+  typing(/** @type {string} */ room) {
+    return this.#sentAt.has(room);
+  }
+
+  /** The connection is gone: its starts expire on the server; start afresh on the next one. */
+  reset() {
+    this.#sentAt.clear();
+  }
+}
+
 // ---- Room -------------------------------------------------------------------------------
 
 /**
@@ -442,6 +827,13 @@ export class Outbox {
  * @property {() => string | null} user                  the signed-in user
  * @property {number} pageSize                           messages per history page
  * @property {(room: Room, event: keyof RoomEvents, value: any) => void} relay   the client's own events follow the room's
+ * @property {(room: Room, shown: boolean) => void} show      the UI shows the room (open) or no longer does (close)
+ * @property {(room: Room, fromOthers: boolean) => void} arrived   new messages landed (live, replayed or from history)
+ * @property {(room: Room) => void} autoRead               reads the room if the UI shows it and the page is visible
+ * @property {(room: Room, seq: number, isPrivate: boolean) => void} reportRead   tells the server (coalesced)
+ * @property {(room: Room, positions: Receipt) => void} ownPositions   the server says where the user stands
+ * @property {(room: Room) => void} stopTyping             the user sent a message: they stopped typing it
+ * @property {(room: Room) => string[]} typingIn           who else is typing in the room
  */
 
 /** A page size for catching up (gaps, a resume that said more remain): the server's maximum. */
@@ -475,6 +867,12 @@ export class Room {
   #filling = false;
   /** A resume said more messages remain than it replayed: page them in. */
   #catchUpDue = false;
+  /** @type {Receipts} the members' public positions */
+  #receipts = new Receipts();
+  /** The lastSeq of the room list's summary: its unread count covers the messages up to it. */
+  #listedSeq = 0;
+  /** For a room not loaded: every message after #listedSeq up to this one has arrived. */
+  #arrivedThrough = 0;
 
   /**
    * @param {string} id
@@ -545,6 +943,40 @@ export class Room {
     return this.#log.duplicates;
   }
 
+  /** Who else is typing in the room now. */
+  get typing() {
+    return this.#host.typingIn(this);
+  }
+
+  /**
+   * The members' public positions held: from `receipt` frames and loadReceipts().
+   * @returns {Receipt[]}
+   */
+  receipts() {
+    return this.#receipts.list();
+  }
+
+  /**
+   * The members other than the sender of message `seq`, by how far they got with it: read,
+   * delivered (not read), or only sent to. The sender is the held message's, else the user.
+   * @param {number} seq
+   * @returns {Readers}
+   */
+  readers(seq) {
+    const sender = this.#log.get(seq)?.sender ?? this.#host.user() ?? "";
+    return this.#receipts.readers(seq, this.#known.members ?? [], sender);
+  }
+
+  /**
+   * Where message `seq` got: "sent" | "delivered" | "read" in a direct room, {delivered,
+   * read, of} in a group ("read by k of n", the sender not counted).
+   * @param {number} seq
+   * @returns {MessageStatus}
+   */
+  messageStatus(seq) {
+    return messageStatus(this.#known.kind === "direct" ? "direct" : "group", this.readers(seq));
+  }
+
   /** The summary fields, as JSON. */
   toJSON() {
     return this.#summary ?? { id: this.#id };
@@ -584,13 +1016,40 @@ export class Room {
 
   // ---- what the app does --------------------------------------------------------------------
 
-  /** Makes sure the newest page is loaded (call when the UI opens the room). */
+  /**
+   * The UI shows the room: loads the newest page if needed and the members' receipts, and
+   * from now on reads what arrives while the page is visible (until close(), or until
+   * another room is opened).
+   */
   async open() {
+    this.#host.show(this, true);
+    this.loadReceipts().catch((e) => this.#emit("error", asChatError(e, this.#id)));
+    await this.load();
+    this.#host.autoRead(this);
+    return this.messages();
+  }
+
+  /** The UI no longer shows the room: what arrives stays unread. */
+  close() {
+    this.#host.show(this, false);
+  }
+
+  /** Makes sure the newest page is loaded, without showing the room. */
+  async load() {
     if (!this.#log.loaded) {
       this.#loadingNewest ??= this.#loadNewest().finally(() => (this.#loadingNewest = null));
       await this.#loadingNewest;
     }
-    return this.messages();
+  }
+
+  /**
+   * Fetches every member's public positions (GET /v1/rooms/{room}/receipts): for groups too
+   * large for live receipts, and after being disconnected. Resolves with receipts().
+   */
+  async loadReceipts() {
+    const { members } = await this.#host.rest.receipts(this.#id);
+    for (const m of Array.isArray(members) ? members : []) this.receipt(m);
+    return this.receipts();
   }
 
   /** Loads the page before the oldest message held; resolves with how many arrived. */
@@ -608,6 +1067,7 @@ export class Room {
    */
   send(text) {
     const { outbox } = this.#host;
+    this.#host.stopTyping(this);
     const item = outbox.add(this.#id, text, this.#host.user());
     this.#emit("messages", this);
     this.#host.flushOutbox();
@@ -615,18 +1075,25 @@ export class Room {
   }
 
   /**
-   * Marks the room read up to `seq` (default: the newest message held without a gap).
+   * Marks the room read up to `seq` (default: the newest message held without a gap, or for
+   * a room not loaded, its last message: "mark as read" from the room list). The
+   * unread count drops at once; the server hears it coalesced (a report it already has is
+   * not sent). A private read moves the user's own position (their unread count on every
+   * device) but not the one the members see.
    * @param {number} [seq]
+   * @param {ReadOptions} [options]
    */
-  markRead(seq) {
-    const upTo = seq ?? this.#log.contiguous;
-    if (upTo <= 0) return;
-    const s = this.#summary;
-    if (s && (s.readSeq ?? 0) >= upTo && !s.unread) return;
-    this.#updateSummary((s) => ({ ...s, readSeq: Math.max(s.readSeq ?? 0, upTo), unread: 0 }));
-    if (!this.#host.send({ type: "read", room: this.#id, seq: upTo })) {
-      this.#host.rest.markRead(this.#id, upTo).catch(() => {});
-    }
+  markRead(seq, { private: isPrivate = false } = {}) {
+    const upTo = seq ?? (this.#log.loaded ? this.#log.contiguous : this.#known.lastSeq);
+    if (!(upTo > 0)) return;
+    this.#updateSummary((s) => {
+      // The server lowers a report past the last seq to it; so does the position held here.
+      const readSeq = Math.max(s.readSeq ?? 0, Math.min(upTo, s.lastSeq ?? upTo));
+      // Messages after the new position stay unread (as far as they are held).
+      const unread = readSeq >= (s.lastSeq ?? 0) ? 0 : Math.min(s.unread ?? 0, this.#fromOthersAfter(readSeq));
+      return readSeq === s.readSeq && unread === s.unread ? s : { ...s, readSeq, unread };
+    });
+    this.#host.reportRead(this, upTo, isPrivate);
   }
 
   /** @param {string[]} members */
@@ -651,6 +1118,17 @@ export class Room {
   }
 
   /**
+   * The highest seq this device can report delivered: everything up to it has reached it.
+   * For a room not loaded, the room list stands for the messages it counted, and live ones
+   * after it count as they arrive without a gap.
+   */
+  get deliveredPosition() {
+    if (this.#log.loaded) return this.#log.contiguous;
+    while (this.#log.get(this.#arrivedThrough + 1)) this.#arrivedThrough += 1;
+    return this.#arrivedThrough;
+  }
+
+  /**
    * The room is in the user's list with this summary (from the room list or `room_added`).
    * Returns whether it was not listed before.
    * @param {RoomSummary} summary
@@ -659,6 +1137,8 @@ export class Room {
     const added = !this.#listed;
     this.#summary = summary;
     this.#listed = true;
+    this.#listedSeq = summary.lastSeq ?? 0;
+    this.#arrivedThrough = Math.max(this.#arrivedThrough, this.#listedSeq);
     // Only the room's own listeners: the client announces list changes once per batch.
     this.#events.emit("summary", this);
     return added;
@@ -679,6 +1159,10 @@ export class Room {
     this.#log = new RoomLog(this.#id);
     this.#hasOlder = false;
     this.#catchUpDue = false;
+    this.#receipts = new Receipts();
+    this.#listedSeq = 0;
+    this.#arrivedThrough = 0;
+    this.#host.show(this, false);
     this.#emit("removed", this);
     return wasListed;
   }
@@ -715,12 +1199,32 @@ export class Room {
   }
 
   /**
-   * Someone's read position moved.
-   * @param {{ room: string, user: string, readSeq: number }} receipt
+   * A member's public positions (a `receipt` frame, or an entry of the REST answer); held
+   * and announced only if they moved. The user's own tell the client what the server has.
+   * @param {{ user: string, deliveredSeq?: number, readSeq?: number }} receipt
    */
-  receipt(receipt) {
-    this.#emit("receipt", receipt);
-    if (receipt.user === this.#host.user()) this.#updateSummary((s) => ({ ...s, readSeq: receipt.readSeq, unread: 0 }));
+  receipt({ user, deliveredSeq, readSeq }) {
+    const moved = this.#receipts.apply(user, deliveredSeq, readSeq);
+    if (!moved) return;
+    if (user === this.#host.user()) this.#host.ownPositions(this, moved);
+    this.#emit("receipt", { room: this.#id, ...moved });
+  }
+
+  /**
+   * The server's count (an `unread` frame): replaces what was counted here.
+   * @param {number} unread
+   * @param {number} readSeq
+   */
+  setUnread(unread, readSeq) {
+    this.#updateSummary((s) => (s.unread === unread && s.readSeq === readSeq ? s : { ...s, unread, readSeq }));
+  }
+
+  /**
+   * Who else is typing changed (the client holds the lists).
+   * @param {string[]} users
+   */
+  typingChanged(users) {
+    this.#emit("typing", { room: this.#id, users });
   }
 
   /** @param {string[]} members */
@@ -774,42 +1278,58 @@ export class Room {
    */
   #updateSummary(change) {
     if (!this.#summary || !this.#listed) return;
-    const next = change(this.#summary);
-    if (next === this.#summary) return;
+    const before = this.#summary;
+    const next = change(before);
+    if (next === before) return;
     this.#summary = next;
     this.#emit("summary", this);
+    if ((next.unread ?? 0) !== (before.unread ?? 0)) this.#emit("unread", { room: this.#id, unread: next.unread ?? 0 });
   }
 
   /**
-   * Arrivals: each new one is announced, and the summary moves to the newest (one update).
-   * @param {Message[]} messages
+   * Held messages from others after `seq`.
+   * @param {number} seq
    */
-  #acceptAll(messages) {
+  #fromOthersAfter(seq) {
+    const me = this.#host.user();
+    return this.#log.list().filter((m) => m.seq > seq && m.sender !== me).length;
+  }
+
+  /**
+   * Arrivals: each new one is announced (unless it is history), and the summary moves to the
+   * newest (one update). A message from someone else counts as unread when it is after the
+   * user's read position and after what the room list counted already (a resume, a gap fill
+   * or the newest page may bring those; for a room added live, the list counted nothing).
+   * @param {Message[]} messages
+   * @param {{ announce?: boolean }} [options]  announce: false for pages of history
+   */
+  #acceptAll(messages, { announce = true } = {}) {
     const fresh = this.#log.insertMany(messages);
     if (fresh.length === 0) return fresh;
-    for (const message of fresh) if (message.text !== undefined) this.#emit("message", message);
+    if (announce) for (const message of fresh) if (message.text !== undefined) this.#emit("message", message);
     const me = this.#host.user();
     this.#updateSummary((s) => {
       let next = s;
       for (const message of fresh) {
-        if (message.seq < (next.lastSeq ?? 0)) continue; // history filled in below the newest
-        const unread = message.sender === me ? next.unread : (next.unread ?? 0) + 1;
-        next = { ...next, lastMessage: message, lastSeq: message.seq, unread };
+        if (message.sender !== me && message.seq > Math.max(this.#listedSeq, next.readSeq ?? 0)) {
+          next = { ...next, unread: (next.unread ?? 0) + 1 };
+        }
+        if (message.seq >= (next.lastSeq ?? 0)) next = { ...next, lastMessage: message, lastSeq: message.seq };
       }
       return next;
     });
     this.#emit("messages", this);
+    this.#host.arrived(this, fresh.some((m) => m.sender !== me));
     return fresh;
   }
 
   async #loadNewest() {
     const page = await this.#host.rest.history(this.#id, { order: "desc", limit: this.#host.pageSize });
     const lowest = page.messages.length ? page.messages[page.messages.length - 1].seq : 1;
-    // History, not arrivals: no "message" events, the summary already counts them.
-    this.#log.insertMany(page.messages);
     this.#log.setFloor(page.more ? lowest - 1 : 0);
     this.#hasOlder = page.more;
-    this.#emit("messages", this);
+    // History, not arrivals: no "message" events; counted as unread only past the room list.
+    if (this.#acceptAll(page.messages, { announce: false }).length === 0) this.#emit("messages", this);
     // What was said between this page and the live stream comes with a resume.
     this.#host.send({ type: "resume", rooms: { [this.#id]: this.#log.contiguous } });
   }
@@ -838,7 +1358,7 @@ export class Room {
     try {
       await work();
     } catch (e) {
-      this.#emit("error", e instanceof ChatError ? e : new ChatError("internal", String(e), { room: this.#id }));
+      this.#emit("error", asChatError(e, this.#id));
     } finally {
       this.#filling = false;
     }
@@ -860,4 +1380,12 @@ export class Room {
     }
     this.#catchUpDue = false;
   }
+}
+
+/**
+ * @param {unknown} e
+ * @param {string} room
+ */
+function asChatError(e, room) {
+  return e instanceof ChatError ? e : new ChatError("internal", String(e), { room });
 }
