@@ -44,6 +44,8 @@ fn token(user: &str) -> String {
 struct Deployment {
     nodes: Vec<ChatdNode>,
     _dir: Option<tempfile::TempDir>,
+    /// The Redis bus's channel prefix (cluster only).
+    prefix: Option<String>,
     /// Makes user names unique to this deployment (the MongoDB-wire server is shared).
     tag: String,
 }
@@ -64,6 +66,7 @@ impl Deployment {
         Self {
             nodes: vec![ChatdNode::start(&format!("alive1-{tag}"), &env)],
             _dir: Some(dir),
+            prefix: None,
             tag,
         }
     }
@@ -88,6 +91,7 @@ impl Deployment {
         Self {
             nodes,
             _dir: None,
+            prefix: Some(prefix),
             tag,
         }
     }
@@ -576,6 +580,45 @@ async fn hidden_presence_looks_offline(d: &Deployment) {
     a.presence(&bob, PresenceState::Online).await;
 }
 
+/// Starts of one user in one room reach the bus at most once per `typing.throttle_ms`,
+/// however often the client sends them (seen on the Redis channel itself).
+async fn typing_is_throttled_on_the_bus(d: &Deployment, prefix: &str) {
+    use futures_util::StreamExt;
+    let bob = d.user("bob8");
+    let room = d.client(0, "alice8").open_direct(&bob).await.unwrap().id;
+    let client = redis::Client::open(Redis::shared().url()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    pubsub
+        .subscribe(format!("{prefix}:room:{room}"))
+        .await
+        .unwrap();
+    let mut b = d.live(1, "bob8").await;
+    for _ in 0..5 {
+        b.send(json!({"type": "typing", "room": room, "typing": true}))
+            .await;
+    }
+    b.send(json!({"type": "typing", "room": room, "typing": false}))
+        .await;
+    // The stop is the last event: everything before it has been published by then.
+    let mut events = Vec::new();
+    let mut messages = pubsub.on_message();
+    while !events
+        .last()
+        .is_some_and(|e: &Value| e["typing"] == json!(false))
+    {
+        let message = tokio::time::timeout(WAIT, messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        let event: Value = serde_json::from_slice(message.get_payload_bytes()).unwrap();
+        if event["t"] == "typing" {
+            events.push(event);
+        }
+    }
+    let starts = events.iter().filter(|e| e["typing"] == json!(true)).count();
+    assert_eq!(starts, 1, "{events:?}");
+}
+
 async fn every_scenario(d: &Deployment) {
     presence_reaches_contacts_only(d).await;
     a_quick_reconnect_shows_no_offline(d).await;
@@ -595,6 +638,24 @@ async fn one_node_feels_alive() {
 async fn three_nodes_feel_alive() {
     let d = Deployment::cluster(3, &[]);
     every_scenario(&d).await;
+    typing_is_throttled_on_the_bus(&d, d.prefix.as_deref().unwrap()).await;
+}
+
+/// A connection without activity for `presence.away_after_ms` shows its user away; activity
+/// brings them back online.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_user_turns_away_and_back() {
+    let d = Deployment::single(&[("CHATD__PRESENCE__AWAY_AFTER_MS", "1000")]);
+    let bob = d.user("bob9");
+    d.client(0, "alice9").open_direct(&bob).await.unwrap();
+    let mut a = d.live(0, "alice9").await;
+    let mut b = d.live(0, "bob9").await;
+    a.presence(&bob, PresenceState::Online).await;
+    let idle_from = Instant::now();
+    a.presence(&bob, PresenceState::Away).await;
+    assert!(idle_from.elapsed() < Duration::from_secs(5));
+    b.send(json!({"type": "active"})).await;
+    a.presence(&bob, PresenceState::Online).await;
 }
 
 /// SIGKILL the node holding B's only connection: A sees B offline within the presence TTL,
