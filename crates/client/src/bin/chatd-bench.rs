@@ -2,6 +2,8 @@
 //!
 //!   chatd-bench idle   --pid P --connections N   server RSS per idle connection
 //!   chatd-bench fanout --members M --messages K  deliveries/s from one sender to a group
+//!   chatd-bench group --pid P [--chatter]        a busy group: frames and server CPU, with or
+//!                                                without the SDK's receipts and typing
 //!
 //! Figures are comparisons within one run on a shared, noisy machine; they are reported,
 //! never asserted by tests.
@@ -55,6 +57,25 @@ enum Command {
         #[arg(long)]
         pid: Option<u32>,
     },
+    /// A busy group at a steady rate: frames each way and the server's CPU, with or without
+    /// the chatter an SDK adds (delivered and read reports from every member, typing before
+    /// each message).
+    Group {
+        /// The server's process id (its CPU time is read from /proc).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 500)]
+        members: usize,
+        /// Messages per second into the group, from 10 senders.
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Every member reports delivered (every 500 ms) and read (every second) like the SDK,
+        /// and senders type before each message.
+        #[arg(long)]
+        chatter: bool,
+    },
     /// One member stops reading while messages flow into its room: the server's memory must
     /// stay flat, the reader must be cut off (4100) and must resume without loss.
     SlowReader {
@@ -80,6 +101,27 @@ fn rss_kib(pid: u32) -> anyhow::Result<u64> {
         .nth(1)
         .context("VmRSS value")?
         .parse()?)
+}
+
+/// The process's user + system CPU time, in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("stat format")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    let per_second = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    Ok(ticks / per_second)
 }
 
 struct Bench {
@@ -133,6 +175,13 @@ async fn main() -> anyhow::Result<()> {
             pid,
         } => fanout(&bench, members, messages, pid).await,
         Command::SlowReader { pid, rate, seconds } => slow_reader(&bench, pid, rate, seconds).await,
+        Command::Group {
+            pid,
+            members,
+            rate,
+            seconds,
+            chatter,
+        } => group(&bench, pid, members, rate, seconds, chatter).await,
     }
 }
 
@@ -344,4 +393,163 @@ async fn fanout(
         })
     );
     Ok(())
+}
+
+/// What one member of the busy group saw and sent.
+#[derive(Default)]
+struct MemberTally {
+    frames_in: BTreeMap<String, u64>,
+    frames_out: u64,
+    messages: u64,
+}
+
+async fn group(
+    bench: &Bench,
+    pid: u32,
+    members: usize,
+    rate: u64,
+    seconds: u64,
+    chatter: bool,
+) -> anyhow::Result<()> {
+    const SENDERS: usize = 10;
+    let names: Vec<String> = (0..members).map(|i| bench.user(i)).collect();
+    let others: Vec<&str> = names[1..].iter().map(String::as_str).collect();
+    let room = bench
+        .client(&names[0])
+        .create_group("busy", &others)
+        .await?;
+    let conns: Vec<Connection> = stream::iter(names.iter())
+        .map(|name| async move {
+            let conn = bench.connect(&bench.client(name)).await?;
+            Ok::<_, anyhow::Error>(conn.with_ambient())
+        })
+        .buffer_unordered(128)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    let total = rate * seconds;
+    let done = Arc::new(GroupRun::default());
+    let mut senders = Vec::new();
+    let mut tasks = Vec::new();
+    for (i, conn) in conns.into_iter().enumerate() {
+        let (tx, rx) = conn.split();
+        let tx = Arc::new(tokio::sync::Mutex::new(tx));
+        if i < SENDERS {
+            senders.push(tx.clone());
+        }
+        tasks.push(tokio::spawn(member(
+            rx,
+            tx,
+            room.id.clone(),
+            chatter,
+            done.clone(),
+        )));
+    }
+    let cpu_before = cpu_seconds(pid)?;
+    let started = Instant::now();
+    let text = "m".repeat(100);
+    for n in 0..total {
+        let due = started + Duration::from_secs_f64(n as f64 / rate as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let mut sender = senders[n as usize % SENDERS].lock().await;
+        if chatter {
+            let typing = serde_json::json!({"type": "typing", "room": room.id, "typing": true});
+            sender.send_json(&typing).await?;
+        }
+        sender
+            .send_message(&room.id, &format!("g{n}"), &text)
+            .await?;
+    }
+    let sending = started.elapsed().as_secs_f64();
+    // Until every member holds every message (or a minute passed).
+    let settle = Instant::now();
+    while done.delivered.load(Ordering::Relaxed) < total * members as u64
+        && settle.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The last reports go out with the next ticks.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    done.stop.store(true, Ordering::Relaxed);
+    let mut tally = MemberTally::default();
+    for task in tasks {
+        let t = task.await??;
+        for (kind, n) in t.frames_in {
+            *tally.frames_in.entry(kind).or_default() += n;
+        }
+        tally.frames_out += t.frames_out;
+        tally.messages += t.messages;
+    }
+    let frames_in: u64 = tally.frames_in.values().sum();
+    println!(
+        "{}",
+        serde_json::json!({
+            "members": members,
+            "rate_per_second": rate,
+            "chatter": chatter,
+            "messages_sent": total,
+            "sending_seconds": (sending * 100.0).round() / 100.0,
+            "seconds": (elapsed * 100.0).round() / 100.0,
+            "deliveries": tally.messages,
+            "frames_to_clients_per_second": (frames_in as f64 / elapsed).round(),
+            "frames_to_clients_by_type": tally.frames_in,
+            "frames_from_clients_per_second": ((tally.frames_out + total) as f64 / elapsed).round(),
+            "server_cpu_seconds": (cpu * 100.0).round() / 100.0,
+            "server_cpu_share": (cpu / elapsed * 1000.0).round() / 1000.0,
+            "server_cpu_us_per_message": (cpu * 1e6 / total as f64).round(),
+        })
+    );
+    Ok(())
+}
+
+/// Shared between the run and its members.
+#[derive(Default)]
+struct GroupRun {
+    delivered: AtomicU64,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+/// One member: reads everything; with `chatter`, reports delivered every 500 ms and read
+/// every second, as the SDK does, each only when it moves.
+async fn member(
+    mut rx: chatd_client::ConnReceiver,
+    tx: Arc<tokio::sync::Mutex<chatd_client::ConnSender>>,
+    room: chatd_protocol::model::RoomId,
+    chatter: bool,
+    run: Arc<GroupRun>,
+) -> anyhow::Result<MemberTally> {
+    let mut tally = MemberTally::default();
+    let (mut held, mut delivered, mut read) = (0, 0, 0);
+    let mut deliver_tick = tokio::time::interval(Duration::from_millis(500));
+    let mut read_tick = tokio::time::interval(Duration::from_secs(1));
+    while !run.stop.load(Ordering::Relaxed) {
+        tokio::select! {
+            event = rx.event(Duration::from_millis(200)) => {
+                let Ok(event) = event else { continue };
+                let kind = serde_json::to_value(&event)?["type"].as_str().unwrap_or("?").to_owned();
+                *tally.frames_in.entry(kind).or_default() += 1;
+                if let ServerFrame::Message(m) = event {
+                    held = held.max(m.seq);
+                    tally.messages += 1;
+                    run.delivered.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            _ = deliver_tick.tick(), if chatter && held > delivered => {
+                delivered = held;
+                let frame = serde_json::json!({"type": "delivered", "room": room, "seq": held});
+                tx.lock().await.send_json(&frame).await?;
+                tally.frames_out += 1;
+            }
+            _ = read_tick.tick(), if chatter && held > read => {
+                read = held;
+                let frame = serde_json::json!({"type": "read", "room": room, "seq": held});
+                tx.lock().await.send_json(&frame).await?;
+                tally.frames_out += 1;
+            }
+        }
+    }
+    Ok(tally)
 }
