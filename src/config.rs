@@ -58,6 +58,9 @@ pub struct ServerSettings {
     pub max_http_lifetime_ms: u64,
     pub max_http_connections: usize,
     pub clock_offset_ms: i64,
+    /// Browser origins allowed besides the node's own pages ("*": any); see
+    /// `api::origins`.
+    pub allowed_origins: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

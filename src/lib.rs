@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod hub;
+pub mod origins;
 pub mod presence;
 pub mod protocol;
 pub mod redis;

@@ -194,6 +194,7 @@ impl Application {
         let node = Arc::new(Node {
             id,
             limits: UserLimits::new(&settings.limits),
+            origins: crate::origins::Origins::new(&settings.server.allowed_origins),
             auth,
             clock,
             settings,
@@ -362,7 +363,7 @@ fn log_security_posture(settings: &Settings) {
         audience = %auth.audience,
         issuer = %auth.issuer,
         dev_login = auth.dev_login,
-        allowed_origins = "any (not restricted)",
+        allowed_origins = %crate::origins::Origins::new(&settings.server.allowed_origins).describe(),
         "security posture"
     );
     if auth.dev_login {

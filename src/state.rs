@@ -26,6 +26,8 @@ pub struct Node {
     pub clock: Arc<dyn Clock>,
     /// Per-user limits on sends, reads and resumes (WebSocket and REST).
     pub limits: UserLimits,
+    /// Browser origins allowed to open WebSockets and read REST answers.
+    pub origins: crate::origins::Origins,
     /// Cancelled when the node starts to stop.
     pub shutdown: CancellationToken,
     /// Connection and background tasks, awaited (up to the grace period) on shutdown.

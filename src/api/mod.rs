@@ -72,6 +72,7 @@ pub fn router(node: Arc<Node>) -> Router {
             node.clone(),
             request_deadline,
         ))
+        .layer(node.origins.cors())
         .layer(TraceLayer::new_for_http())
         .with_state(node)
 }

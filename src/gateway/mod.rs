@@ -47,6 +47,12 @@ pub async fn upgrade(
             return ApiError::new(ErrorCode::BadRequest, rejection.body_text()).into_response();
         }
     };
+    // Browsers send any page's Origin to any WebSocket (no CORS): refused here, before the
+    // token is even looked at.
+    if !node.origins.allow(&headers) {
+        tracing::info!(origin = ?headers.get(axum::http::header::ORIGIN), "websocket origin refused");
+        return ApiError::new(ErrorCode::Forbidden, "this origin may not connect").into_response();
+    }
     let subprotocol_token = headers
         .get(SEC_WEBSOCKET_PROTOCOL)
         .and_then(|v| v.to_str().ok())

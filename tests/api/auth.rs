@@ -211,3 +211,104 @@ async fn dev_login_is_off_when_disabled() {
         .unwrap();
     assert!(client.rooms().await.unwrap().is_empty());
 }
+
+/// With `server.allowed_origins` listing one origin: a WebSocket handshake from another
+/// origin is refused with 403 before its token is looked at; the listed origin, the node's
+/// own pages and clients without an Origin get in. REST answers CORS preflights for allowed
+/// origins only.
+#[tokio::test]
+async fn browser_origins_are_checked_at_the_handshake_and_by_cors() {
+    let app =
+        TestApp::spawn_with(|s| s.server.allowed_origins = vec!["https://app.example".into()])
+            .await;
+    let url = app.client("alice").ws_url();
+    let open = |origin: Option<String>| {
+        let url = url.clone();
+        async move {
+            let headers: Vec<(&str, &str)> = match &origin {
+                Some(o) => vec![("Origin", o.as_str())],
+                None => Vec::new(),
+            };
+            Connection::open_with_headers(&url, &headers).await
+        }
+    };
+    let refused = open(Some("https://evil.example".into()))
+        .await
+        .err()
+        .expect("refused");
+    assert!(refused.to_string().contains("403"), "{refused}");
+    let own = app.base.clone(); // the node's own page: its Origin names the Host
+    for origin in [Some("https://app.example".to_owned()), Some(own), None] {
+        let mut conn = open(origin.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{origin:?}: {e}"));
+        assert!(matches!(
+            conn.event(WAIT).await.unwrap(),
+            ServerFrame::Welcome { .. }
+        ));
+    }
+
+    let preflight = |origin: &'static str| {
+        app.http()
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/rooms", app.base))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .header("Access-Control-Request-Headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
+
+/// Behind nginx (the shipped template) with the production default (own pages only), the
+/// web app's own origin gets in: nginx passes the Host with its port, which the Origin of a
+/// page served through it names. Another origin does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_nginx_the_own_origin_is_recognised() {
+    use crate::servers::{ChatdNode, Nginx};
+    let dir = tempfile::TempDir::new().unwrap();
+    let env: Vec<(String, String)> = [
+        ("CHATD__SERVER__ALLOWED_ORIGINS", "[]".to_owned()),
+        (
+            "CHATD__STORE__SQLITE_PATH",
+            dir.path().join("chatd.db").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let node = tokio::task::spawn_blocking(move || ChatdNode::start("origins", &env))
+        .await
+        .unwrap();
+    let port = node.port;
+    let nginx = tokio::task::spawn_blocking(move || Nginx::start(&[port]))
+        .await
+        .unwrap();
+    let token = chatd_client::token::mint(
+        chatd::auth::DEV_SECRET,
+        &chatd::domain::UserId::parse("alice").unwrap(),
+        Duration::from_secs(600),
+    );
+    let url = format!(
+        "{}/ws?token={token}",
+        nginx.base().replacen("http", "ws", 1)
+    );
+    let mut conn = Connection::open_with_headers(&url, &[("Origin", &nginx.base())])
+        .await
+        .expect("the own origin gets in through nginx");
+    assert!(matches!(
+        conn.event(WAIT).await.unwrap(),
+        ServerFrame::Welcome { .. }
+    ));
+    let refused = Connection::open_with_headers(&url, &[("Origin", "https://evil.example")])
+        .await
+        .err()
+        .expect("another origin is refused");
+    assert!(refused.to_string().contains("403"), "{refused}");
+    drop(node);
+}
