@@ -73,8 +73,18 @@ pub fn router(node: Arc<Node>) -> Router {
             request_deadline,
         ))
         .layer(node.origins.cors())
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(node)
+}
+
+/// The span of one HTTP request: method and path, never the query string (a WebSocket
+/// URL carries its token there) nor headers (they carry tokens too).
+fn request_span(request: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
 }
 
 /// The whole request, its body included, within `server.request_timeout_ms` (headers alone

@@ -312,3 +312,47 @@ async fn behind_nginx_the_own_origin_is_recognised() {
     assert!(refused.to_string().contains("403"), "{refused}");
     drop(node);
 }
+
+/// Tokens never reach the log, at any level: the WebSocket URL's query (which carries one)
+/// is left out of request spans, and so are headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_never_reach_the_log() {
+    use crate::servers::ChatdNode;
+    let dir = tempfile::TempDir::new().unwrap();
+    let name = format!("tokens-{}", &crate::servers::unique("t")[2..8]);
+    let env: Vec<(String, String)> = [
+        ("CHATD__LOG__LEVEL", "trace".to_owned()),
+        (
+            "CHATD__STORE__SQLITE_PATH",
+            dir.path().join("chatd.db").display().to_string(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let node = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || ChatdNode::start(&name, &env))
+            .await
+            .unwrap()
+    };
+    let user = chatd::domain::UserId::parse("alice").unwrap();
+    let token = chatd_client::token::mint(chatd::auth::DEV_SECRET, &user, Duration::from_secs(600));
+    let client = chatd_client::Client::new(node.base(), token.clone());
+    let mut conn = client.connect().await.unwrap();
+    assert!(matches!(
+        conn.event(WAIT).await.unwrap(),
+        ServerFrame::Welcome { .. }
+    ));
+    client.rooms().await.unwrap(); // a bearer header too
+    conn.close().await;
+    drop(node); // the process exits: its log is complete
+    let log = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("target/test-logs/chatd-{name}.log")),
+    )
+    .unwrap();
+    assert!(log.contains("/ws"), "requests are logged at this level");
+    let signature = token.rsplit('.').next().unwrap();
+    assert!(!log.contains(signature), "a token reached the log");
+}
