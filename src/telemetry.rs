@@ -2,7 +2,8 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics::Unit;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, LogSettings};
@@ -22,17 +23,236 @@ pub fn init_logging(settings: &LogSettings) {
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the process-wide metrics recorder (once; several nodes in one test process share it).
+/// How a family is exposed.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Every metric family this node exposes: name, kind, unit, help, and the label sets that
+/// exist from the start (each exposed at zero before anything happened, so dashboards and
+/// alerts see the family on a fresh node).
+/// Labels of one series: (name, value) pairs.
+type Labels = &'static [(&'static str, &'static str)];
+
+const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
+    (
+        "chatd_connections",
+        Kind::Gauge,
+        Unit::Count,
+        "Live WebSocket connections on this node.",
+        &[&[]],
+    ),
+    (
+        "chatd_connects_total",
+        Kind::Counter,
+        Unit::Count,
+        "WebSocket connections that went live.",
+        &[&[]],
+    ),
+    (
+        "chatd_disconnects_total",
+        Kind::Counter,
+        Unit::Count,
+        "WebSocket connections that ended, by close code (1006: dropped).",
+        &[&[("code", "1000")]],
+    ),
+    (
+        "chatd_refused_connections_total",
+        Kind::Counter,
+        Unit::Count,
+        "WebSocket connections refused over the connection caps.",
+        &[&[]],
+    ),
+    (
+        "chatd_frames_in_total",
+        Kind::Counter,
+        Unit::Count,
+        "Client frames handled, by type.",
+        &[&[("type", "send")], &[("type", "read")]],
+    ),
+    (
+        "chatd_rate_limited_total",
+        Kind::Counter,
+        Unit::Count,
+        "Frames refused by a rate limit.",
+        &[&[]],
+    ),
+    (
+        "chatd_messages_stored_total",
+        Kind::Counter,
+        Unit::Count,
+        "Messages stored (duplicate: a retry of a stored one).",
+        &[&[("duplicate", "false")], &[("duplicate", "true")]],
+    ),
+    (
+        "chatd_deliveries_total",
+        Kind::Counter,
+        Unit::Count,
+        "Live messages handed to local connections.",
+        &[&[]],
+    ),
+    (
+        "chatd_slow_consumer_closes_total",
+        Kind::Counter,
+        Unit::Count,
+        "Connections closed because their outbound queue filled up.",
+        &[&[]],
+    ),
+    (
+        "chatd_gap_fills_total",
+        Kind::Counter,
+        Unit::Count,
+        "Store reads to fill a gap in a room's live messages.",
+        &[&[]],
+    ),
+    (
+        "chatd_bus_resyncs_total",
+        Kind::Counter,
+        Unit::Count,
+        "Bus reconnections after which rooms were caught up from the store.",
+        &[&[]],
+    ),
+    (
+        "chatd_recent_cache_reads_total",
+        Kind::Counter,
+        Unit::Count,
+        "Resumes and newest pages asked of the recent-message cache, by whether it could answer.",
+        &[&[("hit", "true")], &[("hit", "false")]],
+    ),
+    (
+        "chatd_store_timeouts_total",
+        Kind::Counter,
+        Unit::Count,
+        "Store calls abandoned at store.timeout_ms.",
+        &[&[]],
+    ),
+    (
+        "chatd_http_overloaded_total",
+        Kind::Counter,
+        Unit::Count,
+        "HTTP connections refused over server.max_http_connections.",
+        &[&[]],
+    ),
+    (
+        "chatd_presence_announcements_total",
+        Kind::Counter,
+        Unit::Count,
+        "Presence changes this node announced.",
+        &[&[]],
+    ),
+    (
+        "chatd_receipts_published_total",
+        Kind::Counter,
+        Unit::Count,
+        "Coalesced receipts this node published.",
+        &[&[]],
+    ),
+    (
+        "chatd_typing_events_total",
+        Kind::Counter,
+        Unit::Count,
+        "Typing starts and stops this node passed on to the bus.",
+        &[&[]],
+    ),
+    (
+        "chatd_store_append_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to store a message.",
+        &[&[]],
+    ),
+    (
+        "chatd_bus_publish_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "Time to publish a stored message on the bus.",
+        &[&[]],
+    ),
+    (
+        "chatd_resume_replayed_messages",
+        Kind::Histogram,
+        Unit::Count,
+        "Messages replayed per room by a resume.",
+        &[&[]],
+    ),
+    (
+        "chatd_process_resident_memory_bytes",
+        Kind::Gauge,
+        Unit::Bytes,
+        "Resident memory of the process.",
+        &[&[]],
+    ),
+    (
+        "chatd_process_open_fds",
+        Kind::Gauge,
+        Unit::Count,
+        "Open file descriptors of the process.",
+        &[&[]],
+    ),
+];
+
+const SECONDS_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const COUNT_BUCKETS: &[f64] = &[0.0, 1.0, 5.0, 10.0, 50.0, 100.0, 250.0, 500.0];
+
+/// Installs the process-wide metrics recorder (once; several nodes in one test process share
+/// it) and registers every family at zero.
 pub fn init_metrics() {
     METRICS.get_or_init(|| {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    Matcher::Full("chatd_resume_replayed_messages".into()),
+                    COUNT_BUCKETS,
+                )
+            })
+            .expect("bucket lists are not empty")
+            .build_recorder();
         let handle = recorder.handle();
-        metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        let installed = metrics::set_global_recorder(recorder).ok().map(|()| handle);
+        for (name, kind, unit, help, label_sets) in FAMILIES {
+            let name = *name;
+            match kind {
+                Kind::Counter => metrics::describe_counter!(name, *unit, *help),
+                Kind::Gauge => metrics::describe_gauge!(name, *unit, *help),
+                Kind::Histogram => metrics::describe_histogram!(name, *unit, *help),
+            }
+            for labels in label_sets.iter() {
+                let labels: Vec<metrics::Label> = labels
+                    .iter()
+                    .map(|(k, v)| metrics::Label::new(*k, *v))
+                    .collect();
+                match kind {
+                    Kind::Counter => metrics::counter!(name, labels).increment(0),
+                    Kind::Gauge => metrics::gauge!(name, labels).increment(0.0),
+                    // A histogram shows once it has a sample; its description is there from start.
+                    Kind::Histogram => {}
+                }
+            }
+        }
+        installed
     });
 }
 
-/// The Prometheus text exposition of every metric.
+/// The Prometheus text exposition of every metric, with the process gauges read now.
 pub fn render_metrics() -> String {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok());
+        if let Some(kib) = rss_kib {
+            metrics::gauge!("chatd_process_resident_memory_bytes").set(kib * 1024.0);
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("chatd_process_open_fds").set(fds.count() as f64);
+    }
     METRICS
         .get()
         .and_then(Option::as_ref)

@@ -47,6 +47,7 @@ impl Chat {
         };
         let more = messages.len() > limit;
         messages.truncate(limit);
+        metrics::histogram!("chatd_resume_replayed_messages").record(messages.len() as f64);
         Ok(Replay {
             room,
             messages,

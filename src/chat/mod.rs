@@ -202,7 +202,9 @@ impl Chat {
             client_msg_id: client_msg_id.to_owned(),
             text: text.to_owned(),
         };
+        let started = std::time::Instant::now();
         let appended = self.store.append(new, self.clock.now()).await?;
+        metrics::histogram!("chatd_store_append_seconds").record(started.elapsed());
         metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
             .increment(1);
         // Cached and announced again on a retry: the first attempt may have failed right here.
@@ -215,10 +217,12 @@ impl Chat {
         let event = BusEvent::Message {
             message: appended.message.clone(),
         };
+        let started = std::time::Instant::now();
         self.bus
             .publish(&Topic::Room(room), event.encode())
             .await
             .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
+        metrics::histogram!("chatd_bus_publish_seconds").record(started.elapsed());
         Ok(appended)
     }
 

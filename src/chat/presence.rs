@@ -102,6 +102,7 @@ impl Chat {
     /// Passes a typing start or stop on to the room's members (the caller checked that
     /// `user` is one: typing is too frequent for a store read each time).
     pub async fn typing(&self, user: &UserId, room: &RoomId, typing: bool) {
+        metrics::counter!("chatd_typing_events_total").increment(1);
         let event = BusEvent::Typing {
             room: room.clone(),
             user: user.clone(),

@@ -101,6 +101,7 @@ impl ReceiptBatcher {
                 delivered_seq: positions.delivered_seq,
                 read_seq: positions.public_read_seq,
             };
+            metrics::counter!("chatd_receipts_published_total").increment(1);
             // A lost receipt heals: clients read positions again when they open the room.
             if let Err(e) = self.bus.publish(&Topic::Room(room), event.encode()).await {
                 tracing::warn!(error = %e, "receipt not published");

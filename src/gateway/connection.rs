@@ -85,6 +85,8 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitte
     session.run(stream, verified.valid_until).await;
     conn.close(CloseReason::Normal); // no-op if a reason was already given
     let _ = writer.await;
+    let code = conn.close_reason().map_or(1006, |r| r.code()).to_string();
+    metrics::counter!("chatd_disconnects_total", "code" => code).increment(1);
     tracing::debug!(conn = conn.id, reason = ?conn.close_reason(), "disconnected");
 }
 
@@ -205,6 +207,7 @@ impl Session {
             typing_ttl_ms: settings.typing.ttl_ms,
         })
         .await;
+        metrics::counter!("chatd_connects_total").increment(1);
         // Then the contacts' presence: one snapshot, changes after it.
         if let Err(e) = Box::pin(self.follow_contacts(true)).await {
             tracing::warn!(error = %e, user = %self.user, "contacts' presence unavailable");
@@ -419,6 +422,7 @@ impl Session {
         match message {
             WsMessage::Text(text) => match parse_client_frame(&text) {
                 Ok(frame) => {
+                    metrics::counter!("chatd_frames_in_total", "type" => frame.kind()).increment(1);
                     self.bad_frames = 0;
                     if let Err(wait) = self.admit(&frame) {
                         return self.throttle(&frame, wait).await;

@@ -135,6 +135,7 @@ async fn route(
             Delivery::Event { topic, payload } => (topic, payload),
             Delivery::Resynced => {
                 tracing::info!("bus resynced; catching up from the store");
+                metrics::counter!("chatd_bus_resyncs_total").increment(1);
                 // Membership and presence events may have been lost too.
                 hub.recheck_all_memberships();
                 hub.refresh_all_presence();

@@ -125,6 +125,7 @@ impl PresenceService {
     async fn announce(&self, presence: UserPresence) {
         let topic = Topic::Presence(presence.user.clone());
         let event = BusEvent::Presence { presence };
+        metrics::counter!("chatd_presence_announcements_total").increment(1);
         // Lost announcements heal: every connection gets a fresh snapshot when it reconnects.
         if let Err(e) = self.bus.publish(&topic, event.encode()).await {
             tracing::warn!(error = %e, "presence change not announced");

@@ -63,6 +63,45 @@ async fn metrics_count_what_the_node_did() {
         );
         Client::new(node.base(), token)
     };
+    // A fresh node shows every family, described, before anything happened.
+    let fresh = reqwest::get(format!("{}/metrics", node.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for family in [
+        "chatd_connections",
+        "chatd_connects_total",
+        "chatd_disconnects_total",
+        "chatd_refused_connections_total",
+        "chatd_frames_in_total",
+        "chatd_rate_limited_total",
+        "chatd_messages_stored_total",
+        "chatd_deliveries_total",
+        "chatd_slow_consumer_closes_total",
+        "chatd_gap_fills_total",
+        "chatd_bus_resyncs_total",
+        "chatd_recent_cache_reads_total",
+        "chatd_store_timeouts_total",
+        "chatd_http_overloaded_total",
+        "chatd_presence_announcements_total",
+        "chatd_receipts_published_total",
+        "chatd_typing_events_total",
+        "chatd_process_resident_memory_bytes",
+        "chatd_process_open_fds",
+    ] {
+        assert!(
+            fresh.contains(&format!("# HELP {family} ")),
+            "{family} not described:\n{fresh}"
+        );
+        assert!(
+            fresh
+                .lines()
+                .any(|l| l.starts_with(family) && !l.starts_with('#')),
+            "{family} not exposed at start:\n{fresh}"
+        );
+    }
     let (alice_rest, bob_rest) = (client("alice"), client("bob"));
     let room = alice_rest.open_direct("bob").await.unwrap();
     let mut alice = TestConn::connect(&alice_rest).await;
@@ -102,8 +141,12 @@ async fn metrics_count_what_the_node_did() {
             moved(r#"chatd_messages_stored_total{duplicate="true"}"#),
             moved("chatd_deliveries_total"),
             moved("chatd_gap_fills_total"),
+            moved(r#"chatd_frames_in_total{type="send"}"#),
+            // Every send is stored (the retry finds its message) and announced again.
+            moved("chatd_store_append_seconds_count"),
+            moved("chatd_bus_publish_seconds_count"),
         ],
-        [3.0, 1.0, 6.0, 0.0],
+        [3.0, 1.0, 6.0, 0.0, 4.0, 4.0, 4.0],
         "before: {before:?}\nafter: {after:?}"
     );
     assert_eq!(after.get("chatd_connections"), Some(&2.0), "{after:?}");

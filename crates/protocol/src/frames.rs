@@ -41,6 +41,19 @@ impl ClientFrame {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("client frames always serialize")
     }
+
+    /// The frame's `type`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClientFrame::Send(_) => "send",
+            ClientFrame::Resume(_) => "resume",
+            ClientFrame::Read(_) => "read",
+            ClientFrame::Delivered(_) => "delivered",
+            ClientFrame::Typing(_) => "typing",
+            ClientFrame::Active => "active",
+            ClientFrame::Ping(_) => "ping",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

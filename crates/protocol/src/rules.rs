@@ -248,6 +248,7 @@ mod tests {
         for frame in sample_client_frames() {
             let parsed = crate::parse_client_frame(&frame.to_json()).unwrap();
             assert_eq!(parsed, frame);
+            assert_eq!(json_of(&frame)["type"], frame.kind());
         }
     }
 }
