@@ -94,6 +94,8 @@ impl PresenceService {
         user: &UserId,
         change: impl Fn(&mut Record, Millis, bool),
     ) -> PresenceResult<()> {
+        // What this call wrote, if the swap's answer was lost (then it reads as "changed").
+        let mut attempted: Option<(String, Option<UserPresence>)> = None;
         for _ in 0..SWAP_ROUNDS {
             let stored = self
                 .registry
@@ -101,14 +103,24 @@ impl PresenceService {
                 .await?
                 .pop()
                 .flatten();
+            if let Some((written, announcement)) = attempted.take()
+                && stored.as_deref() == Some(written.as_str())
+            {
+                // The write did happen (or one to the same content): finish it.
+                if let Some(presence) = announcement {
+                    self.announce(presence).await;
+                }
+                return Ok(());
+            }
             let mut record = Record::parse(stored.as_deref());
             let now = self.now();
             change(&mut record, now, stored.is_none());
             let announcement = record.settle(user, now, self.away_after);
             let due = record.next_due(now, self.away_after);
+            let encoded = record.encode();
             if self
                 .registry
-                .swap(user, stored.as_deref(), &record.encode(), due)
+                .swap(user, stored.as_deref(), &encoded, due)
                 .await?
             {
                 if let Some(presence) = announcement {
@@ -116,6 +128,7 @@ impl PresenceService {
                 }
                 return Ok(());
             }
+            attempted = Some((encoded, announcement));
         }
         Err(PresenceError::Unavailable(
             "presence record too contended".into(),

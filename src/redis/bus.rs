@@ -174,16 +174,16 @@ impl RedisBus {
 #[async_trait]
 impl Bus for RedisBus {
     async fn publish(&self, topic: &Topic, payload: Bytes) -> Result<(), BusError> {
-        let mut conn = self.publisher.clone();
         let channel = self.channels.name(topic);
-        tokio::time::timeout(
-            self.timeout,
-            conn.publish::<_, _, i64>(channel, payload.as_ref()),
-        )
+        super::retrying(self.timeout, || {
+            let mut conn = self.publisher.clone();
+            let channel = channel.clone();
+            let payload = payload.clone();
+            async move { conn.publish::<_, _, i64>(channel, payload.as_ref()).await }
+        })
         .await
-        .map_err(|_| bus_err("publish timed out"))?
         .map(|_| ())
-        .map_err(bus_err)
+        .map_err(|e| BusError::Unavailable(format!("publish: {e}")))
     }
 
     fn subscribe(&self, topic: &Topic) -> BoxFuture<'static, Result<(), BusError>> {

@@ -43,6 +43,33 @@ pub async fn connect_manager(
     .map_err(|e| RedisError(e.to_string()))
 }
 
+/// Runs `call` within `timeout`, and once more if it failed on a broken connection: a
+/// `ConnectionManager` reconnects only after a command failed on the dead connection, so
+/// the first command after Redis came back fails although Redis answers again. Only for
+/// commands that may run twice (every one chatd sends: publishes are de-duplicated by
+/// their receivers, registry writes are compare-and-swap or idempotent).
+pub(crate) async fn retrying<T, F, Fut>(timeout: Duration, mut call: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = redis::RedisResult<T>>,
+{
+    let broken = |e: &redis::RedisError| {
+        e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal()
+    };
+    match tokio::time::timeout(timeout, call()).await {
+        Ok(Ok(value)) => return Ok(value),
+        Ok(Err(e)) if broken(&e) => {
+            tracing::debug!(error = %e, "redis connection broken; once more")
+        }
+        Ok(Err(e)) => return Err(format!("redis: {e}")),
+        Err(_) => return Err("timed out".into()),
+    }
+    tokio::time::timeout(timeout, call())
+        .await
+        .map_err(|_| "timed out".to_owned())?
+        .map_err(|e| format!("redis: {e}"))
+}
+
 impl From<RedisError> for crate::bus::BusError {
     fn from(e: RedisError) -> Self {
         crate::bus::BusError::Unavailable(e.to_string())

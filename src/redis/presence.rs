@@ -85,19 +85,50 @@ impl RedisPresence {
         format!("{}:presence-node:{node}", self.prefix)
     }
 
-    async fn within<T>(
-        &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> PresenceResult<T> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| PresenceError::Unavailable("timed out".into()))?
-            .map_err(|e| PresenceError::Unavailable(format!("redis: {e}")))
+    /// One command (see [`super::retrying`]).
+    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> PresenceResult<T> {
+        super::retrying(self.timeout, || {
+            let mut conn = self.conn.clone();
+            let cmd = cmd.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        })
+        .await
+        .map_err(PresenceError::Unavailable)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> PresenceResult<T> {
-        let mut conn = self.conn.clone();
-        self.within(cmd.query_async::<T>(&mut conn)).await
+    async fn run_pipe<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> PresenceResult<T> {
+        super::retrying(self.timeout, || {
+            let mut conn = self.conn.clone();
+            let pipe = pipe.clone();
+            async move { pipe.query_async::<T>(&mut conn).await }
+        })
+        .await
+        .map_err(PresenceError::Unavailable)
+    }
+
+    /// A script with these keys and arguments.
+    async fn run_script(
+        &self,
+        script: &redis::Script,
+        keys: &[String],
+        args: &[String],
+    ) -> PresenceResult<i64> {
+        super::retrying(self.timeout, || {
+            let mut conn = self.conn.clone();
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        })
+        .await
+        .map_err(PresenceError::Unavailable)
     }
 }
 
@@ -120,9 +151,7 @@ impl PresenceRegistry for RedisPresence {
         for key in &keys {
             pipe.get(key);
         }
-        let mut conn = self.conn.clone();
-        self.within(pipe.query_async::<Vec<Option<String>>>(&mut conn))
-            .await
+        self.run_pipe(&pipe).await
     }
 
     async fn swap(
@@ -132,19 +161,18 @@ impl PresenceRegistry for RedisPresence {
         record: &str,
         due: Option<Millis>,
     ) -> PresenceResult<bool> {
-        let mut invocation = self.swap.prepare_invoke();
-        invocation
-            .key(self.record_key(user))
-            .key(self.due_key())
-            .arg(if expected.is_some() { "1" } else { "0" })
-            .arg(expected.unwrap_or_default())
-            .arg(record)
-            .arg(due.map(|d| d.to_string()).unwrap_or_default())
-            .arg(user.as_str())
-            .arg(RECORD_TTL_MS);
-        let mut conn = self.conn.clone();
-        let swapped: i64 = self.within(invocation.invoke_async(&mut conn)).await?;
-        Ok(swapped == 1)
+        let keys = [self.record_key(user), self.due_key()];
+        let args = [
+            if expected.is_some() { "1" } else { "0" }.to_owned(),
+            expected.unwrap_or_default().to_owned(),
+            record.to_owned(),
+            due.map(|d| d.to_string()).unwrap_or_default(),
+            user.to_string(),
+            RECORD_TTL_MS.to_string(),
+        ];
+        // Run twice (a reply lost on a broken connection), the second finds its own write
+        // and answers false: the caller reads again and sees its change made.
+        Ok(self.run_script(&self.swap, &keys, &args).await? == 1)
     }
 
     async fn due(&self, now: Millis, limit: usize) -> PresenceResult<Vec<UserId>> {
@@ -177,14 +205,10 @@ impl PresenceRegistry for RedisPresence {
     }
 
     async fn claim_expired(&self, node: &str, now: Millis, until: Millis) -> PresenceResult<bool> {
-        let mut invocation = self.claim.prepare_invoke();
-        invocation
-            .key(self.leases_key())
-            .arg(node)
-            .arg(now)
-            .arg(until);
-        let mut conn = self.conn.clone();
-        let claimed: i64 = self.within(invocation.invoke_async(&mut conn)).await?;
+        let args = [node.to_owned(), now.to_string(), until.to_string()];
+        let claimed = self
+            .run_script(&self.claim, &[self.leases_key()], &args)
+            .await?;
         Ok(claimed == 1)
     }
 
@@ -207,7 +231,6 @@ impl PresenceRegistry for RedisPresence {
             .ignore()
             .del(self.node_key(node))
             .ignore();
-        let mut conn = self.conn.clone();
-        self.within(pipe.query_async::<()>(&mut conn)).await
+        self.run_pipe(&pipe).await
     }
 }

@@ -72,13 +72,12 @@ impl Deployment {
     }
 
     fn cluster(n: usize, extra: &[(&str, &str)]) -> Self {
+        Self::cluster_on(&Redis::shared().url(), n, extra)
+    }
+
+    fn cluster_on(redis: &str, n: usize, extra: &[(&str, &str)]) -> Self {
         let prefix = unique("chatd_alive");
-        let mut env = cluster_env(
-            &Redis::shared().url(),
-            &Mongo::shared().uri,
-            &prefix,
-            &prefix,
-        );
+        let mut env = cluster_env(redis, &Mongo::shared().uri, &prefix, &prefix);
         env.extend(
             FAST.iter()
                 .chain(extra)
@@ -698,4 +697,30 @@ async fn a_dead_node_takes_its_users_offline_a_stopped_one_at_once() {
         "a graceful stop announced through the lease: {:?}",
         stopped.elapsed()
     );
+}
+
+/// A Redis restart loses every presence record and lease (it keeps nothing): the node that
+/// holds B's connection rebuilds B's record and announces it again, above the version A
+/// holds, so A's view stays right, and B's leaving still shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_rebuilt_after_redis_loses_its_data() {
+    let redis = tokio::task::spawn_blocking(Redis::start).await.unwrap();
+    let d = Deployment::cluster_on(&redis.url(), 2, &[]);
+    let bob = d.user("bob10");
+    d.client(0, "alice10").open_direct(&bob).await.unwrap();
+    let mut a = d.live(0, "alice10").await;
+    let b = d.live(1, "bob10").await;
+    a.presence(&bob, PresenceState::Online).await;
+    let _redis = tokio::task::spawn_blocking(move || {
+        let mut redis = redis;
+        redis.stop();
+        redis.resume();
+        redis
+    })
+    .await
+    .unwrap();
+    // Rebuilt (an announcement, or the snapshot sent after the bus came back), newer.
+    a.presence(&bob, PresenceState::Online).await;
+    b.close().await;
+    a.presence(&bob, PresenceState::Offline).await;
 }
