@@ -388,11 +388,15 @@ impl Session {
     /// A typing start or stop: passed on if the user is in the room, starts at most every
     /// `typing.throttle_ms`, stops only after a start that may still show.
     async fn on_typing(&mut self, room: &str, typing: bool) {
-        let Some(room) = RoomId::parse(room).ok().filter(|r| self.conn.in_room(r)) else {
-            self.reply_error(ErrorCode::RoomNotFound, "room not found")
-                .await;
+        let Some(room_id) = RoomId::parse(room).ok().filter(|r| self.conn.in_room(r)) else {
+            let error = ErrorFrame {
+                room: Some(room.to_owned()),
+                ..ErrorFrame::new(ErrorCode::RoomNotFound, "room not found")
+            };
+            self.reply(ServerFrame::Error(error)).await;
             return;
         };
+        let room = room_id;
         let settings = &self.node.settings.typing;
         let (throttle, ttl) = (
             Duration::from_millis(settings.throttle_ms),

@@ -441,7 +441,8 @@ async fn typing_reaches_members_and_expires(d: &Deployment) {
         .next_matching(|f| matches!(f, ServerFrame::Error(_)))
         .await;
     assert!(
-        matches!(&refused, ServerFrame::Error(e) if e.code == "room_not_found"),
+        matches!(&refused, ServerFrame::Error(e)
+            if e.code == "room_not_found" && e.room.as_deref() == Some(room.as_str())),
         "{refused:?}"
     );
     let history = d
