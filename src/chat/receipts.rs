@@ -153,21 +153,20 @@ impl Chat {
 
     /// Tells all the user's connections their new unread count in `room` and in total.
     async fn announce_unread(&self, user: &UserId, room: &RoomId, read_seq: Seq) {
-        let counts = async {
-            let unread = self
-                .store
-                .count_unread(room, user, read_seq, UNREAD_CAP)
-                .await?;
-            let total = self.unread_total(user).await?;
-            Ok::<_, crate::store::StoreError>((unread, total))
-        };
-        let (unread, total) = match counts.await {
+        let counts = match self.unread_counts(user).await {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!(error = %e, "unread counts not announced");
                 return;
             }
         };
+        let unread = counts
+            .iter()
+            .find(|(r, _)| r == room)
+            .map_or(0, |(_, n)| *n);
+        let total = counts
+            .iter()
+            .fold(0u64, |sum, (_, n)| sum.saturating_add(*n));
         let event = BusEvent::Unread {
             room: room.clone(),
             unread,
@@ -178,17 +177,19 @@ impl Chat {
             .await;
     }
 
-    /// The user's unread messages over all their rooms (each room counted up to 999).
-    pub async fn unread_total(&self, user: &UserId) -> crate::store::StoreResult<u64> {
+    /// The user's unread messages in each of their rooms (each counted up to 999).
+    async fn unread_counts(&self, user: &UserId) -> crate::store::StoreResult<Vec<(RoomId, u64)>> {
         let memberships = self.store.memberships_of(user).await?;
         futures_util::stream::iter(memberships)
             .map(|m| async move {
-                self.store
+                let n = self
+                    .store
                     .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
-                    .await
+                    .await?;
+                Ok((m.room, n))
             })
             .buffer_unordered(COUNT_CONCURRENCY)
-            .try_fold(0u64, |sum, n| async move { Ok(sum.saturating_add(n)) })
+            .try_collect()
             .await
     }
 

@@ -147,18 +147,24 @@ impl PresenceService {
 
     /// A connection went live.
     pub async fn connected(&self, user: &UserId, conn: ConnId) -> PresenceResult<()> {
-        let hidden = match self.store.user_settings(user).await {
-            Ok(settings) => Some(settings.hide_presence),
-            Err(e) => {
-                tracing::warn!(error = %e, "settings unreadable; presence keeps the last known");
-                None
+        // The registry holds the setting once it has a record (`set_hidden` keeps it there);
+        // the store's copy only seeds a new record (read only then), so a reconnect racing a
+        // change of the setting cannot undo it.
+        let stored = self.registry.load(slice::from_ref(user)).await?;
+        let known = stored.first().is_some_and(Option::is_some);
+        let hidden = if known {
+            None
+        } else {
+            match self.store.user_settings(user).await {
+                Ok(settings) => Some(settings.hide_presence),
+                Err(e) => {
+                    tracing::warn!(error = %e, "settings unreadable; presence keeps the last known");
+                    None
+                }
             }
         };
         let key = self.key(conn);
         self.registry.set_node_user(&self.node, user, true).await?;
-        // The registry holds the setting once it has a record (`set_hidden` keeps it there);
-        // the store's copy only seeds a new record, so a reconnect racing a change of the
-        // setting cannot undo it.
         self.change(user, |record, now, fresh| {
             if let Some(hidden) = hidden.filter(|_| fresh) {
                 record.hidden = hidden;
