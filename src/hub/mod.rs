@@ -370,19 +370,6 @@ impl Hub {
         self.users.iter().map(|e| e.key().clone()).collect()
     }
 
-    /// Every local connection: (user, connection id).
-    pub fn connections(&self) -> Vec<(UserId, ConnId)> {
-        self.users
-            .iter()
-            .flat_map(|e| {
-                e.value()
-                    .iter()
-                    .map(|c| (c.user.clone(), c.id))
-                    .collect::<Vec<_>>()
-            })
-            .collect()
-    }
-
     pub fn connection_count(&self) -> usize {
         self.live.load(Ordering::Relaxed)
     }
