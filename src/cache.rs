@@ -24,6 +24,9 @@ pub trait RecentCache: Send + Sync + 'static {
     /// Adds a stored message (idempotent).
     async fn push(&self, message: &Message) -> Result<(), CacheError>;
 
+    /// Drops what the cache holds of `room` (a delete removed text it may hold).
+    async fn forget(&self, room: &RoomId) -> Result<(), CacheError>;
+
     /// Up to `limit` messages after `after`, oldest first, if the cache can vouch for them.
     async fn after(&self, room: &RoomId, after: Seq, limit: usize) -> Option<Vec<Message>>;
 

@@ -124,6 +124,7 @@ pub struct BusSettings {
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     pub max_text_chars: usize,
+    pub edit_window_ms: u64,
     pub max_frame_bytes: usize,
     pub max_body_bytes: usize,
     pub outbound_queue: usize,

@@ -8,7 +8,7 @@ use axum::{
     extract::{DefaultBodyLimit, Request, State},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use tower_http::trace::TraceLayer;
 
@@ -43,6 +43,7 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/rooms/{room}/members/{user}",
             delete(rooms::remove_member),
         )
+        .route("/v1/rooms/{room}/members/{user}/role", put(rooms::set_role))
         .route(
             "/v1/rooms/{room}/messages",
             get(rooms::history).post(rooms::post_message),

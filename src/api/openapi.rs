@@ -8,10 +8,12 @@ use utoipa::{
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 
+use chatd_protocol::state::{MessageState, ReactionCount, ReplyPreview};
+
 use super::{me, ops, rooms};
 use crate::{
     chat::{MemberPresence, RoomPresence},
-    domain::{Message, Room, RoomKind, RoomSummary},
+    domain::{EntryKind, Message, Role, Room, RoomKind, RoomSummary},
     protocol::ErrorCode,
     store::{MemberReceipt, Order, UserSettings},
 };
@@ -98,6 +100,7 @@ impl Modify for BearerAuth {
         rooms::get,
         rooms::add_members,
         rooms::remove_member,
+        rooms::set_role,
         rooms::history,
         rooms::post_message,
         rooms::mark_read,
@@ -111,7 +114,7 @@ impl Modify for BearerAuth {
         ops::readyz,
     ),
     components(schemas(
-        ErrorBody, ErrorDetail, ErrorCode, Message, Room, RoomKind, RoomSummary, MemberPresence, RoomPresence, MemberReceipt, UserSettings, Order,
+        ErrorBody, ErrorDetail, ErrorCode, Message, MessageState, ReactionCount, ReplyPreview, EntryKind, Role, Room, RoomKind, RoomSummary, MemberPresence, RoomPresence, MemberReceipt, UserSettings, Order,
         rooms::RoomPage
     )),
     modifiers(&BearerAuth),

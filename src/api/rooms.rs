@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::{Json, extract::State, http::StatusCode};
+use chatd_protocol::state::MessageState;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,11 +14,11 @@ use super::{
     openapi::{CommonErrors, ErrorBody},
 };
 use crate::{
-    chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, RoomPresence},
-    domain::{Message, Room, RoomId, RoomSummary, Seq, UserId},
+    chat::{DEFAULT_PAGE, DEFAULT_ROOM_PAGE, RoomPresence, Write},
+    domain::{Message, Role, Room, RoomId, RoomSummary, Seq, UserId},
     protocol::ErrorCode,
     state::Node,
-    store::{HistoryQuery, MAX_SEQ, Mark, MemberReceipt, Order},
+    store::{Entries, HistoryQuery, MAX_SEQ, Mark, MemberReceipt, Order},
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -151,7 +152,8 @@ pub async fn add_members(
     ))
 }
 
-/// Removes a member from a group; members may remove anyone, themselves included.
+/// Removes a member from a group: anyone may leave; owners may remove anyone, admins plain
+/// members (403 otherwise).
 #[utoipa::path(delete, path = "/v1/rooms/{room}/members/{user}", tag = "rooms",
     params(("room" = String, Path, description = "room id"), ("user" = String, Path, description = "user id")),
     responses((status = 204, description = "removed (or was not a member)"), (status = 403, body = ErrorBody), CommonErrors))]
@@ -162,6 +164,28 @@ pub async fn remove_member(
 ) -> ApiResult<StatusCode> {
     node.chat.remove_member(&user, &room, &target).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetRole {
+    #[schema(inline)]
+    role: Role,
+}
+
+/// Gives a member of a group a role; owners only (403 otherwise and for direct rooms).
+#[utoipa::path(put, path = "/v1/rooms/{room}/members/{user}/role", tag = "rooms", request_body = SetRole,
+    params(("room" = String, Path, description = "room id"), ("user" = String, Path, description = "user id")),
+    responses((status = 200, body = Room), (status = 403, body = ErrorBody), CommonErrors))]
+pub async fn set_role(
+    State(node): State<Arc<Node>>,
+    AuthUser(user): AuthUser,
+    ApiPath((room, target)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<SetRole>,
+) -> ApiResult<Json<Room>> {
+    Ok(Json(
+        node.chat.set_role(&user, &room, &target, body.role).await?,
+    ))
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -187,11 +211,27 @@ pub struct HistoryParams {
     #[serde(default)]
     #[param(inline)]
     order: Order,
+    /// `log` (default): every entry of the room's log; `state`: messages only, each in its
+    /// current state.
+    #[serde(default)]
+    #[param(inline)]
+    view: View,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum View {
+    #[default]
+    Log,
+    State,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct HistoryPageBody {
-    messages: Vec<Message>,
+    /// Log entries (`view=log`), or messages in their current state (`view=state`: with
+    /// `editedAt`, `deletedAt`, `reactions` and `reply`).
+    #[schema(value_type = Vec<MessageState>)]
+    messages: Vec<serde_json::Value>,
     /// More messages match beyond this page.
     more: bool,
 }
@@ -234,12 +274,23 @@ pub async fn history(
         until: parse_time("until", params.until)?,
         order: params.order,
         limit: params.limit.unwrap_or(DEFAULT_PAGE),
+        entries: Entries::All,
     };
-    let page = node.chat.history(&user, &room, query).await?;
-    Ok(Json(HistoryPageBody {
-        messages: page.messages,
-        more: page.more,
-    }))
+    fn json<T: Serialize>(items: Vec<T>) -> Vec<serde_json::Value> {
+        let value = |item| serde_json::to_value(item).expect("entries serialize");
+        items.into_iter().map(value).collect()
+    }
+    let (messages, more) = match params.view {
+        View::Log => {
+            let page = node.chat.history(&user, &room, query).await?;
+            (json(page.messages), page.more)
+        }
+        View::State => {
+            let page = node.chat.history_state(&user, &room, query).await?;
+            (json(page.messages), page.more)
+        }
+    };
+    Ok(Json(HistoryPageBody { messages, more }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -251,6 +302,9 @@ pub struct PostMessage {
     /// Not only whitespace; at most `limits.max_text_chars` characters.
     #[schema(min_length = 1, pattern = "\\S")]
     text: String,
+    /// The seq of the message this one answers.
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    reply_to: Option<Seq>,
 }
 
 /// The same pipeline as a WebSocket `send`, for bots and backends.
@@ -270,9 +324,13 @@ pub async fn post_message(
         .sends
         .check(&user)
         .map_err(ApiError::rate_limited)?;
+    let message = Write::Message {
+        text: &body.text,
+        reply_to: check_seq("replyTo", body.reply_to)?,
+    };
     let appended = node
         .chat
-        .send(&user, &room, &body.client_msg_id, &body.text)
+        .write(&user, &room, &body.client_msg_id, message)
         .await?;
     let status = if appended.duplicate {
         StatusCode::OK

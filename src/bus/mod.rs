@@ -10,12 +10,14 @@
 //! that user is connected) and users' presence (wanted by every node where a contact of that
 //! user is connected). Subscriptions are reference-counted per node by the hub, never per connection.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Message, Room, RoomId, Seq, UserId, UserPresence};
+use crate::domain::{Message, Role, Room, RoomId, Seq, UserId, UserPresence};
 
 pub mod local;
 
@@ -96,8 +98,14 @@ pub enum BusEvent {
     },
     /// On a presence topic: what the user's contacts see changed.
     Presence { presence: UserPresence },
-    /// On the room topic: the member list changed.
-    Members { room: RoomId, members: Vec<UserId> },
+    /// On the room topic: the member list or the roles changed.
+    Members {
+        room: RoomId,
+        members: Vec<UserId>,
+        /// Absent in events from nodes without roles.
+        #[serde(default)]
+        roles: BTreeMap<UserId, Role>,
+    },
     /// On a user topic: the user is now a member of this room.
     RoomAdded { room: Room },
     /// On a user topic: the user is no longer a member of this room.

@@ -3,10 +3,12 @@
 
 use std::collections::BTreeMap;
 
+use chatd_protocol::state::MessageState;
+
 use super::{Chat, ChatError, ChatResult, HistoryPage, MAX_PAGE, Replay, Resumption, parse_room};
 use crate::{
     domain::{Message, RoomId, Seq, UserId},
-    store::HistoryQuery,
+    store::{Entries, HistoryQuery},
 };
 
 impl Chat {
@@ -74,6 +76,23 @@ impl Chat {
         let more = messages.len() > limit;
         messages.truncate(limit);
         Ok(HistoryPage { messages, more })
+    }
+
+    /// A page of the room's messages (not the changes) in their current state, as `user`
+    /// sees them (`view=state`).
+    pub async fn history_state(
+        &self,
+        user: &UserId,
+        room: &str,
+        mut query: HistoryQuery,
+    ) -> ChatResult<HistoryPage<MessageState>> {
+        query.entries = Entries::Messages;
+        let page = self.history(user, room, query).await?;
+        let room = parse_room(room)?;
+        Ok(HistoryPage {
+            messages: self.current(&room, page.messages, user).await?,
+            more: page.more,
+        })
     }
 
     /// A history read: the newest page comes from the recent cache when it can vouch for it.

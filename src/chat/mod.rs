@@ -15,17 +15,19 @@ use crate::{
     cache::RecentCache,
     clock::Clock,
     config::{Limits, PresenceSettings},
-    domain::{Message, Room, RoomId, UserId},
+    domain::{EntryKind, Message, Room, RoomId, UserId},
     presence::PresenceService,
     protocol::ErrorCode,
     store::{Appended, NewMessage, Store, StoreError},
 };
 
+mod changes;
 mod history;
 mod presence;
 mod receipts;
 mod rooms;
 
+pub use changes::{MAX_EMOJI_BYTES, Write};
 pub use presence::{MemberPresence, RoomPresence};
 pub use receipts::ReceiptBatcher;
 
@@ -134,8 +136,8 @@ pub struct Replay {
 }
 
 #[derive(Debug, Clone)]
-pub struct HistoryPage {
-    pub messages: Vec<Message>,
+pub struct HistoryPage<T = Message> {
+    pub messages: Vec<T>,
     /// More messages match beyond this page.
     pub more: bool,
 }
@@ -184,7 +186,8 @@ impl Chat {
         }
     }
 
-    /// The message pipeline. Returns the stored message (the first one, for a retry).
+    /// The message pipeline for a plain message (see [`Chat::write`] for the rest). Returns
+    /// the stored message (the first one, for a retry).
     pub async fn send(
         &self,
         sender: &UserId,
@@ -192,16 +195,16 @@ impl Chat {
         client_msg_id: &str,
         text: &str,
     ) -> ChatResult<Appended> {
-        let room = parse_room(room)?;
-        validate_client_msg_id(client_msg_id)?;
-        self.validate_text(text)?;
-        self.require_member(&room, sender).await?;
-        let new = NewMessage {
-            room: room.clone(),
-            sender: sender.clone(),
-            client_msg_id: client_msg_id.to_owned(),
-            text: text.to_owned(),
+        let message = Write::Message {
+            text,
+            reply_to: None,
         };
+        self.write(sender, room, client_msg_id, message).await
+    }
+
+    /// Store, then cache, then publish: the ack waits for all three.
+    async fn append_and_announce(&self, new: NewMessage) -> ChatResult<Appended> {
+        let room = new.room.clone();
         let started = std::time::Instant::now();
         let appended = self.store.append(new, self.clock.now()).await?;
         metrics::histogram!("chatd_store_append_seconds").record(started.elapsed());
@@ -209,10 +212,13 @@ impl Chat {
             .increment(1);
         // Cached and announced again on a retry: the first attempt may have failed right here.
         if let Some(recent) = &self.recent {
-            recent
-                .push(&appended.message)
-                .await
-                .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
+            let cached = if appended.message.kind == EntryKind::Delete {
+                // The cache holds the text the delete removed: it starts over for the room.
+                recent.forget(&room).await
+            } else {
+                recent.push(&appended.message).await
+            };
+            cached.map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         }
         let event = BusEvent::Message {
             message: appended.message.clone(),
@@ -267,6 +273,7 @@ impl Chat {
         let event = BusEvent::Members {
             room: room.id.clone(),
             members: room.members.clone(),
+            roles: room.roles.clone(),
         };
         self.publish_quietly(&Topic::Room(room.id.clone()), &event)
             .await;

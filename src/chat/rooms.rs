@@ -8,9 +8,9 @@ use futures_util::{StreamExt, TryStreamExt};
 use super::{Chat, ChatError, ChatResult, MAX_GROUP_NAME, MAX_ROOM_PAGE, UNREAD_CAP};
 use crate::{
     bus::{BusEvent, Topic},
-    domain::{Room, RoomId, RoomKind, RoomSummary, UserId},
+    domain::{Role, Room, RoomId, RoomKind, RoomSummary, UserId},
     protocol::ErrorCode,
-    store::{HistoryQuery, NewGroup},
+    store::{Entries, HistoryQuery, NewGroup},
 };
 
 impl Chat {
@@ -77,10 +77,10 @@ impl Chat {
         room: &str,
         members: &[String],
     ) -> ChatResult<Room> {
-        let room = self.room(user, room).await?;
-        if room.kind == RoomKind::Direct {
+        let room = self.group(user, room).await?;
+        if !room.role_of(user).moderates() {
             return Err(ChatError::Forbidden(
-                "a direct room's members cannot change".into(),
+                "only a group's owners and admins may add members".into(),
             ));
         }
         let wanted = self.parse_users(members)?;
@@ -119,16 +119,23 @@ impl Chat {
         Ok(room)
     }
 
-    /// Removes `target` from a group; members may remove anyone, including themselves.
+    /// Removes `target` from a group: anyone may leave; owners remove anyone, admins plain
+    /// members. The last owner's leaving hands ownership on (the store does).
     pub async fn remove_member(&self, user: &UserId, room: &str, target: &str) -> ChatResult<()> {
-        let room = self.room(user, room).await?;
-        if room.kind == RoomKind::Direct {
-            return Err(ChatError::Forbidden(
-                "a direct room's members cannot change".into(),
-            ));
-        }
+        let room = self.group(user, room).await?;
         let target =
             UserId::from_stored(target).map_err(|e| ChatError::bad_field(format!("user: {e}")))?;
+        let allowed = match room.role_of(user) {
+            _ if target == *user => true,
+            Role::Owner => true,
+            Role::Admin => room.role_of(&target) == Role::Member,
+            Role::Member => false,
+        };
+        if !allowed {
+            return Err(ChatError::Forbidden(
+                "only owners may remove anyone, admins plain members; anyone may leave".into(),
+            ));
+        }
         if self.store.remove_member(&room.id, &target).await? {
             let event = BusEvent::RoomRemoved {
                 room: room.id.clone(),
@@ -140,6 +147,57 @@ impl Chat {
             }
         }
         Ok(())
+    }
+
+    /// Gives `target` a role in a group; owners only. The last owner cannot step down (they
+    /// may leave: ownership passes on).
+    pub async fn set_role(
+        &self,
+        user: &UserId,
+        room: &str,
+        target: &str,
+        role: Role,
+    ) -> ChatResult<Room> {
+        let room = self.group(user, room).await?;
+        if room.role_of(user) != Role::Owner {
+            return Err(ChatError::Forbidden(
+                "only a group's owners may change roles".into(),
+            ));
+        }
+        let target = UserId::from_stored(target)
+            .ok()
+            .filter(|t| room.members.contains(t))
+            .ok_or_else(|| ChatError::bad_field("user: not a member of this room"))?;
+        let owners = room.roles.values().filter(|r| **r == Role::Owner).count();
+        if target == *user && role != Role::Owner && owners == 1 {
+            return Err(ChatError::Forbidden(
+                "the last owner cannot step down; make another member owner first".into(),
+            ));
+        }
+        if room.role_of(&target) == role {
+            return Ok(room);
+        }
+        if !self.store.set_role(&room.id, &target, role).await? {
+            return Err(ChatError::bad_field("user: not a member of this room"));
+        }
+        let room = self
+            .store
+            .room(&room.id)
+            .await?
+            .ok_or(ChatError::RoomNotFound)?;
+        self.announce_members(&room).await;
+        Ok(room)
+    }
+
+    /// The group, if `user` is a member; direct rooms have no members to change.
+    async fn group(&self, user: &UserId, room: &str) -> ChatResult<Room> {
+        let room = self.room(user, room).await?;
+        if room.kind == RoomKind::Direct {
+            return Err(ChatError::Forbidden(
+                "a direct room's members cannot change".into(),
+            ));
+        }
+        Ok(room)
     }
 
     /// Refuses to add users who are in `limits.max_rooms_per_user` rooms already. Checked
@@ -187,13 +245,19 @@ impl Chat {
                 .room(&m.room)
                 .await?
                 .ok_or(ChatError::RoomNotFound)?;
-            let last_message = self.read(&m.room, &HistoryQuery::latest(1)).await?.pop();
+            let standing = HistoryQuery {
+                entries: Entries::Standing,
+                ..HistoryQuery::latest(1)
+            };
+            let last_message = self.store.history(&m.room, &standing).await?;
+            let last_message = self.current(&m.room, last_message, user).await?.pop();
+            let last_seq = self.store.last_seq(&m.room).await?;
             let unread = self
                 .store
                 .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
                 .await?;
             Ok::<_, ChatError>(RoomSummary {
-                last_seq: last_message.as_ref().map_or(0, |msg| msg.seq),
+                last_seq,
                 room,
                 last_message,
                 read_seq: m.read_seq,

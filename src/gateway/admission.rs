@@ -52,12 +52,15 @@ impl Refusal {
 
 impl Session {
     /// Applies the rate limits: every frame counts against the connection's bucket, every
-    /// send also against the user's.
+    /// send (and change: edit, delete, react) also against the user's.
     pub(super) fn admit(&self, frame: &ClientFrame) -> Result<(), Duration> {
         self.frames.check()?;
         let limits = &self.node.limits;
         match frame {
-            ClientFrame::Send(_) => limits.sends.check(&self.user),
+            ClientFrame::Send(_)
+            | ClientFrame::Edit(_)
+            | ClientFrame::Delete(_)
+            | ClientFrame::React(_) => limits.sends.check(&self.user),
             // Both write a position to the store.
             ClientFrame::Read(_) | ClientFrame::Delivered(_) => limits.reads.check(&self.user),
             // A resume costs one per room it names: its work grows with them.
@@ -92,10 +95,10 @@ impl Session {
         if !self.count_refusal() {
             return false;
         }
-        let (client_msg_id, room) = match frame {
-            ClientFrame::Send(send) => (Some(send.client_msg_id.clone()), Some(send.room.clone())),
-            _ => (None, None),
-        };
+        let (room, client_msg_id) = frame
+            .entry_ids()
+            .map(|(room, id)| (room.to_owned(), id.to_owned()))
+            .unzip();
         let retry_after_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         self.reply(ServerFrame::Error(ErrorFrame {
             client_msg_id,

@@ -17,7 +17,7 @@ use tokio::{sync::mpsc, time::Instant};
 
 use super::{Admitted, Refusal, writer};
 use crate::{
-    chat::{ChatError, PublicError},
+    chat::{ChatError, PublicError, Write},
     domain::{RoomId, UserId},
     hub::{ConnHandle, Outbound},
     protocol::{
@@ -467,29 +467,34 @@ impl Session {
                 if RoomId::parse(&send.room).is_ok_and(|r| self.live.typing.contains_key(&r)) {
                     self.on_typing(&send.room, false).await;
                 }
-                let sent = self
-                    .node
-                    .chat
-                    .send(&self.user, &send.room, &send.client_msg_id, &send.text)
+                let message = Write::Message {
+                    text: &send.text,
+                    reply_to: send.reply_to,
+                };
+                self.write(&send.room, &send.client_msg_id, message).await;
+            }
+            ClientFrame::Edit(edit) => {
+                self.note_activity().await;
+                let change = Write::Edit {
+                    seq: edit.seq,
+                    text: &edit.text,
+                };
+                self.write(&edit.room, &edit.client_msg_id, change).await;
+            }
+            ClientFrame::Delete(delete) => {
+                self.note_activity().await;
+                let change = Write::Delete { seq: delete.seq };
+                self.write(&delete.room, &delete.client_msg_id, change)
                     .await;
-                match sent {
-                    Ok(appended) => {
-                        let m = appended.message;
-                        self.reply(ServerFrame::Ack {
-                            client_msg_id: m.client_msg_id,
-                            room: m.room,
-                            id: m.id,
-                            seq: m.seq,
-                            created_at: m.created_at,
-                            duplicate: appended.duplicate,
-                        })
-                        .await;
-                    }
-                    Err(e) => {
-                        self.reply_chat_error(&e, Some(&send.client_msg_id), Some(&send.room))
-                            .await;
-                    }
-                }
+            }
+            ClientFrame::React(react) => {
+                self.note_activity().await;
+                let change = Write::React {
+                    seq: react.seq,
+                    emoji: &react.emoji,
+                    remove: react.remove,
+                };
+                self.write(&react.room, &react.client_msg_id, change).await;
             }
             ClientFrame::Resume(resume) => self.resume(resume).await,
             ClientFrame::Read(read) => {
@@ -511,6 +516,33 @@ impl Session {
             }
             ClientFrame::Active => self.note_activity().await,
             ClientFrame::Ping(ping) => self.reply(ServerFrame::Pong { id: ping.id }).await,
+        }
+    }
+
+    /// A message or a change: `ack` once stored and announced, else an `error` naming it.
+    async fn write(&self, room: &str, client_msg_id: &str, write: Write<'_>) {
+        let written = self
+            .node
+            .chat
+            .write(&self.user, room, client_msg_id, write)
+            .await;
+        match written {
+            Ok(appended) => {
+                let m = appended.message;
+                self.reply(ServerFrame::Ack {
+                    client_msg_id: m.client_msg_id,
+                    room: m.room,
+                    id: m.id,
+                    seq: m.seq,
+                    created_at: m.created_at,
+                    duplicate: appended.duplicate,
+                })
+                .await;
+            }
+            Err(e) => {
+                self.reply_chat_error(&e, Some(client_msg_id), Some(room))
+                    .await;
+            }
         }
     }
 

@@ -174,7 +174,7 @@ async fn route(
             (Topic::Room(room), BusEvent::Typing { user, typing, .. }) => {
                 hub.typing.apply(&room, &user, typing, Instant::now());
             }
-            (Topic::Room(room), BusEvent::Members { members, .. }) => {
+            (Topic::Room(room), BusEvent::Members { members, roles, .. }) => {
                 // In small groups members see each other's presence: their contacts changed
                 // (also when the group just outgrew the size).
                 if hub.resized(&room, members.len()) {
@@ -185,6 +185,7 @@ async fn route(
                 let frame = encode(&ServerFrame::Members {
                     room: room.clone(),
                     members,
+                    roles,
                 });
                 hub.offer_room(&room, &Outbound::Frame(frame));
             }

@@ -79,6 +79,15 @@ impl RecentCache for RedisRecentCache {
             .map_err(|e| CacheError::Unavailable(format!("redis: {e}")))
     }
 
+    async fn forget(&self, room: &RoomId) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        let del = redis::cmd("DEL").arg(self.key(room)).to_owned();
+        tokio::time::timeout(self.timeout, del.query_async::<()>(&mut conn))
+            .await
+            .map_err(|_| CacheError::Unavailable("write timed out".into()))?
+            .map_err(|e| CacheError::Unavailable(format!("redis: {e}")))
+    }
+
     async fn after(&self, room: &RoomId, after: Seq, limit: usize) -> Option<Vec<Message>> {
         // Read from `after` itself: seeing it proves the cache covers the start of the range.
         let mut cmd = redis::cmd("ZRANGE");

@@ -15,7 +15,7 @@ use super::{
     Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Store, StoreError,
     StoreResult, UserSettings,
 };
-use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
+use crate::domain::{Membership, Message, Role, Room, RoomId, Seq, UserId};
 
 pub struct DeadlineStore {
     inner: Arc<dyn Store>,
@@ -49,6 +49,27 @@ impl Store for DeadlineStore {
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
         self.within(self.inner.history(room, query)).await
+    }
+
+    async fn entry_by_client_msg_id(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        self.within(
+            self.inner
+                .entry_by_client_msg_id(room, sender, client_msg_id),
+        )
+        .await
+    }
+
+    async fn entries(&self, room: &RoomId, seqs: &[Seq]) -> StoreResult<Vec<Message>> {
+        self.within(self.inner.entries(room, seqs)).await
+    }
+
+    async fn changes(&self, room: &RoomId, targets: &[Seq]) -> StoreResult<Vec<Message>> {
+        self.within(self.inner.changes(room, targets)).await
     }
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
@@ -90,6 +111,10 @@ impl Store for DeadlineStore {
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
         self.within(self.inner.remove_member(room, user)).await
+    }
+
+    async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
+        self.within(self.inner.set_role(room, user, role)).await
     }
 
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
+use crate::domain::{EntryKind, Membership, Message, Role, Room, RoomId, Seq, UserId};
 
 pub mod deadline;
 pub mod mongo;
@@ -136,13 +136,35 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// A message as the sender asked for it; the store adds id, seq and createdAt.
+/// An entry (a message or a change) as the sender asked for it; the store adds id, seq and
+/// createdAt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewMessage {
     pub room: RoomId,
     pub sender: UserId,
     pub client_msg_id: String,
+    pub kind: EntryKind,
     pub text: String,
+    /// For changes: the message they apply to.
+    pub target: Option<Seq>,
+    pub reply_to: Option<Seq>,
+    pub emoji: Option<String>,
+}
+
+impl NewMessage {
+    /// A plain message (no reply).
+    pub fn text(room: RoomId, sender: UserId, client_msg_id: &str, text: &str) -> Self {
+        Self {
+            room,
+            sender,
+            client_msg_id: client_msg_id.to_owned(),
+            kind: EntryKind::Message,
+            text: text.to_owned(),
+            target: None,
+            reply_to: None,
+            emoji: None,
+        }
+    }
 }
 
 impl NewMessage {
@@ -160,7 +182,12 @@ impl NewMessage {
             seq: previous.map_or(1, |(seq, _)| seq + 1),
             sender: self.sender.clone(),
             client_msg_id: self.client_msg_id.clone(),
+            kind: self.kind,
             text: self.text.clone(),
+            target: self.target,
+            reply_to: self.reply_to,
+            emoji: self.emoji.clone(),
+            deleted: false,
             created_at: crate::clock::next_created_at(previous.map(|(_, at)| at), now),
         }
     }
@@ -181,6 +208,18 @@ pub enum Order {
     Desc,
 }
 
+/// Which entries of the log a history query returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Entries {
+    /// Every entry: the log, as resume and gap filling need it.
+    #[default]
+    All,
+    /// Messages only (tombstones included), not the changes to them.
+    Messages,
+    /// Messages that are not deleted.
+    Standing,
+}
+
 /// A page of one room's history. Bounds are exclusive for seq (`after`, `before`) and
 /// half-open for time (`since` inclusive, `until` exclusive); they combine.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -191,6 +230,7 @@ pub struct HistoryQuery {
     pub until: Option<DateTime<Utc>>,
     pub order: Order,
     pub limit: usize,
+    pub entries: Entries,
 }
 
 impl HistoryQuery {
@@ -213,6 +253,22 @@ impl HistoryQuery {
     }
 }
 
+/// Who takes over a group whose last owner left: the longest-standing admin, else the
+/// longest-standing member (earliest `joined`, then user id). `None` while an owner remains
+/// or nobody does. The same rule in every store.
+pub fn successor<'a>(
+    members: impl IntoIterator<Item = (&'a UserId, Role, DateTime<Utc>)>,
+) -> Option<UserId> {
+    let members: Vec<_> = members.into_iter().collect();
+    if members.iter().any(|(_, role, _)| *role == Role::Owner) {
+        return None;
+    }
+    members
+        .iter()
+        .min_by_key(|(user, role, joined)| (*role != Role::Admin, *joined, *user))
+        .map(|(user, ..)| (*user).clone())
+}
+
 /// A group as its creator asked for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewGroup {
@@ -233,14 +289,33 @@ pub trait Store: Send + Sync + 'static {
     ///
     /// A seq exists only once its message is stored, so seq N being readable implies every
     /// seq below N is readable too: the history has no holes, ever.
+    ///
+    /// A delete also removes the text of its target and of the target's edits (they read
+    /// back with `text: ""` and `deleted`), on a retry too; an edit of a deleted message is
+    /// stored without its text. The caller has checked that the target exists.
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended>;
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>>;
 
+    /// The entry stored under (room, sender, clientMsgId), if any: a retry's first attempt.
+    async fn entry_by_client_msg_id(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>>;
+
+    /// The entries at these seqs (those that exist), by seq.
+    async fn entries(&self, room: &RoomId, seqs: &[Seq]) -> StoreResult<Vec<Message>>;
+
+    /// The changes (edits, deletes, reactions) to the messages at these seqs, by seq.
+    async fn changes(&self, room: &RoomId, targets: &[Seq]) -> StoreResult<Vec<Message>>;
+
     /// The newest seq of the room (0 if it has no messages).
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq>;
 
-    /// Messages after `after_seq` not sent by `user`, counted up to `cap`.
+    /// Messages (not changes, not deleted) after `after_seq` not sent by `user`, counted up
+    /// to `cap`.
     async fn count_unread(
         &self,
         room: &RoomId,
@@ -267,8 +342,12 @@ pub trait Store: Send + Sync + 'static {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<UserId>>;
 
-    /// Removes a member; false if they were not one.
+    /// Removes a member; false if they were not one. When a group's last owner goes, its
+    /// [`successor`] becomes owner.
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool>;
+
+    /// Sets a member's role; false if they are not a member.
+    async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool>;
 
     /// The room with its members, if it exists.
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>>;

@@ -7,14 +7,17 @@ use std::future::Future;
 use chrono::{DateTime, Utc};
 
 use super::{NewGroup, StoreError, StoreResult};
-use crate::domain::{Room, RoomId, RoomKind, UserId};
+use crate::domain::{Role, Room, RoomId, RoomKind, UserId};
 
 /// A room about to be created, with the members it starts with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewRoom {
-    /// The room as stored (its `members` are not read: `members` below are inserted).
+    /// The room as stored (its `members` and `roles` are not read: `members` below are
+    /// inserted).
     pub room: Room,
     pub members: Vec<UserId>,
+    /// A group's creator, inserted first as its owner.
+    owner: Option<UserId>,
     /// What went wrong if the room cannot be read back after it was written.
     vanished: &'static str,
 }
@@ -25,6 +28,7 @@ impl NewRoom {
         let room = Room::new_direct(a, b, now);
         Self {
             members: room.members.clone(),
+            owner: None,
             room,
             vanished: "direct room vanished",
         }
@@ -37,9 +41,11 @@ impl NewRoom {
                 kind: RoomKind::Group,
                 name: Some(group.name),
                 members: Vec::new(),
-                created_by: group.created_by,
+                roles: Default::default(),
+                created_by: group.created_by.clone(),
                 created_at: now,
             },
+            owner: Some(group.created_by),
             members: group.members,
             vanished: "new group vanished",
         }
@@ -51,11 +57,12 @@ pub trait RoomWrites {
     /// Inserts the room unless one with its id exists (then changes nothing).
     fn insert_room(&self, room: &Room) -> impl Future<Output = StoreResult<()>> + Send;
 
-    /// Inserts the members missing from `room`, joined at `now`; returns them.
+    /// Inserts the members missing from `room` with `role`, joined at `now`; returns them.
     fn insert_members(
         &self,
         room: &RoomId,
         users: &[UserId],
+        role: Role,
         now: DateTime<Utc>,
     ) -> impl Future<Output = StoreResult<Vec<UserId>>> + Send;
 
@@ -69,11 +76,17 @@ pub async fn create_room(writes: &impl RoomWrites, new: NewRoom) -> StoreResult<
     let NewRoom {
         room,
         members,
+        owner,
         vanished,
     } = new;
     writes.insert_room(&room).await?;
+    if let Some(owner) = owner {
+        writes
+            .insert_members(&room.id, &[owner], Role::Owner, room.created_at)
+            .await?;
+    }
     writes
-        .insert_members(&room.id, &members, room.created_at)
+        .insert_members(&room.id, &members, Role::Member, room.created_at)
         .await?;
     writes
         .load_room(&room.id)

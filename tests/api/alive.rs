@@ -41,17 +41,20 @@ fn token(user: &str) -> String {
 }
 
 /// chatd processes sharing one store and bus; users are placed on a node by index.
-struct Deployment {
-    nodes: Vec<ChatdNode>,
-    _dir: Option<tempfile::TempDir>,
+pub(crate) struct Deployment {
+    pub(crate) nodes: Vec<ChatdNode>,
+    /// The SQLite file's directory (one node only).
+    dir: Option<tempfile::TempDir>,
     /// The Redis bus's channel prefix (cluster only).
     prefix: Option<String>,
     /// Makes user names unique to this deployment (the MongoDB-wire server is shared).
     tag: String,
+    /// The MongoDB database (cluster only).
+    pub(crate) database: Option<String>,
 }
 
 impl Deployment {
-    fn single(extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn single(extra: &[(&str, &str)]) -> Self {
         let dir = tempfile::TempDir::new().unwrap();
         let mut env = vec![(
             "CHATD__STORE__SQLITE_PATH".to_owned(),
@@ -65,17 +68,18 @@ impl Deployment {
         let tag = unique("n")[2..8].to_owned();
         Self {
             nodes: vec![ChatdNode::start(&format!("alive1-{tag}"), &env)],
-            _dir: Some(dir),
+            dir: Some(dir),
             prefix: None,
             tag,
+            database: None,
         }
     }
 
-    fn cluster(n: usize, extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn cluster(n: usize, extra: &[(&str, &str)]) -> Self {
         Self::cluster_on(&Redis::shared().url(), n, extra)
     }
 
-    fn cluster_on(redis: &str, n: usize, extra: &[(&str, &str)]) -> Self {
+    pub(crate) fn cluster_on(redis: &str, n: usize, extra: &[(&str, &str)]) -> Self {
         let prefix = unique("chatd_alive");
         let mut env = cluster_env(redis, &Mongo::shared().uri, &prefix, &prefix);
         env.extend(
@@ -89,30 +93,36 @@ impl Deployment {
             .collect();
         Self {
             nodes,
-            _dir: None,
+            dir: None,
+            database: Some(prefix.clone()),
             prefix: Some(prefix),
             tag,
         }
     }
 
-    fn user(&self, name: &str) -> String {
+    /// The SQLite file (one node only).
+    pub(crate) fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("chatd.db"))
+    }
+
+    pub(crate) fn user(&self, name: &str) -> String {
         format!("{name}-{}", self.tag)
     }
 
-    fn base(&self, node: usize) -> String {
+    pub(crate) fn base(&self, node: usize) -> String {
         self.nodes[node % self.nodes.len()].base()
     }
 
-    fn client(&self, node: usize, user: &str) -> Client {
+    pub(crate) fn client(&self, node: usize, user: &str) -> Client {
         Client::new(self.base(node), token(&self.user(user)))
     }
 
     /// A live connection of `user` on node `node` (presence, typing and unread included).
-    async fn live(&self, node: usize, user: &str) -> Live {
+    pub(crate) async fn live(&self, node: usize, user: &str) -> Live {
         Live::open(&self.client(node, user)).await
     }
 
-    async fn get(&self, node: usize, user: &str, path: &str) -> Value {
+    pub(crate) async fn get(&self, node: usize, user: &str, path: &str) -> Value {
         let client = self.client(node, user);
         let r = reply(
             reqwest::Client::new()
@@ -124,7 +134,7 @@ impl Deployment {
         r.body
     }
 
-    async fn put(&self, node: usize, user: &str, path: &str, body: Value) -> Value {
+    pub(crate) async fn put(&self, node: usize, user: &str, path: &str, body: Value) -> Value {
         let client = self.client(node, user);
         let r = reply(
             reqwest::Client::new()
@@ -138,8 +148,8 @@ impl Deployment {
     }
 }
 
-struct Live {
-    conn: Connection,
+pub(crate) struct Live {
+    pub(crate) conn: Connection,
     /// Frames read while looking for something else, in order.
     seen: Vec<ServerFrame>,
     pings: u64,
@@ -148,7 +158,7 @@ struct Live {
 }
 
 impl Live {
-    async fn open(client: &Client) -> Self {
+    pub(crate) async fn open(client: &Client) -> Self {
         let mut conn = client.connect().await.expect("connects").with_ambient();
         let welcome = conn.event(WAIT).await.unwrap();
         assert!(
@@ -167,13 +177,16 @@ impl Live {
         live
     }
 
-    async fn send(&mut self, frame: Value) {
+    pub(crate) async fn send(&mut self, frame: Value) {
         self.conn.send_json(&frame).await.expect("send");
     }
 
     /// The next frame that `pick` wants (among those kept, first); the others are kept in
     /// `seen`.
-    async fn next_matching(&mut self, pick: impl Fn(&ServerFrame) -> bool) -> ServerFrame {
+    pub(crate) async fn next_matching(
+        &mut self,
+        pick: impl Fn(&ServerFrame) -> bool,
+    ) -> ServerFrame {
         if let Some(i) = self.seen.iter().position(&pick) {
             return self.seen.remove(i);
         }
@@ -190,7 +203,7 @@ impl Live {
 
     /// Every frame that arrives before the answer to a ping sent now: what the server had
     /// queued for this connection by the time it handled the ping.
-    async fn drain(&mut self) -> Vec<ServerFrame> {
+    pub(crate) async fn drain(&mut self) -> Vec<ServerFrame> {
         self.pings += 1;
         let id = self.pings;
         self.send(json!({"type": "ping", "id": id})).await;
@@ -276,7 +289,7 @@ impl Live {
         }
     }
 
-    async fn send_acked(&mut self, room: &RoomId, id: &str) -> u64 {
+    pub(crate) async fn send_acked(&mut self, room: &RoomId, id: &str) -> u64 {
         self.send(json!({"type": "send", "room": room, "clientMsgId": id, "text": id}))
             .await;
         match self

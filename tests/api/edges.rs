@@ -585,7 +585,10 @@ async fn the_recent_cache_answers_only_what_reaches_the_stores_last_seq() {
         .unwrap();
     assert_eq!(seqs(&newest), [3, 2, 1]);
     let listed = bob.rooms().await.unwrap();
-    assert_eq!(listed[0].last_message.as_ref().map(|m| m.seq), Some(3));
+    assert_eq!(
+        listed[0].last_message.as_ref().map(|m| m.message.seq),
+        Some(3)
+    );
     let resume = BTreeMap::from([(room.id.clone(), 1)]);
     let (_bob, replayed) = TestConn::connect_and_replay(&bob, &resume).await;
     assert_eq!(seqs(&replayed), [2, 3]);

@@ -374,10 +374,10 @@ pub fn seqs(messages: &[Message]) -> Vec<Seq> {
 /// A message for `Store::append`: `sender`'s `client_msg_id` in `room`, with a text that
 /// names it.
 pub fn new_message(room: &RoomId, sender: &str, client_msg_id: &str) -> NewMessage {
-    NewMessage {
-        room: room.clone(),
-        sender: UserId::parse(sender).unwrap(),
-        client_msg_id: client_msg_id.into(),
-        text: format!("text of {client_msg_id}"),
-    }
+    NewMessage::text(
+        room.clone(),
+        UserId::parse(sender).unwrap(),
+        client_msg_id,
+        &format!("text of {client_msg_id}"),
+    )
 }

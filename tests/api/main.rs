@@ -7,6 +7,7 @@ mod servers;
 mod alive;
 mod auth;
 mod bad_input;
+mod changes;
 mod cluster;
 mod conformance;
 mod edges;

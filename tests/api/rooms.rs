@@ -30,17 +30,26 @@ async fn a_direct_room_is_the_same_whoever_asks_however_often() {
 }
 
 #[tokio::test]
-async fn members_manage_groups_and_non_members_cannot() {
+async fn owners_manage_groups_and_non_members_cannot() {
     let app = TestApp::spawn().await;
     let room = group(&app, "team", &["alice", "bob"]).await;
     assert_eq!(room.name.as_deref(), Some("team"));
     let mut dave = app.connect("dave").await;
     let mut bob = app.connect("bob").await;
 
-    // bob (a member) adds dave: dave's live connection joins the room.
+    // bob, a plain member, may not add anyone; alice (who created it: the owner) adds dave,
+    // whose live connection joins the room.
     let members_path = format!("/v1/rooms/{}/members", room.id);
     let r = app
-        .post_json_as("bob", &members_path, json!({"members": ["dave", "carol"]}))
+        .post_json_as("bob", &members_path, json!({"members": ["dave"]}))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .post_json_as(
+            "alice",
+            &members_path,
+            json!({"members": ["dave", "carol"]}),
+        )
         .await;
     assert_eq!(r.status, 200);
     let joined = dave
@@ -112,7 +121,7 @@ async fn room_list_shows_last_message_read_position_and_unread() {
     assert_eq!(rooms.len(), 2);
     assert_eq!(rooms[0].room.id, busy.id, "most recently active first");
     assert_eq!(rooms[0].last_seq, 4);
-    assert_eq!(rooms[0].last_message.as_ref().unwrap().text, "mine");
+    assert_eq!(rooms[0].last_message.as_ref().unwrap().message.text, "mine");
     assert_eq!(
         (rooms[0].read_seq, rooms[0].unread),
         (0, 3),

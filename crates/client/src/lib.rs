@@ -157,7 +157,7 @@ impl Client {
         let activity = |s: &RoomSummary| {
             s.last_message
                 .as_ref()
-                .map_or(s.room.created_at, |m| m.created_at)
+                .map_or(s.room.created_at, |m| m.message.created_at)
         };
         rooms.sort_by_key(|s| std::cmp::Reverse(activity(s)));
         Ok(rooms)
@@ -287,6 +287,10 @@ impl Connection {
         self.sender.send_message(room, client_msg_id, text).await
     }
 
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
+        self.sender.send_frame(frame).await
+    }
+
     pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {
         self.sender.resume(rooms).await
     }
@@ -335,7 +339,13 @@ impl ConnSender {
             room: room.to_string(),
             client_msg_id: client_msg_id.to_owned(),
             text: text.to_owned(),
+            reply_to: None,
         });
+        self.send_frame(&frame).await
+    }
+
+    /// Any client frame (edits, deletes, reactions, replies...).
+    pub async fn send_frame(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
         self.send_text(frame.to_json()).await
     }
 

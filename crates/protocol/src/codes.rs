@@ -24,6 +24,10 @@ pub enum ErrorCode {
     RoomNotFound,
     /// A member asked for something members may not do (e.g. add people to a direct room).
     Forbidden,
+    /// The seq of a change (or a reply) names no message of the room, or a deleted one.
+    MessageNotFound,
+    /// The message is older than `limits.edit_window_ms`.
+    EditWindowClosed,
     RateLimited,
     /// The message store cannot be reached. Nothing was stored; retry with the same clientMsgId.
     StoreUnavailable,
@@ -160,7 +164,7 @@ impl CloseReason {
 
 impl ErrorCode {
     /// Every code the server sends, in the order docs/protocol.md lists them.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 25] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -170,6 +174,8 @@ impl ErrorCode {
         ErrorCode::FrameTooLarge,
         ErrorCode::RoomNotFound,
         ErrorCode::Forbidden,
+        ErrorCode::MessageNotFound,
+        ErrorCode::EditWindowClosed,
         ErrorCode::RateLimited,
         ErrorCode::StoreUnavailable,
         ErrorCode::BusUnavailable,
@@ -198,6 +204,8 @@ impl ErrorCode {
             ErrorCode::FrameTooLarge => "frame_too_large",
             ErrorCode::RoomNotFound => "room_not_found",
             ErrorCode::Forbidden => "forbidden",
+            ErrorCode::MessageNotFound => "message_not_found",
+            ErrorCode::EditWindowClosed => "edit_window_closed",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::StoreUnavailable => "store_unavailable",
             ErrorCode::BusUnavailable => "bus_unavailable",
@@ -223,8 +231,8 @@ impl ErrorCode {
         Some(match self {
             BadJson | UnknownType | BadField | EmptyText | TextTooLong | BadRequest => 400,
             Unauthorized | TokenExpired => 401,
-            Forbidden => 403,
-            RoomNotFound | NotFound => 404,
+            Forbidden | EditWindowClosed => 403,
+            RoomNotFound | MessageNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
             TooManyRooms => 409,

@@ -10,7 +10,7 @@ use serde_json::error::Category;
 
 use crate::{
     codes::ErrorCode,
-    model::{MAX_SEQ, Message, Room, RoomId, Seq, UserId, UserPresence},
+    model::{MAX_SEQ, Message, Role, Room, RoomId, Seq, UserId, UserPresence},
 };
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -28,6 +28,9 @@ pub const SUBPROTOCOL: &str = "chatd.v1";
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ClientFrame {
     Send(SendFrame),
+    Edit(EditFrame),
+    Delete(DeleteFrame),
+    React(ReactFrame),
     Resume(ResumeFrame),
     Read(ReadFrame),
     Delivered(DeliveredFrame),
@@ -46,6 +49,9 @@ impl ClientFrame {
     pub fn kind(&self) -> &'static str {
         match self {
             ClientFrame::Send(_) => "send",
+            ClientFrame::Edit(_) => "edit",
+            ClientFrame::Delete(_) => "delete",
+            ClientFrame::React(_) => "react",
             ClientFrame::Resume(_) => "resume",
             ClientFrame::Read(_) => "read",
             ClientFrame::Delivered(_) => "delivered",
@@ -62,6 +68,52 @@ pub struct SendFrame {
     pub room: String,
     pub client_msg_id: String,
     pub text: String,
+    /// The seq of the message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+}
+
+/// New text for the sender's message at `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EditFrame {
+    pub room: String,
+    pub client_msg_id: String,
+    pub seq: Seq,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteFrame {
+    pub room: String,
+    pub client_msg_id: String,
+    pub seq: Seq,
+}
+
+/// Adds (or with `remove`, takes back) the user's `emoji` on the message at `seq`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReactFrame {
+    pub room: String,
+    pub client_msg_id: String,
+    pub seq: Seq,
+    pub emoji: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub remove: bool,
+}
+
+impl ClientFrame {
+    /// The room and clientMsgId of a frame that writes to a room's log (send and changes).
+    pub fn entry_ids(&self) -> Option<(&str, &str)> {
+        match self {
+            ClientFrame::Send(f) => Some((&f.room, &f.client_msg_id)),
+            ClientFrame::Edit(f) => Some((&f.room, &f.client_msg_id)),
+            ClientFrame::Delete(f) => Some((&f.room, &f.client_msg_id)),
+            ClientFrame::React(f) => Some((&f.room, &f.client_msg_id)),
+            _ => None,
+        }
+    }
 }
 
 /// "I have everything up to `seq` in each of these rooms": the server replays what follows.
@@ -149,7 +201,26 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
         serde_json::from_str(text).map_err(|e| FrameError::new(ErrorCode::BadField, e.to_string()))
     }
     match kind.as_ref() {
-        "send" => fields(text).map(ClientFrame::Send),
+        "send" => {
+            let send: SendFrame = fields(text)?;
+            check_seq("replyTo", send.reply_to.unwrap_or(0))?;
+            Ok(ClientFrame::Send(send))
+        }
+        "edit" => {
+            let edit: EditFrame = fields(text)?;
+            check_seq("seq", edit.seq)?;
+            Ok(ClientFrame::Edit(edit))
+        }
+        "delete" => {
+            let delete: DeleteFrame = fields(text)?;
+            check_seq("seq", delete.seq)?;
+            Ok(ClientFrame::Delete(delete))
+        }
+        "react" => {
+            let react: ReactFrame = fields(text)?;
+            check_seq("seq", react.seq)?;
+            Ok(ClientFrame::React(react))
+        }
         "resume" => {
             let resume: ResumeFrame = fields(text)?;
             if resume.rooms.len() > MAX_RESUME_ROOMS {
@@ -185,6 +256,13 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
             format!("unknown frame type {other:?}"),
         )),
     }
+}
+
+fn check_seq(field: &str, seq: Seq) -> Result<(), FrameError> {
+    if seq > MAX_SEQ {
+        return Err(seq_too_large(field));
+    }
+    Ok(())
 }
 
 fn seq_too_large(field: &str) -> FrameError {
@@ -273,10 +351,12 @@ pub enum ServerFrame {
     RoomRemoved {
         room: RoomId,
     },
-    /// A room this user is in changed its members.
+    /// A room this user is in changed its members or their roles.
     Members {
         room: RoomId,
         members: Vec<UserId>,
+        #[serde(default)]
+        roles: BTreeMap<UserId, Role>,
     },
     Error(ErrorFrame),
     /// A frame type this version does not know (a newer server): ignore it.
@@ -351,7 +431,8 @@ mod tests {
             ClientFrame::Send(SendFrame {
                 room: "r".into(),
                 client_msg_id: "c".into(),
-                text: "hi".into()
+                text: "hi".into(),
+                reply_to: None,
             })
         );
         assert!(matches!(

@@ -7,12 +7,13 @@ pub mod codes;
 pub mod frames;
 pub mod model;
 pub mod rules;
+pub mod state;
 
 pub use codes::{ClientAction, CloseReason, ErrorCode, close_action};
 pub use frames::{
-    ClientFrame, DeliveredFrame, ErrorFrame, FrameError, MAX_RESUME_ROOMS, PROTOCOL_VERSION,
-    PingFrame, ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame,
-    TypingFrame, parse_client_frame,
+    ClientFrame, DeleteFrame, DeliveredFrame, EditFrame, ErrorFrame, FrameError, MAX_RESUME_ROOMS,
+    PROTOCOL_VERSION, PingFrame, ReactFrame, ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL,
+    SendFrame, ServerFrame, TypingFrame, parse_client_frame,
 };
 
 /// The secret of the development configuration (`config/default.toml`): public, so a server

@@ -4,7 +4,7 @@
 //! Timestamps are kept at millisecond precision everywhere (MongoDB dates are milliseconds),
 //! so a message reads back from any store exactly as it was written.
 
-use std::{fmt, sync::Arc};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -140,7 +140,46 @@ impl fmt::Debug for RoomId {
     }
 }
 
-/// A stored message. Once written it never changes.
+/// What an entry of a room's log is: a message, or a change to the message at `target`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum EntryKind {
+    #[default]
+    Message,
+    Edit,
+    Delete,
+    React,
+    Unreact,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Message => "message",
+            EntryKind::Edit => "edit",
+            EntryKind::Delete => "delete",
+            EntryKind::React => "react",
+            EntryKind::Unreact => "unreact",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            EntryKind::Message,
+            EntryKind::Edit,
+            EntryKind::Delete,
+            EntryKind::React,
+            EntryKind::Unreact,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+}
+
+/// One entry of a room's log, as stored: a message, or a change to one (see [`EntryKind`]).
+/// Once written it never changes, except that a delete removes the text of the message and
+/// of its edits (`deleted`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -150,7 +189,21 @@ pub struct Message {
     pub seq: Seq,
     pub sender: UserId,
     pub client_msg_id: String,
+    /// Absent in entries from before changes existed: a message.
+    #[serde(default)]
+    pub kind: EntryKind,
     pub text: String,
+    /// The message a change applies to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Seq>,
+    /// The message this one answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Seq>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    /// The text was removed because the message was deleted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
     #[serde(with = "timestamp")]
     pub created_at: DateTime<Utc>,
 }
@@ -166,9 +219,53 @@ impl Message {
             seq,
             sender: a,
             client_msg_id: format!("c{seq}"),
+            kind: EntryKind::Message,
             text: String::new(),
+            target: None,
+            reply_to: None,
+            emoji: None,
+            deleted: false,
             created_at: timestamp::from_millis(1_790_000_000_000),
         }
+    }
+
+    /// Whether this entry is a message (not a change to one).
+    pub fn is_message(&self) -> bool {
+        self.kind == EntryKind::Message
+    }
+}
+
+/// A member's role in a group. Direct rooms have no roles.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Owner,
+    Admin,
+    #[default]
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Role::Owner, Role::Admin, Role::Member]
+            .into_iter()
+            .find(|r| r.as_str() == s)
+    }
+
+    /// Owners and admins moderate: add and remove members, delete others' messages.
+    pub fn moderates(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
     }
 }
 
@@ -207,6 +304,11 @@ pub struct Room {
     pub name: Option<String>,
     /// Sorted by user id.
     pub members: Vec<UserId>,
+    /// Owners and admins of a group (members not listed are plain members); empty for
+    /// direct rooms.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = BTreeMap<String, Role>))]
+    pub roles: BTreeMap<UserId, Role>,
     pub created_by: UserId,
     #[serde(with = "timestamp")]
     pub created_at: DateTime<Utc>,
@@ -222,9 +324,15 @@ impl Room {
             kind: RoomKind::Direct,
             name: None,
             members,
+            roles: BTreeMap::new(),
             created_by: a.clone(),
             created_at: now,
         }
+    }
+
+    /// `user`'s role here (direct rooms: everybody is a plain member).
+    pub fn role_of(&self, user: &UserId) -> Role {
+        self.roles.get(user).copied().unwrap_or_default()
     }
 }
 
@@ -235,7 +343,8 @@ impl Room {
 pub struct RoomSummary {
     #[serde(flatten)]
     pub room: Room,
-    pub last_message: Option<Message>,
+    /// The newest message that is not deleted, in its current state.
+    pub last_message: Option<crate::state::MessageState>,
     pub last_seq: Seq,
     pub read_seq: Seq,
     /// Messages after `readSeq` sent by others.
@@ -356,9 +465,9 @@ mod tests {
             room: RoomId::new_group(),
             seq: 1,
             sender: UserId::parse("a").unwrap(),
-            client_msg_id: "c".into(),
             text: "hi".into(),
             created_at: t,
+            ..Message::example(1)
         };
         let back: Message = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         assert_eq!(back, m);

@@ -11,11 +11,15 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::{
-    ClientAction, ClientFrame, CloseReason, DeliveredFrame, ErrorCode, ErrorFrame,
-    PROTOCOL_VERSION, PingFrame, ReadFrame, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame,
-    ServerFrame, TypingFrame,
+    ClientAction, ClientFrame, CloseReason, DeleteFrame, DeliveredFrame, EditFrame, ErrorCode,
+    ErrorFrame, PROTOCOL_VERSION, PingFrame, ReactFrame, ReadFrame, ResumeFrame, ResumedRoom,
+    SUBPROTOCOL, SendFrame, ServerFrame, TypingFrame,
     codes::CLOSE_ACTIONS,
-    model::{Message, PresenceState, Room, RoomId, RoomKind, UserId, UserPresence, timestamp},
+    model::{
+        EntryKind, Message, PresenceState, Role, Room, RoomId, RoomKind, Seq, UserId, UserPresence,
+        timestamp,
+    },
+    state::Fold,
 };
 
 /// The table, as JSON.
@@ -52,6 +56,7 @@ pub fn document() -> Value {
         "close": {"codes": codes, "ranges": ranges, "otherwise": ClientAction::Backoff},
         "errors": errors,
         "frames": {"client": client, "server": server},
+        "fold": sample_fold(),
     })
 }
 
@@ -74,9 +79,79 @@ fn sample_message() -> Message {
         seq: 42,
         sender: user("alice"),
         client_msg_id: "c1".into(),
+        kind: EntryKind::Message,
         text: "hi".into(),
+        target: None,
+        reply_to: None,
+        emoji: None,
+        deleted: false,
         created_at: timestamp::from_millis(1_790_000_000_123),
     }
+}
+
+/// A room's log with every kind of change, some racing, and the state it folds to as
+/// `viewer` sees it: the JS SDK's tests fold `entries` in several orders and must get `state`.
+fn sample_fold() -> Value {
+    let at = |seq: Seq| timestamp::from_millis(1_790_000_000_000 + 1000 * seq as i64);
+    let entry =
+        |seq: Seq, sender: &str, kind: EntryKind, target: Option<Seq>, text: &str| Message {
+            id: format!("01935b7e-0c6b-7c1e-9a55-{seq:012}"),
+            seq,
+            sender: user(sender),
+            client_msg_id: format!("c{seq}"),
+            kind,
+            target,
+            text: text.into(),
+            created_at: at(seq),
+            ..sample_message()
+        };
+    let react = |seq, sender, target, emoji: &str, on: bool| Message {
+        emoji: Some(emoji.into()),
+        ..entry(
+            seq,
+            sender,
+            if on {
+                EntryKind::React
+            } else {
+                EntryKind::Unreact
+            },
+            Some(target),
+            "",
+        )
+    };
+    let entries = vec![
+        entry(1, "alice", EntryKind::Message, None, "lunch at noon?"),
+        entry(2, "bob", EntryKind::Message, None, "sure"),
+        Message {
+            reply_to: Some(1),
+            ..entry(3, "carol", EntryKind::Message, None, "where?")
+        },
+        entry(4, "alice", EntryKind::Edit, Some(1), "lunch at one?"),
+        entry(5, "alice", EntryKind::Edit, Some(1), "lunch at 1pm?"),
+        react(6, "bob", 1, "👍", true),
+        react(7, "carol", 1, "👍", true),
+        react(8, "bob", 1, "👍", true),
+        react(9, "bob", 1, "❤️", true),
+        react(10, "bob", 1, "❤️", false),
+        react(11, "carol", 2, "😂", true),
+        Message {
+            deleted: true,
+            ..entry(12, "bob", EntryKind::Message, None, "")
+        },
+        Message {
+            deleted: true,
+            ..entry(13, "bob", EntryKind::Edit, Some(12), "")
+        },
+        entry(14, "bob", EntryKind::Delete, Some(12), ""),
+        Message {
+            reply_to: Some(12),
+            ..entry(15, "alice", EntryKind::Message, None, "what did you say?")
+        },
+    ];
+    let viewer = user("bob");
+    let mut fold = Fold::new();
+    entries.iter().for_each(|e| fold.apply(e));
+    json!({"viewer": viewer, "entries": entries, "state": fold.states(&viewer)})
 }
 
 fn sample_client_frames() -> Vec<ClientFrame> {
@@ -85,6 +160,25 @@ fn sample_client_frames() -> Vec<ClientFrame> {
             room: sample_room().to_string(),
             client_msg_id: "c1".into(),
             text: "hi".into(),
+            reply_to: Some(41),
+        }),
+        ClientFrame::Edit(EditFrame {
+            room: sample_room().to_string(),
+            client_msg_id: "c2".into(),
+            seq: 42,
+            text: "hi there".into(),
+        }),
+        ClientFrame::Delete(DeleteFrame {
+            room: sample_room().to_string(),
+            client_msg_id: "c3".into(),
+            seq: 42,
+        }),
+        ClientFrame::React(ReactFrame {
+            room: sample_room().to_string(),
+            client_msg_id: "c4".into(),
+            seq: 42,
+            emoji: "👍".into(),
+            remove: false,
         }),
         ClientFrame::Resume(ResumeFrame {
             rooms: BTreeMap::from([(sample_room().to_string(), 41)]),
@@ -115,6 +209,7 @@ fn sample_server_frames() -> Vec<ServerFrame> {
         kind: RoomKind::Group,
         name: Some("Trip".into()),
         members: vec![user("alice"), user("bob")],
+        roles: BTreeMap::from([(user("alice"), Role::Owner)]),
         created_by: user("alice"),
         created_at: timestamp::from_millis(1_790_000_000_000),
     };
@@ -188,6 +283,7 @@ fn sample_server_frames() -> Vec<ServerFrame> {
         ServerFrame::Members {
             room: sample_room(),
             members: room.members.clone(),
+            roles: room.roles.clone(),
         },
         ServerFrame::Error(ErrorFrame {
             client_msg_id: Some("c1".into()),

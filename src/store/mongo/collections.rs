@@ -41,6 +41,8 @@ pub async fn create_indexes(
                 "idempotency",
                 true,
             ),
+            // Changes by the message they apply to (`view=state` history).
+            index(doc! {"chatRoomId": 1, "target": 1}, "room_target", false),
         ])
         .await
         .map_err(store_err)?;

@@ -1,12 +1,14 @@
 //! The documents of the three collections, and how they become values and back. Field names
 //! are camelCase, as the collections have always held them.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use mongodb::bson;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    domain::{Membership, Message, Room, RoomId, RoomKind, UserId},
+    domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, UserId},
     store::{Positions, StoreError, StoreResult, seq_from_i64, seq_to_i64},
 };
 
@@ -47,6 +49,9 @@ pub struct MemberDoc {
         skip_serializing_if = "Option::is_none"
     )]
     pub public_read_seq: Option<i64>,
+    /// Absent in documents written before roles: see [`MemberDoc::role`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +67,17 @@ pub struct MessageDoc {
     pub text: String,
     #[serde(rename = "createdAt")]
     pub created_at: bson::DateTime,
+    /// Absent for messages (and in documents written before changes existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<i64>,
+    #[serde(rename = "replyTo", default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 pub fn corrupt(what: &str) -> StoreError {
@@ -94,14 +110,23 @@ impl RoomDoc {
 
     /// The room `id` (found under it) with these members (their documents, in order).
     pub fn into_room(self, id: RoomId, members: &[MemberDoc]) -> StoreResult<Room> {
+        let kind = RoomKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?;
+        let mut users = Vec::with_capacity(members.len());
+        let mut roles = BTreeMap::new();
+        for member in members {
+            let user = UserId::from_stored(&member.user_id).map_err(|_| corrupt("userId"))?;
+            let role = member.role(&self.created_by)?;
+            if kind == RoomKind::Group && role != Role::Member {
+                roles.insert(user.clone(), role);
+            }
+            users.push(user);
+        }
         Ok(Room {
             id,
-            kind: RoomKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?,
+            kind,
             name: self.name,
-            members: members
-                .iter()
-                .map(|m| UserId::from_stored(&m.user_id).map_err(|_| corrupt("userId")))
-                .collect::<Result<_, _>>()?,
+            members: users,
+            roles,
             created_by: UserId::from_stored(&self.created_by).map_err(|_| corrupt("createdBy"))?,
             created_at: from_bson_time(self.created_at),
         })
@@ -118,6 +143,11 @@ impl MessageDoc {
             client_msg_id: m.client_msg_id.clone(),
             text: m.text.clone(),
             created_at: to_bson_time(m.created_at),
+            kind: (!m.is_message()).then(|| m.kind.as_str().to_owned()),
+            target: m.target.map(seq_to_i64),
+            reply_to: m.reply_to.map(seq_to_i64),
+            emoji: m.emoji.clone(),
+            deleted: m.deleted,
         }
     }
 
@@ -130,12 +160,20 @@ impl MessageDoc {
             client_msg_id: self.client_msg_id,
             text: self.text,
             created_at: from_bson_time(self.created_at),
+            kind: match &self.kind {
+                None => EntryKind::Message,
+                Some(kind) => EntryKind::parse(kind).ok_or_else(|| corrupt("kind"))?,
+            },
+            target: self.target.map(seq_from_i64),
+            reply_to: self.reply_to.map(seq_from_i64),
+            emoji: self.emoji,
+            deleted: self.deleted,
         })
     }
 }
 
 impl MemberDoc {
-    pub fn new(room: &RoomId, user: &UserId, now: DateTime<Utc>) -> Self {
+    pub fn new(room: &RoomId, user: &UserId, role: Role, now: DateTime<Utc>) -> Self {
         Self {
             id: member_id(room, user),
             room_id: room.to_string(),
@@ -144,6 +182,17 @@ impl MemberDoc {
             read_seq: 0,
             delivered_seq: Some(0),
             public_read_seq: Some(0),
+            role: Some(role.as_str().to_owned()),
+        }
+    }
+
+    /// The member's role. Documents from before roles have none: the group's creator
+    /// (`created_by`) owns it, everybody else is a plain member.
+    pub fn role(&self, created_by: &str) -> StoreResult<Role> {
+        match &self.role {
+            Some(role) => Role::parse(role).ok_or_else(|| corrupt("role")),
+            None if self.user_id == created_by => Ok(Role::Owner),
+            None => Ok(Role::Member),
         }
     }
 

@@ -33,12 +33,12 @@ use mongodb::{
 use tokio::sync::Mutex;
 
 use super::{
-    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order, Positions,
-    Store, StoreError, StoreResult, UserSettings,
+    Appended, Entries, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order,
+    Positions, Store, StoreError, StoreResult, UserSettings,
     rooms::{NewRoom, RoomWrites, create_room},
-    seq_from_i64, seq_to_i64,
+    seq_from_i64, seq_to_i64, successor,
 };
-use crate::domain::{Membership, Message, Room, RoomId, Seq, UserId};
+use crate::domain::{EntryKind, Membership, Message, Role, Room, RoomId, Seq, UserId};
 
 mod collections;
 mod docs;
@@ -111,11 +111,111 @@ impl MongoStore {
             .map_err(store_err)
     }
 
-    async fn by_client_msg_id(&self, new: &NewMessage) -> StoreResult<Option<Message>> {
+    /// Inserts `new` under the next seq (see the module's comment), or finds it stored.
+    async fn insert_next(&self, new: &NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+        let _turn = self.append_lock(&new.room).lock().await;
+        for _ in 0..MAX_APPEND_ROUNDS {
+            let previous = self.newest(&new.room).await?;
+            let message = new.stored_after(
+                previous.map(|p| (seq_from_i64(p.seq), from_bson_time(p.created_at))),
+                now,
+            );
+            match self
+                .messages
+                .insert_one(MessageDoc::from_message(&message))
+                .await
+            {
+                Ok(_) => {
+                    return Ok(Appended {
+                        message,
+                        duplicate: false,
+                    });
+                }
+                Err(e) if is_duplicate_key(&e) => {
+                    // Either this clientMsgId is stored already, or another node took the seq.
+                    let stored = self
+                        .by_client_msg_id(&new.room, &new.sender, &new.client_msg_id)
+                        .await?;
+                    if let Some(stored) = stored {
+                        return Ok(Appended {
+                            message: stored,
+                            duplicate: true,
+                        });
+                    }
+                }
+                Err(e) => {
+                    // The insert may have happened (e.g. the reply was lost): a retry with the
+                    // same clientMsgId will find it.
+                    return Err(store_err(e));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!(
+            "room {} is too contended; retry",
+            new.room
+        )))
+    }
+
+    /// Removes the text of the message at `target`, then of its edits.
+    async fn scrub(&self, room: &RoomId, target: Seq) -> StoreResult<()> {
+        let removed = doc! {"$set": {"text": "", "deleted": true}};
+        let target = seq_to_i64(target);
+        self.messages
+            .update_one(
+                doc! {"chatRoomId": room.as_str(), "seq": target},
+                removed.clone(),
+            )
+            .await
+            .map_err(store_err)?;
+        let edits = doc! {"chatRoomId": room.as_str(), "target": target, "kind": "edit"};
+        self.messages
+            .update_many(edits, removed)
+            .await
+            .map_err(store_err)?;
+        Ok(())
+    }
+
+    async fn is_deleted(&self, room: &RoomId, seq: Seq) -> StoreResult<bool> {
+        let found = self
+            .messages
+            .find_one(doc! {"chatRoomId": room.as_str(), "seq": seq_to_i64(seq)})
+            .await
+            .map_err(store_err)?;
+        Ok(found.is_some_and(|m| m.deleted))
+    }
+
+    /// The entries of `room` whose `field` (`seq` or `target`) is one of `seqs`, by seq.
+    async fn find_where(
+        &self,
+        room: &RoomId,
+        field: &str,
+        seqs: &[Seq],
+    ) -> StoreResult<Vec<Message>> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let seqs: Vec<i64> = seqs.iter().map(|&s| seq_to_i64(s)).collect();
+        let find = self
+            .messages
+            .find(doc! {"chatRoomId": room.as_str(), field: {"$in": seqs}})
+            .sort(doc! {"seq": 1});
+        collect(find)
+            .await?
+            .into_iter()
+            .map(MessageDoc::into_message)
+            .collect()
+    }
+
+    async fn by_client_msg_id(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>> {
         let filter = doc! {
-            "chatRoomId": new.room.as_str(),
-            "sender": new.sender.as_str(),
-            "clientMsgId": &new.client_msg_id,
+            "chatRoomId": room.as_str(),
+            "sender": sender.as_str(),
+            "clientMsgId": client_msg_id,
         };
         match self.messages.find_one(filter).await.map_err(store_err)? {
             Some(doc) => Ok(Some(doc.into_message()?)),
@@ -134,11 +234,12 @@ impl RoomWrites for MongoStore {
         &self,
         room: &RoomId,
         users: &[UserId],
+        role: Role,
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<UserId>> {
         let mut added = Vec::new();
         for user in users {
-            let member = MemberDoc::new(room, user, now);
+            let member = MemberDoc::new(room, user, role, now);
             if insert_once(&self.members, &member.id, &member).await? {
                 added.push(user.clone());
             }
@@ -168,44 +269,23 @@ impl RoomWrites for MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
-        let _turn = self.append_lock(&new.room).lock().await;
-        for _ in 0..MAX_APPEND_ROUNDS {
-            let previous = self.newest(&new.room).await?;
-            let message = new.stored_after(
-                previous.map(|p| (seq_from_i64(p.seq), from_bson_time(p.created_at))),
-                now,
-            );
-            match self
-                .messages
-                .insert_one(MessageDoc::from_message(&message))
-                .await
+        let mut appended = self.insert_next(&new, now).await?;
+        // Without transactions, what a delete removes goes after the insert: done again on
+        // every retry, and an edit that raced a delete removes its own text (the delete
+        // marks the message before it scrubs edits, the edit checks after its insert).
+        let message = &mut appended.message;
+        match (message.kind, message.target) {
+            (EntryKind::Delete, Some(target)) => self.scrub(&message.room, target).await?,
+            (EntryKind::Edit, Some(target))
+                if !message.deleted && self.is_deleted(&message.room, target).await? =>
             {
-                Ok(_) => {
-                    return Ok(Appended {
-                        message,
-                        duplicate: false,
-                    });
-                }
-                Err(e) if is_duplicate_key(&e) => {
-                    // Either this clientMsgId is stored already, or another node took the seq.
-                    if let Some(stored) = self.by_client_msg_id(&new).await? {
-                        return Ok(Appended {
-                            message: stored,
-                            duplicate: true,
-                        });
-                    }
-                }
-                Err(e) => {
-                    // The insert may have happened (e.g. the reply was lost): a retry with the
-                    // same clientMsgId will find it.
-                    return Err(store_err(e));
-                }
+                self.scrub(&message.room, target).await?;
+                message.text.clear();
+                message.deleted = true;
             }
+            _ => {}
         }
-        Err(StoreError::Unavailable(format!(
-            "room {} is too contended; retry",
-            new.room
-        )))
+        Ok(appended)
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
@@ -222,6 +302,17 @@ impl Store for MongoStore {
             ("$lt", query.until.map(time)),
         ];
         within(&mut filter, "createdAt", times);
+        // Messages are stored without a `kind` (as before changes existed).
+        match query.entries {
+            Entries::All => {}
+            Entries::Messages => {
+                filter.insert("kind", doc! {"$exists": false});
+            }
+            Entries::Standing => {
+                filter.insert("kind", doc! {"$exists": false});
+                filter.insert("deleted", doc! {"$ne": true});
+            }
+        }
         let direction = match query.order {
             Order::Asc => 1,
             Order::Desc => -1,
@@ -236,6 +327,23 @@ impl Store for MongoStore {
             .into_iter()
             .map(MessageDoc::into_message)
             .collect()
+    }
+
+    async fn entry_by_client_msg_id(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        self.by_client_msg_id(room, sender, client_msg_id).await
+    }
+
+    async fn entries(&self, room: &RoomId, seqs: &[Seq]) -> StoreResult<Vec<Message>> {
+        self.find_where(room, "seq", seqs).await
+    }
+
+    async fn changes(&self, room: &RoomId, targets: &[Seq]) -> StoreResult<Vec<Message>> {
+        self.find_where(room, "target", targets).await
     }
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
@@ -253,6 +361,8 @@ impl Store for MongoStore {
             "chatRoomId": room.as_str(),
             "seq": {"$gt": seq_to_i64(after_seq)},
             "sender": {"$ne": user.as_str()},
+            "kind": {"$exists": false},
+            "deleted": {"$ne": true},
         };
         self.messages
             .count_documents(filter)
@@ -280,7 +390,7 @@ impl Store for MongoStore {
         users: &[UserId],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<UserId>> {
-        self.insert_members(room, users, now).await
+        self.insert_members(room, users, Role::Member, now).await
     }
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
@@ -289,7 +399,45 @@ impl Store for MongoStore {
             .delete_one(doc! {"_id": member_id(room, user)})
             .await
             .map_err(store_err)?;
-        Ok(result.deleted_count == 1)
+        let removed = result.deleted_count == 1;
+        // After the removal, not atomically with it: two owners leaving at once both see
+        // no owner left and promote the same successor (the rule is deterministic).
+        let Some(group) = self
+            .rooms
+            .find_one(doc! {"_id": room.as_str(), "kind": "group"})
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(removed);
+        };
+        if removed {
+            let members = collect(self.members.find(doc! {"roomId": room.as_str()})).await?;
+            let mut ranked = Vec::with_capacity(members.len());
+            for m in &members {
+                let user = UserId::from_stored(&m.user_id).map_err(|_| docs::corrupt("userId"))?;
+                ranked.push((
+                    user,
+                    m.role(&group.created_by)?,
+                    from_bson_time(m.joined_at),
+                ));
+            }
+            if let Some(heir) = successor(ranked.iter().map(|(u, r, j)| (u, *r, *j))) {
+                self.set_role(room, &heir, Role::Owner).await?;
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
+        let result = self
+            .members
+            .update_one(
+                doc! {"_id": member_id(room, user)},
+                doc! {"$set": {"role": role.as_str()}},
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(result.matched_count == 1)
     }
 
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {

@@ -14,14 +14,14 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order, Positions,
-    Store, StoreError, StoreResult, UserSettings,
+    Appended, Entries, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order,
+    Positions, Store, StoreError, StoreResult, UserSettings,
     rooms::{NewRoom, create_room},
-    seq_from_i64, seq_to_i64,
+    seq_from_i64, seq_to_i64, successor,
 };
 use crate::{
     config::SqliteSynchronous,
-    domain::{Membership, Message, Room, RoomId, Seq, UserId},
+    domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, Seq, UserId},
 };
 
 mod rows;
@@ -108,8 +108,19 @@ impl Store for SqliteStore {
                     duplicate: true,
                 });
             }
-            let message = new.stored_after(rows::newest(conn, &new.room)?, now);
+            let mut message = new.stored_after(rows::newest(conn, &new.room)?, now);
+            match (message.kind, message.target) {
+                (EntryKind::Edit, Some(target)) if rows::is_deleted(conn, &new.room, target)? => {
+                    message.text.clear();
+                    message.deleted = true;
+                }
+                _ => {}
+            }
             rows::insert_message(conn, &message)?;
+            if let (EntryKind::Delete, Some(target)) = (message.kind, message.target) {
+                // In the same transaction: the text is gone once the delete is stored.
+                rows::scrub(conn, &new.room, target)?;
+            }
             Ok(Appended {
                 message,
                 duplicate: false,
@@ -130,8 +141,11 @@ impl Store for SqliteStore {
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
+                   AND (?7 = 0 OR kind = 'message') AND (?8 = 0 OR deleted = 0)
                  ORDER BY seq {order} LIMIT ?6"
             );
+            let messages_only = q.entries != Entries::All;
+            let standing_only = q.entries == Entries::Standing;
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
             let rows = stmt
                 .query_map(
@@ -141,7 +155,9 @@ impl Store for SqliteStore {
                         q.before.map_or(i64::MAX, seq_to_i64),
                         q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
                         q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
-                        q.limit as i64
+                        q.limit as i64,
+                        messages_only,
+                        standing_only
                     ],
                     message_from_row,
                 )
@@ -149,6 +165,29 @@ impl Store for SqliteStore {
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
         })
         .await
+    }
+
+    async fn entry_by_client_msg_id(
+        &self,
+        room: &RoomId,
+        sender: &UserId,
+        client_msg_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        let (room, sender, id) = (room.clone(), sender.clone(), client_msg_id.to_owned());
+        self.read(move |conn| rows::message_by_client_msg_id(conn, &room, &sender, &id))
+            .await
+    }
+
+    async fn entries(&self, room: &RoomId, seqs: &[Seq]) -> StoreResult<Vec<Message>> {
+        let (room, seqs) = (room.clone(), seqs.to_vec());
+        self.read(move |conn| rows::entries_where(conn, &room, "seq", &seqs))
+            .await
+    }
+
+    async fn changes(&self, room: &RoomId, targets: &[Seq]) -> StoreResult<Vec<Message>> {
+        let (room, targets) = (room.clone(), targets.to_vec());
+        self.read(move |conn| rows::entries_where(conn, &room, "target", &targets))
+            .await
     }
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
@@ -173,7 +212,8 @@ impl Store for SqliteStore {
         self.read(move |conn| {
             conn.prepare_cached(
                 "SELECT COUNT(*) FROM (SELECT 1 FROM messages
-                 WHERE room_id = ?1 AND seq > ?2 AND sender != ?3 LIMIT ?4)",
+                 WHERE room_id = ?1 AND seq > ?2 AND sender != ?3
+                   AND kind = 'message' AND deleted = 0 LIMIT ?4)",
             )
             .and_then(|mut s| {
                 s.query_row(
@@ -212,19 +252,36 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<UserId>> {
         let (room, users) = (room.clone(), users.to_vec());
-        self.write(move |conn| insert_members(conn, &room, &users, now))
+        self.write(move |conn| insert_members(conn, &room, &users, Role::Member, now))
             .await
     }
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
         let (room, user) = (room.clone(), user.clone());
+        // One write job: the removal and the hand-off of ownership are one transaction.
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")
+            let removed = conn
+                .prepare_cached("DELETE FROM members WHERE room_id = ?1 AND user_id = ?2")
                 .and_then(|mut s| s.execute([room.as_str(), user.as_str()]))
                 .map(|n| n == 1)
-                .map_err(sql_err)
+                .map_err(sql_err)?;
+            let is_group = load_room(conn, &room)?.is_some_and(|r| r.kind == RoomKind::Group);
+            if removed && is_group {
+                let members = rows::members_with_roles(conn, &room)?;
+                let heir = successor(members.iter().map(|(u, r, j)| (u, *r, *j)));
+                if let Some(heir) = heir {
+                    rows::set_role(conn, &room, &heir, Role::Owner)?;
+                }
+            }
+            Ok(removed)
         })
         .await
+    }
+
+    async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
+        let (room, user) = (room.clone(), user.clone());
+        self.write(move |conn| rows::set_role(conn, &room, &user, role))
+            .await
     }
 
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {

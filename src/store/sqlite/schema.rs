@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Bumped with every schema change; `migrate` brings older files forward.
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE rooms (
@@ -54,6 +54,28 @@ CREATE TABLE user_settings (
     user_id       TEXT PRIMARY KEY,
     hide_presence INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
+";
+
+/// Changes as log entries (kind, target, reply, emoji; `deleted` when a delete removed the
+/// text), and group roles: creators own their groups, and a group whose creator left is
+/// owned by its longest-standing member.
+const SCHEMA_V3: &str = "
+ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+ALTER TABLE messages ADD COLUMN target INTEGER;
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+ALTER TABLE messages ADD COLUMN emoji TEXT;
+ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_target ON messages (room_id, target) WHERE target IS NOT NULL;
+ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+UPDATE members SET role = 'owner' WHERE EXISTS (
+    SELECT 1 FROM rooms r
+    WHERE r.id = members.room_id AND r.kind = 'group' AND r.created_by = members.user_id);
+UPDATE members SET role = 'owner' WHERE (room_id, user_id) IN (
+    SELECT r.id, (SELECT m.user_id FROM members m WHERE m.room_id = r.id
+                  ORDER BY m.joined_at, m.user_id LIMIT 1)
+    FROM rooms r
+    WHERE r.kind = 'group'
+      AND NOT EXISTS (SELECT 1 FROM members o WHERE o.room_id = r.id AND o.role = 'owner'));
 ";
 
 const READ_POOL_SIZE: u32 = 4;
@@ -101,7 +123,7 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     // Each step in its own transaction, so a file is always at one version or the next.
-    for (to, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2)] {
+    for (to, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)] {
         if version < to {
             let tx = conn.transaction().map_err(sql_err)?;
             tx.execute_batch(step).map_err(sql_err)?;

@@ -107,7 +107,7 @@ mod sqlite_store {
         };
         let dir = TempDir::new().unwrap();
         let path = dir.path().join("v1.db");
-        let room = RoomId::new_group();
+        let (room, orphan) = (RoomId::new_group(), RoomId::new_group());
         {
             let conn = rusqlite::Connection::open(&path).unwrap();
             // The version 1 schema, as files of that version hold it.
@@ -125,6 +125,10 @@ mod sqlite_store {
                      UNIQUE (room_id, sender, client_msg_id));
                  INSERT INTO rooms VALUES ('{room}', 'group', 'old', 'alice', 0);
                  INSERT INTO members VALUES ('{room}', 'alice', 0, 3);
+                 INSERT INTO messages VALUES ('{room}', 1, 'm1', 'alice', 'c1', 'hi', 0);
+                 INSERT INTO rooms VALUES ('{orphan}', 'group', 'left', 'zed', 0);
+                 INSERT INTO members VALUES ('{orphan}', 'bob', 5, 0);
+                 INSERT INTO members VALUES ('{orphan}', 'carol', 2, 0);
                  PRAGMA user_version = 1;"
             ))
             .unwrap();
@@ -140,6 +144,17 @@ mod sqlite_store {
             }]
         );
         assert!(!store.user_settings(&alice).await.unwrap().hide_presence);
+        // Creators own their groups; a group whose creator left, its first member.
+        let owners = |room: chatd::domain::Room| room.roles.into_keys().collect::<Vec<_>>();
+        let carol = UserId::parse("carol").unwrap();
+        assert_eq!(owners(store.room(&room).await.unwrap().unwrap()), [alice]);
+        assert_eq!(owners(store.room(&orphan).await.unwrap().unwrap()), [carol]);
+        let messages = store
+            .history(&room, &chatd::store::HistoryQuery::after(0, 5))
+            .await
+            .unwrap();
+        assert_eq!(messages[0].kind, chatd::domain::EntryKind::Message);
+        assert_eq!(messages[0].text, "hi");
     }
 }
 
@@ -196,12 +211,7 @@ mod mongo_store {
             .unwrap()
             .id;
         for i in 0..6 {
-            let new = NewMessage {
-                room: room.clone(),
-                sender: bob.clone(),
-                client_msg_id: format!("c{i}"),
-                text: "hi".into(),
-            };
+            let new = NewMessage::text(room.clone(), bob.clone(), &format!("c{i}"), "hi");
             store.append(new, chrono::Utc::now()).await.unwrap();
         }
         let members = mongodb::Client::with_uri_str(uri)

@@ -7,9 +7,10 @@
 use std::{collections::HashSet, sync::Arc};
 
 use chatd::{
-    domain::{RoomId, RoomKind, Seq, UserId},
+    domain::{EntryKind, Role, RoomId, RoomKind, Seq, UserId},
     store::{
-        HistoryQuery, MAX_SEQ, Mark, MemberReceipt, NewGroup, Order, Positions, Store, UserSettings,
+        Entries, HistoryQuery, MAX_SEQ, Mark, MemberReceipt, NewGroup, NewMessage, Order,
+        Positions, Store, UserSettings,
     },
 };
 use chrono::{DateTime, Duration, Utc};
@@ -47,7 +48,9 @@ macro_rules! store_conformance {
             messages_read_back_exactly,
             unknown_rooms_are_empty,
             memberships_page_by_room_id_and_count,
-            seqs_at_the_top_of_the_range_do_not_wrap
+            seqs_at_the_top_of_the_range_do_not_wrap,
+            changes_are_entries_and_a_delete_removes_text,
+            roles_and_the_last_owner_handing_on
         );
     };
     (@tests $($name:ident),*) => {
@@ -687,4 +690,189 @@ pub async fn seqs_at_the_top_of_the_range_do_not_wrap(f: &impl StoreFactory) {
             .unwrap(),
         0
     );
+}
+
+/// A change to the message at `target`, as `sender`'s `client_msg_id`.
+fn change(room: &RoomId, sender: &str, id: &str, kind: EntryKind, target: Seq) -> NewMessage {
+    NewMessage {
+        kind,
+        target: Some(target),
+        emoji: matches!(kind, EntryKind::React | EntryKind::Unreact).then(|| "👍".into()),
+        ..new_message(room, sender, id)
+    }
+}
+
+/// Changes take seqs like messages and read back as they were written; a delete removes the
+/// text of its message and of the message's edits (a retried delete, or an edit stored
+/// after it, too); counts and the filtered histories see messages only.
+pub async fn changes_are_entries_and_a_delete_removes_text(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let append = |new: NewMessage| {
+        let store = store.clone();
+        async move { store.append(new, now()).await.unwrap() }
+    };
+    append(new_message(&room, "alice", "m1")).await;
+    let reply = NewMessage {
+        reply_to: Some(1),
+        ..new_message(&room, "alice", "m2")
+    };
+    assert_eq!(append(reply).await.message.reply_to, Some(1));
+    append(change(&room, "alice", "e1", EntryKind::Edit, 1)).await;
+    append(change(&room, "bob", "r1", EntryKind::React, 1)).await;
+    append(change(&room, "bob", "r2", EntryKind::Unreact, 2)).await;
+    let log = store
+        .history(&room, &HistoryQuery::after(0, 10))
+        .await
+        .unwrap();
+    let kinds: Vec<_> = log.iter().map(|m| (m.seq, m.kind, m.target)).collect();
+    assert_eq!(
+        kinds,
+        [
+            (1, EntryKind::Message, None),
+            (2, EntryKind::Message, None),
+            (3, EntryKind::Edit, Some(1)),
+            (4, EntryKind::React, Some(1)),
+            (5, EntryKind::Unreact, Some(2))
+        ]
+    );
+    assert_eq!(log[3].emoji.as_deref(), Some("👍"));
+    assert_eq!(
+        store.entries(&room, &[2, 4, 9]).await.unwrap(),
+        vec![log[1].clone(), log[3].clone()]
+    );
+    let changes = store.changes(&room, &[1]).await.unwrap();
+    assert_eq!(changes, vec![log[2].clone(), log[3].clone()]);
+    let found = store
+        .entry_by_client_msg_id(&room, &user("bob"), "r1")
+        .await
+        .unwrap();
+    assert_eq!(found.as_ref(), Some(&log[3]));
+    // bob counts alice's two messages, not her edit; alice counts nothing of bob's reactions.
+    assert_eq!(
+        store
+            .count_unread(&room, &user("bob"), 0, 99)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store
+            .count_unread(&room, &user("alice"), 0, 99)
+            .await
+            .unwrap(),
+        0
+    );
+
+    let delete = change(&room, "alice", "d1", EntryKind::Delete, 1);
+    let deleted = append(delete.clone()).await;
+    assert!(!deleted.duplicate);
+    assert!(append(delete).await.duplicate, "a retry stores nothing new");
+    let late = append(change(&room, "alice", "e2", EntryKind::Edit, 1)).await;
+    assert!(late.message.deleted && late.message.text.is_empty());
+    let log = store
+        .history(&room, &HistoryQuery::after(0, 10))
+        .await
+        .unwrap();
+    for seq in [1, 3, 7] {
+        let entry = &log[seq - 1];
+        assert!(entry.deleted && entry.text.is_empty(), "{entry:?}");
+    }
+    assert_eq!(log[1].text, "text of m2", "other messages keep their text");
+    assert_eq!(store.last_seq(&room).await.unwrap(), 7);
+    assert_eq!(
+        store
+            .count_unread(&room, &user("bob"), 0, 99)
+            .await
+            .unwrap(),
+        1
+    );
+    let only = |entries| HistoryQuery {
+        entries,
+        ..HistoryQuery::after(0, 10)
+    };
+    let seqs = |messages: Vec<chatd::domain::Message>| -> Vec<Seq> {
+        messages.iter().map(|m| m.seq).collect()
+    };
+    let messages = store
+        .history(&room, &only(Entries::Messages))
+        .await
+        .unwrap();
+    assert_eq!(seqs(messages), [1, 2]);
+    let standing = store
+        .history(&room, &only(Entries::Standing))
+        .await
+        .unwrap();
+    assert_eq!(seqs(standing), [2]);
+}
+
+/// A group's creator owns it; roles change one member at a time; when the last owner goes,
+/// the longest-standing admin takes over, else the longest-standing member. Direct rooms
+/// have no roles.
+pub async fn roles_and_the_last_owner_handing_on(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let id = RoomId::new_group();
+    let group = NewGroup {
+        id: id.clone(),
+        name: "club".into(),
+        created_by: user("carol"),
+        members: vec![user("alice"), user("bob"), user("carol")],
+    };
+    let room = store.create_group(group, now()).await.unwrap();
+    assert_eq!(
+        room.roles.into_iter().collect::<Vec<_>>(),
+        [(user("carol"), Role::Owner)]
+    );
+    let later = now() + Duration::seconds(5);
+    store
+        .add_members(&id, &[user("dave")], later)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_role(&id, &user("dave"), Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_role(&id, &user("erin"), Role::Admin)
+            .await
+            .unwrap()
+    );
+    let roles = |store: Arc<dyn Store>| {
+        let id = id.clone();
+        async move {
+            store
+                .room(&id)
+                .await
+                .unwrap()
+                .unwrap()
+                .roles
+                .into_iter()
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        roles(store.clone()).await,
+        [(user("carol"), Role::Owner), (user("dave"), Role::Admin)]
+    );
+    // The owner leaves: dave, the only admin, though he joined last.
+    assert!(store.remove_member(&id, &user("carol")).await.unwrap());
+    assert_eq!(roles(store.clone()).await, [(user("dave"), Role::Owner)]);
+    // dave leaves: of the members who joined first (alice and bob), alice by name.
+    assert!(store.remove_member(&id, &user("dave")).await.unwrap());
+    assert_eq!(roles(store.clone()).await, [(user("alice"), Role::Owner)]);
+    // Removing a plain member hands nothing on.
+    assert!(store.remove_member(&id, &user("bob")).await.unwrap());
+    assert_eq!(roles(store.clone()).await, [(user("alice"), Role::Owner)]);
+    let direct = room_of(&*store).await;
+    assert!(direct.roles.is_empty());
+}
+
+async fn room_of(store: &dyn Store) -> chatd::domain::Room {
+    store
+        .ensure_direct_room(&user("alice"), &user("bob"), Utc::now())
+        .await
+        .unwrap()
 }

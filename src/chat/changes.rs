@@ -1,0 +1,219 @@
+//! Writing to a room's log: messages (with replies) and the changes to them (edit, delete,
+//! react), who may make each, and reading messages in their current state.
+//!
+//! Every write takes the one pipeline of `Chat::append_and_announce` (store, then cache, then
+//! bus), so changes get their own seq, idempotency by clientMsgId and the same delivery,
+//! resume and gap filling as messages. The current state is the protocol crate's fold
+//! (`chatd_protocol::state`), the same rules every client applies.
+
+use std::collections::BTreeSet;
+
+use chatd_protocol::state::{Fold, MessageState};
+
+use super::{Chat, ChatError, ChatResult, parse_room, validate_client_msg_id};
+use crate::{
+    domain::{EntryKind, Message, RoomId, RoomKind, Seq, UserId},
+    protocol::ErrorCode,
+    store::{Appended, NewMessage},
+};
+
+/// The longest emoji accepted, in bytes (sequences with modifiers and joiners included).
+pub const MAX_EMOJI_BYTES: usize = 32;
+
+/// What a user asks to add to a room's log.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write<'a> {
+    Message {
+        text: &'a str,
+        reply_to: Option<Seq>,
+    },
+    Edit {
+        seq: Seq,
+        text: &'a str,
+    },
+    Delete {
+        seq: Seq,
+    },
+    React {
+        seq: Seq,
+        emoji: &'a str,
+        remove: bool,
+    },
+}
+
+impl Write<'_> {
+    fn kind(&self) -> EntryKind {
+        match self {
+            Write::Message { .. } => EntryKind::Message,
+            Write::Edit { .. } => EntryKind::Edit,
+            Write::Delete { .. } => EntryKind::Delete,
+            Write::React { remove: false, .. } => EntryKind::React,
+            Write::React { remove: true, .. } => EntryKind::Unreact,
+        }
+    }
+
+    /// The message a change applies to, or a reply answers.
+    fn names(&self) -> Option<Seq> {
+        match *self {
+            Write::Message { reply_to, .. } => reply_to,
+            Write::Edit { seq, .. } | Write::Delete { seq } | Write::React { seq, .. } => Some(seq),
+        }
+    }
+}
+
+impl Chat {
+    /// Adds `write` to the room's log if `user` may make it; returns the stored entry (the
+    /// first one, for a retry with the same clientMsgId).
+    pub async fn write(
+        &self,
+        user: &UserId,
+        room: &str,
+        client_msg_id: &str,
+        write: Write<'_>,
+    ) -> ChatResult<Appended> {
+        let room = parse_room(room)?;
+        validate_client_msg_id(client_msg_id)?;
+        self.validate(&write)?;
+        self.require_member(&room, user).await?;
+        let new = self.authorize(user, &room, client_msg_id, &write).await?;
+        self.append_and_announce(new).await
+    }
+
+    fn validate(&self, write: &Write<'_>) -> ChatResult<()> {
+        match write {
+            Write::Message { text, .. } | Write::Edit { text, .. } => self.validate_text(text),
+            Write::Delete { .. } => Ok(()),
+            Write::React { emoji, .. } => validate_emoji(emoji),
+        }
+    }
+
+    /// The entry to store, once `write` is allowed. A change's target is checked against the
+    /// store, except for a retry (its first attempt stored it; the target may have changed
+    /// since, e.g. a retried delete finds its message deleted), which the store answers.
+    async fn authorize(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        client_msg_id: &str,
+        write: &Write<'_>,
+    ) -> ChatResult<NewMessage> {
+        let mut new = NewMessage {
+            kind: write.kind(),
+            ..NewMessage::text(room.clone(), user.clone(), client_msg_id, "")
+        };
+        match *write {
+            Write::Message { text, reply_to } => {
+                new.text = text.to_owned();
+                new.reply_to = reply_to;
+            }
+            Write::Edit { seq, text } => {
+                new.text = text.to_owned();
+                new.target = Some(seq);
+            }
+            Write::Delete { seq } => new.target = Some(seq),
+            Write::React { seq, emoji, .. } => {
+                new.target = Some(seq);
+                new.emoji = Some(emoji.to_owned());
+            }
+        }
+        let Some(named) = write.names() else {
+            return Ok(new);
+        };
+        if self
+            .store
+            .entry_by_client_msg_id(room, user, client_msg_id)
+            .await?
+            .is_some()
+        {
+            return Ok(new);
+        }
+        let target = self.standing_message(room, named).await?;
+        match write {
+            Write::Edit { .. } if target.sender != *user => Err(ChatError::Forbidden(
+                "only its sender may edit a message".into(),
+            )),
+            Write::Edit { .. } => {
+                let window = self.limits.edit_window_ms;
+                let age = self.clock.now() - target.created_at;
+                if age.num_milliseconds() > i64::try_from(window).unwrap_or(i64::MAX) {
+                    return Err(ChatError::invalid(
+                        ErrorCode::EditWindowClosed,
+                        format!("a message can be edited for {window} ms after it was sent"),
+                    ));
+                }
+                Ok(new)
+            }
+            Write::Delete { .. } if target.sender != *user => {
+                let room = self
+                    .store
+                    .room(room)
+                    .await?
+                    .ok_or(ChatError::RoomNotFound)?;
+                if room.kind == RoomKind::Group && room.role_of(user).moderates() {
+                    return Ok(new);
+                }
+                Err(ChatError::Forbidden(
+                    "only its sender, or a group's owners and admins, may delete a message".into(),
+                ))
+            }
+            _ => Ok(new),
+        }
+    }
+
+    /// The message at `seq`, if it is one (not a change) and not deleted.
+    async fn standing_message(&self, room: &RoomId, seq: Seq) -> ChatResult<Message> {
+        let found = self.store.entries(room, &[seq]).await?.pop();
+        match found {
+            Some(m) if m.is_message() && !m.deleted && m.seq == seq => Ok(m),
+            _ => Err(ChatError::invalid(
+                ErrorCode::MessageNotFound,
+                format!("seq {seq} is no message of this room, or a deleted one"),
+            )),
+        }
+    }
+
+    /// `messages` (message entries of `room`) in their current state as `viewer` sees them,
+    /// in the order given: one read for the changes to them and the messages they answer,
+    /// one for the answered messages outside the page.
+    pub(super) async fn current(
+        &self,
+        room: &RoomId,
+        messages: Vec<Message>,
+        viewer: &UserId,
+    ) -> ChatResult<Vec<MessageState>> {
+        let held: BTreeSet<Seq> = messages.iter().map(|m| m.seq).collect();
+        let answered: BTreeSet<Seq> = messages
+            .iter()
+            .filter_map(|m| m.reply_to)
+            .filter(|seq| !held.contains(seq))
+            .collect();
+        let targets: Vec<Seq> = held.iter().chain(&answered).copied().collect();
+        let answered: Vec<Seq> = answered.into_iter().collect();
+        let (changes, answered) = tokio::try_join!(
+            self.store.changes(room, &targets),
+            self.store.entries(room, &answered)
+        )?;
+        let mut fold = Fold::new();
+        for entry in messages.iter().chain(&answered).chain(&changes) {
+            fold.apply(entry);
+        }
+        Ok(messages
+            .iter()
+            .filter_map(|m| fold.state(m.seq, viewer))
+            .collect())
+    }
+}
+
+/// An emoji: a short string without whitespace or control characters (which emoji is not
+/// checked: new ones appear every year).
+fn validate_emoji(emoji: &str) -> ChatResult<()> {
+    let ok = !emoji.is_empty()
+        && emoji.len() <= MAX_EMOJI_BYTES
+        && !emoji.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        return Ok(());
+    }
+    Err(ChatError::bad_field(format!(
+        "emoji must be 1 to {MAX_EMOJI_BYTES} bytes without whitespace or control characters"
+    )))
+}
