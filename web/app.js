@@ -1,7 +1,9 @@
 // The chatd web app: a thin UI over the SDK (/sdk/chatd.js), which owns connection state,
-// ordering, retries, history, presence, typing, receipts and unread counts (and reports
-// delivered, read and active by itself). This file only renders what the SDK holds: the room
-// list, and the open Room's messages, who is typing and how far own messages got.
+// ordering, retries, history, the messages' current state (edits, deletes, reactions,
+// replies), roles, presence, typing, receipts and unread counts (and reports delivered, read
+// and active by itself). This file only renders what the SDK holds: the room list, and the
+// open Room's messages, who is typing and how far own messages got; and it turns clicks and
+// keys into the Room's calls (send, edit, delete, react, setRole, leave).
 
 import { ChatClient, devLogin } from "/sdk/chatd.js";
 
@@ -12,6 +14,14 @@ let client = null;
 let current = null; // the open Room
 let stopWatching = null; // unsubscribes from the open room's events
 let readersOpen = null; // the seq whose "read by" list is unfolded, in the open room
+let editing = null; // {seq, draft, focus}: the own message being edited, in the open room
+let replyingTo = null; // {seq, sender, text}: the message the composer answers, in the open room
+let flashing = null; // the seq of a message just scrolled to (highlighted for a moment)
+let leaving = null; // the room the user chose to leave: its going needs no explanation
+
+/** Reactions offered on every message (any emoji the SDK is given works). */
+const QUICK_EMOJIS = ["👍", "❤️", "😂"];
+const ROLE_LABELS = { owner: "Owner", admin: "Admin", member: "Member" };
 
 /** Builds an element: el("div", {class: "x", dataset: {seq: 1}}, child, "text"). */
 function el(tag, attrs = {}, ...children) {
@@ -53,6 +63,10 @@ function describe(error) {
       return "Your session has ended; please sign in again.";
     case "bad_field":
       return error.message;
+    case "message_not_found":
+      return "That message is no longer there (it may have been deleted).";
+    case "edit_window_closed":
+      return "It is too late to edit that message.";
     default:
       return error.message || "Something went wrong.";
   }
@@ -244,7 +258,7 @@ function renderRooms(rooms) {
         },
         el("span", { class: "room-name" }, peer ? presenceDot(presence) : null, roomName(room)),
         el("span", { class: "room-time" }, last ? shortTime(last.createdAt) : ""),
-        el("span", { class: "room-last" }, last ? `${room.kind === "group" ? last.sender + ": " : ""}${last.text ?? ""}` : "No messages yet"),
+        el("span", { class: "room-last" }, last ? `${room.kind === "group" ? last.sender + ": " : ""}${last.deleted ? "Message deleted" : last.text ?? ""}` : "No messages yet"),
         unread > 0 ? el("span", { class: "unread", "aria-label": `${unread} unread` }, unread > 999 ? "999+" : String(unread)) : null,
       );
       return el("li", {}, button);
@@ -258,9 +272,12 @@ async function openRoom(room) {
   const render = () => renderMessages();
   const unsubscribe = [
     room.on("messages", render),
-    room.on("removed", render),
+    room.on("removed", () => {
+      if (leaving !== room) toast(`You are no longer in ${roomName(room)}.`);
+      leaveConversation();
+    }),
     room.on("receipt", render),
-    room.on("members", () => (renderHead(), render())),
+    room.on("members", () => (renderHead(), render(), renderGroupDialog())),
     room.on("typing", renderTyping),
   ];
   stopWatching = () => unsubscribe.forEach((off) => off());
@@ -285,20 +302,30 @@ function closeRoom() {
   }
   current = null;
   readersOpen = null;
+  editing = null;
+  flashing = null;
+  setReply(null);
+  for (const dialog of ["#group-dialog", "#confirm-dialog"]) if ($(dialog).open) $(dialog).close();
 }
 
-$("#back").addEventListener("click", () => {
+/** Back to the room list (the back button, or the room went away). */
+function leaveConversation() {
   $("#chat-view").classList.remove("show-conversation");
   closeRoom();
   location.hash = "";
   renderHead();
   renderTyping();
-  renderRooms(client.rooms());
-});
+  $("#messages").replaceChildren();
+  $("#composer").hidden = true;
+  if (client) renderRooms(client.rooms());
+}
+
+$("#back").addEventListener("click", leaveConversation);
 
 /** The conversation's title, and the peer's presence (direct) or how many are online (group). */
 function renderHead() {
   const line = $("#room-presence");
+  $("#group-settings").hidden = !current || current.kind !== "group";
   if (!current || !client) {
     $("#room-title").textContent = "Pick a room";
     line.replaceChildren();
@@ -381,48 +408,313 @@ function readBy(message, status) {
   );
 }
 
+/** "edited" after a message changed by an edit (its time in the tooltip). */
+function editedLabel(message) {
+  if (!message.editedAt || message.deleted) return null;
+  return el("span", { class: "edited", title: `edited ${new Date(message.editedAt).toLocaleString()}`, dataset: { testid: "edited" } }, "edited");
+}
+
 /** The bubble's footer: time or sending state, and for own stored messages how far they got. */
 function meta(message, own) {
-  if (!own) return [el("div", { class: "meta" }, shortTime(message.createdAt))];
+  const edited = editedLabel(message);
+  if (!own) return [el("div", { class: "meta" }, edited, shortTime(message.createdAt))];
   if (message.status !== "sent") return [el("div", { class: "meta" }, statusText(message))];
   const status = current.messageStatus(message.seq);
   return [
-    el("div", { class: "meta" }, statusText(message), " ", ticks(status)),
+    el("div", { class: "meta" }, edited, statusText(message), " ", ticks(status)),
     typeof status === "object" && status.of > 0 ? readBy(message, status) : null,
   ];
+}
+
+/** Above a reply: the answered message as it stands; a click scrolls to it. */
+function quote(seq, reply) {
+  const text = !reply ? "an earlier message" : reply.deleted ? "Message deleted" : reply.text;
+  return el(
+    "button",
+    {
+      type: "button",
+      class: "quote",
+      title: "Show the message this answers",
+      dataset: { testid: "reply-quote", replySeq: String(seq), deleted: String(reply?.deleted === true) },
+      onclick: () => scrollToMessage(seq),
+    },
+    reply ? el("span", { class: "quote-sender" }, reply.sender) : null,
+    el("span", { class: reply?.deleted ? "quote-text deleted" : "quote-text" }, text),
+  );
+}
+
+/** The reactions under a message: each a button that adds the user's or takes it back. */
+function reactionsRow(message) {
+  if (!message.reactions?.length) return null;
+  return el(
+    "div",
+    { class: "reactions", dataset: { testid: "reactions" } },
+    ...message.reactions.map((r) =>
+      el(
+        "button",
+        {
+          type: "button",
+          class: "reaction",
+          "aria-pressed": String(r.me),
+          "aria-label": `${r.emoji} ${r.count}${r.me ? ", including you" : ""}`,
+          title: r.me ? "Click to take your reaction back" : `React with ${r.emoji}`,
+          disabled: message.status !== "sent",
+          dataset: { testid: "reaction", emoji: r.emoji, count: String(r.count), me: String(r.me) },
+          onclick: () => toggleReaction(message, r.emoji),
+        },
+        `${r.emoji} ${r.count}`,
+      ),
+    ),
+  );
+}
+
+/** What one can do with a stored message: react, reply, and edit or delete it if allowed. */
+function actions(message) {
+  const button = (label, testid, text, onclick, extra = {}) =>
+    el("button", { type: "button", class: "action", title: label, "aria-label": label, dataset: { testid, ...extra }, onclick }, text);
+  return el(
+    "div",
+    { class: "actions", dataset: { testid: "actions" } },
+    ...QUICK_EMOJIS.map((emoji) => button(`React with ${emoji}`, "react", emoji, () => toggleReaction(message, emoji), { emoji })),
+    button("Reply", "reply", "↩", () => setReply(message)),
+    current.canEdit(message) ? button("Edit", "edit", "✎", () => startEdit(message)) : null,
+    current.canDelete(message) ? button("Delete", "delete", "🗑", () => confirmDelete(message)) : null,
+  );
+}
+
+/** The text being edited, in place of the message's; Enter saves, Escape cancels. */
+function editor() {
+  const input = el("textarea", { class: "edit-text", rows: "2", "aria-label": "Edit message", dataset: { testid: "edit-text" } });
+  input.value = editing.draft;
+  input.addEventListener("input", () => (editing.draft = input.value));
+  input.addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      saveEdit();
+    } else if (event.key === "Escape") {
+      event.preventDefault();
+      cancelEdit();
+    }
+  });
+  return el("div", { class: "text editing" }, input, el("div", { class: "edit-hint" }, "Enter saves · Escape cancels"));
+}
+
+function bubble(message, isGroup) {
+  const own = message.sender === client.user;
+  const stored = message.status === "sent";
+  const deleted = message.deleted === true;
+  const isEditing = stored && !deleted && editing?.seq === message.seq;
+  const classes = ["msg", own && "own", deleted && "deleted", message.changing && "changing", stored && flashing === message.seq && "flash"];
+  return el(
+    "div",
+    {
+      class: classes.filter(Boolean).join(" "),
+      dataset: { testid: "message", seq: message.seq ?? "", status: message.status, sender: message.sender, deleted: String(deleted), edited: String(Boolean(message.editedAt)) },
+    },
+    isGroup && !own ? el("div", { class: "sender" }, message.sender) : null,
+    message.replyTo !== undefined && !deleted ? quote(message.replyTo, message.reply) : null,
+    isEditing ? editor() : el("div", { class: "text", dataset: deleted ? { testid: "deleted" } : {} }, deleted ? "Message deleted" : (message.text ?? "")),
+    reactionsRow(message),
+    ...meta(message, own),
+    stored && !deleted && !isEditing ? actions(message) : null,
+  );
 }
 
 function renderMessages({ toBottom = false } = {}) {
   if (!current) return;
   const box = $("#messages");
   const nearBottom = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+  // A re-render replaces the editor: it keeps its focus and cursor.
+  const old = box.querySelector(".edit-text");
+  const keepFocus = old !== null && document.activeElement === old;
+  const cursor = old ? [old.selectionStart, old.selectionEnd] : null;
   const isGroup = current.kind === "group";
   const nodes = [];
   if (current.hasOlder) nodes.push(el("div", { class: "older" }, "Scroll up for older messages"));
   let day = null;
-  for (const message of current.messages()) {
+  const shown = current.messages();
+  if (editing && !shown.some((m) => m.seq === editing.seq && !m.deleted)) editing = null; // deleted meanwhile
+  for (const message of shown) {
     const date = new Date(message.createdAt).toDateString();
     if (date !== day) {
       day = date;
       nodes.push(el("div", { class: "day", dataset: { testid: "day" } }, new Date(message.createdAt).toLocaleDateString([], { weekday: "long", month: "long", day: "numeric" })));
     }
-    const own = message.sender === client.user;
-    nodes.push(
-      el(
-        "div",
-        {
-          class: own ? "msg own" : "msg",
-          dataset: { testid: "message", seq: message.seq ?? "", status: message.status, sender: message.sender },
-        },
-        isGroup && !own ? el("div", { class: "sender" }, message.sender) : null,
-        el("div", { class: "text" }, message.text ?? ""),
-        ...meta(message, own),
-      ),
-    );
+    nodes.push(bubble(message, isGroup));
   }
   box.replaceChildren(...nodes);
+  const input = box.querySelector(".edit-text");
+  if (input && (keepFocus || editing.focus)) {
+    input.focus();
+    const end = input.value.length;
+    input.setSelectionRange(...(editing.focus || !cursor ? [end, end] : cursor));
+    editing.focus = false;
+  }
   if (toBottom || nearBottom) box.scrollTop = box.scrollHeight;
 }
+
+// ---- edit, delete, react, reply ------------------------------------------------------------
+
+/** @param {object} message a shown message of the open room */
+function startEdit(message) {
+  editing = { seq: message.seq, draft: message.text, focus: true };
+  renderMessages();
+}
+
+function saveEdit() {
+  const { seq, draft } = editing;
+  if (!draft.trim()) return toast(describe({ code: "empty_text" }));
+  editing = null;
+  // Refusals (too late, not found) come as errors: the message shows as it stands.
+  if (draft !== current.message(seq)?.text) current.edit(seq, draft);
+  renderMessages();
+  $("#composer-text").focus();
+}
+
+function cancelEdit() {
+  editing = null;
+  renderMessages();
+  $("#composer-text").focus();
+}
+
+/** Adds the user's emoji, or takes it back if it is theirs already. */
+function toggleReaction(message, emoji) {
+  const mine = message.reactions?.some((r) => r.emoji === emoji && r.me);
+  if (mine) current.unreact(message.seq, emoji);
+  else current.react(message.seq, emoji);
+}
+
+async function confirmDelete(message) {
+  const room = current;
+  const own = message.sender === client.user;
+  const question = own ? "Delete this message for everybody?" : `Delete ${message.sender}'s message for everybody?`;
+  if (await confirmed(question, "Delete") && room === current) room.delete(message.seq);
+}
+
+/** The composer answers `message` (null: no longer). */
+function setReply(message) {
+  replyingTo = message ? { seq: message.seq, sender: message.sender, text: message.text } : null;
+  const bar = $("#reply-bar");
+  bar.hidden = !replyingTo;
+  $("#reply-preview").textContent = replyingTo ? `${replyingTo.sender}: ${replyingTo.text}` : "";
+  if (replyingTo) $("#composer-text").focus();
+}
+
+$("#reply-cancel").addEventListener("click", () => {
+  setReply(null);
+  $("#composer-text").focus();
+});
+
+/** Scrolls to message `seq`, paging back through history when it is older than what is loaded. */
+async function scrollToMessage(seq) {
+  const room = current;
+  const find = () => $(`#messages [data-testid="message"][data-seq="${seq}"]`);
+  for (let pages = 0; !find() && room === current && room.hasOlder && pages < 20; pages++) {
+    await room.loadOlder();
+    renderMessages();
+  }
+  if (room !== current) return;
+  if (!find()) return toast("That message is no longer there.");
+  flashing = seq;
+  renderMessages();
+  find().scrollIntoView({ block: "center", behavior: "smooth" });
+  setTimeout(() => {
+    if (flashing !== seq) return;
+    flashing = null;
+    renderMessages();
+  }, 2000);
+}
+
+// ---- dialogs -------------------------------------------------------------------------------
+
+/** Asks a yes/no question in a modal dialog; resolves with the answer. */
+function confirmed(question, yes) {
+  const dialog = $("#confirm-dialog");
+  $("#confirm-text").textContent = question;
+  $("#confirm-ok").textContent = yes;
+  dialog.returnValue = ""; // Escape closes without a value
+  dialog.showModal();
+  return new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true }));
+}
+
+$("#group-settings").addEventListener("click", () => {
+  if (!current) return;
+  $("#group-dialog").showModal();
+  renderGroupDialog();
+});
+$("#group-close").addEventListener("click", () => $("#group-dialog").close());
+
+const ROLE_ORDER = { owner: 0, admin: 1, member: 2 };
+
+/** The open group's members with their roles; owners change roles, owners and admins remove. */
+function renderGroupDialog() {
+  const dialog = $("#group-dialog");
+  if (!dialog.open || !current) return;
+  const room = current;
+  const me = client.user;
+  $("#group-dialog-title").textContent = roomName(room);
+  const members = [...room.members].sort((a, b) => ROLE_ORDER[room.roleOf(a)] - ROLE_ORDER[room.roleOf(b)] || a.localeCompare(b));
+  $("#member-list").replaceChildren(
+    ...members.map((user) => {
+      const role = room.roleOf(user);
+      const roleView =
+        room.canSetRoles && user !== me
+          ? el(
+              "select",
+              {
+                "aria-label": `Role of ${user}`,
+                dataset: { testid: "role-select" },
+                onchange: (event) => room.setRole(user, event.target.value).catch((error) => (toast(describe(error)), renderGroupDialog())),
+              },
+              ...Object.entries(ROLE_LABELS).map(([value, label]) => el("option", { value, selected: value === role }, label)),
+            )
+          : el("span", { class: "role", dataset: { role } }, ROLE_LABELS[role]);
+      return el(
+        "li",
+        { class: "member", dataset: { testid: "member", user, role } },
+        el("span", { class: "member-name" }, user, user === me ? " (you)" : ""),
+        roleView,
+        user !== me && room.canRemove(user)
+          ? el("button", { type: "button", class: "secondary", "aria-label": `Remove ${user}`, dataset: { testid: "remove-member" }, onclick: () => removeMember(room, user) }, "Remove")
+          : null,
+      );
+    }),
+  );
+  $("#add-members-form").hidden = room.roleOf(me) === "member";
+}
+
+async function removeMember(room, user) {
+  if (!(await confirmed(`Remove ${user} from ${roomName(room)}?`, "Remove"))) return;
+  try {
+    await room.removeMember(user); // the members frame re-renders the list
+  } catch (error) {
+    toast(describe(error));
+  }
+}
+
+$("#add-members-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const members = $("#add-members").value.split(",").map((m) => m.trim()).filter(Boolean);
+  try {
+    await current.addMembers(members);
+    $("#add-members").value = "";
+  } catch (error) {
+    toast(describe(error));
+  }
+});
+
+$("#leave-group").addEventListener("click", async () => {
+  const room = current;
+  if (!room || !(await confirmed(`Leave ${roomName(room)}?`, "Leave"))) return;
+  leaving = room;
+  try {
+    await room.leave(); // room_removed takes the conversation away
+    $("#group-dialog").close();
+  } catch (error) {
+    leaving = null;
+    toast(describe(error));
+  }
+});
 
 // History loads as the user scrolls to the top, keeping the view where it was.
 $("#messages").addEventListener("scroll", async () => {
@@ -444,7 +736,8 @@ $("#composer").addEventListener("submit", (event) => {
   const input = $("#composer-text");
   const text = input.value;
   if (!text.trim() || !current) return;
-  current.send(text);
+  current.send(text, replyingTo ? { replyTo: replyingTo.seq } : undefined);
+  setReply(null);
   input.value = "";
   renderMessages({ toBottom: true });
 });
@@ -458,6 +751,15 @@ $("#composer-text").addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
     event.preventDefault();
     $("#composer").requestSubmit();
+  } else if (event.key === "Escape" && replyingTo) {
+    setReply(null);
+  } else if (event.key === "ArrowUp" && event.target.value === "" && current) {
+    // Up in an empty composer edits the user's last message (that can still be edited).
+    const last = current.messages().findLast((m) => current.canEdit(m));
+    if (last) {
+      event.preventDefault();
+      startEdit(last);
+    }
   }
 });
 

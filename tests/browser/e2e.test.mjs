@@ -257,6 +257,155 @@ test("presence, typing, ticks to read, and unread badges that clear in every tab
   }
 });
 
+const bubbleAt = (page, seq) => page.locator(`[data-testid="message"][data-seq="${seq}"]`);
+
+/** Clicks one of a message's actions (shown on hover). */
+async function act(page, seq, testid, emoji) {
+  const bubble = bubbleAt(page, seq);
+  await bubble.hover();
+  await bubble.locator(`[data-testid="actions"] [data-testid="${testid}"]${emoji ? `[data-emoji="${emoji}"]` : ""}`).click();
+}
+
+/** What each message shows of its changes: text, edited, deleted, reactions (* = the user's), reply quote. */
+async function changesShown(page) {
+  return page.$$eval('[data-testid="message"]', (nodes) =>
+    nodes.map((n) => ({
+      seq: Number(n.dataset.seq),
+      text: n.querySelector(".text").textContent,
+      edited: n.querySelector('[data-testid="edited"]') !== null,
+      deleted: n.dataset.deleted === "true",
+      reactions: [...n.querySelectorAll('[data-testid="reaction"]')].map((r) => `${r.dataset.emoji}${r.dataset.count}${r.dataset.me === "true" ? "*" : ""}`),
+      quote: n.querySelector('[data-testid="reply-quote"]')?.dataset.replySeq ?? null,
+    })),
+  );
+}
+
+async function waitForChanges(page, expected, what) {
+  let got;
+  try {
+    await eventually(async () => JSON.stringify((got = await changesShown(page))) === JSON.stringify(expected), 15000, what);
+  } catch (e) {
+    assert.deepEqual(got, expected, what);
+    throw e;
+  }
+}
+
+test("a direct room: edit, delete, react and reply, each visible on both pages, and still after reloading both", async () => {
+  const node = await startChatd("e2e-changes");
+  try {
+    const alice = await signIn(node.base, "alice");
+    const bob = await signIn(node.base, "bob");
+    await openDirect(alice, "bob");
+    await say(alice, "Lunch at noon?");
+    await say(alice, "Or at one?");
+    await openRoomNamed(bob, "alice");
+    await waitForTexts(bob, ["Lunch at noon?", "Or at one?"], "bob sees both");
+
+    // Edit: the action, then Escape, changes nothing; Up in the empty composer edits the last one.
+    await act(alice, 1, "edit");
+    const editor = alice.locator('[data-testid="edit-text"]');
+    await editor.fill("Lunch at 12:30?");
+    await editor.press("Escape");
+    assert.equal(await editor.count(), 0, "the editor is gone");
+    assert.equal(await bubbleAt(alice, 1).locator(".text").textContent(), "Lunch at noon?", "cancelled");
+    await alice.getByLabel("Message", { exact: true }).press("ArrowUp");
+    assert.equal(await editor.inputValue(), "Or at one?", "the last own message, in the editor");
+    await editor.fill("Or at half past one?");
+    await editor.press("Enter");
+    for (const page of [alice, bob]) {
+      await bubbleAt(page, 2).locator('[data-testid="edited"]').waitFor();
+      assert.equal(await bubbleAt(page, 2).locator(".text").textContent(), "Or at half past one?");
+    }
+
+    // Reactions: bob's 👍, alice's ❤️; bob clicks his own to take it back; his 😂 stays.
+    await act(bob, 1, "react", "👍");
+    await alice.locator('[data-seq="1"] [data-testid="reaction"][data-emoji="👍"][data-count="1"][data-me="false"]').waitFor();
+    await act(alice, 1, "react", "❤️");
+    await bob.locator('[data-seq="1"] [data-testid="reaction"][data-emoji="❤️"][data-me="false"]').waitFor();
+    await bob.locator('[data-seq="1"] [data-testid="reaction"][data-emoji="👍"][data-me="true"]').click();
+    await alice.locator('[data-seq="1"] [data-testid="reaction"][data-emoji="👍"]').waitFor({ state: "detached" });
+    await act(bob, 2, "react", "😂");
+
+    // Reply: bob answers message 2; the quote shows it, and a click takes alice to it.
+    await act(bob, 2, "reply");
+    assert.match(await bob.locator('[data-testid="reply-bar"]').textContent(), /alice: Or at half past one\?/);
+    await say(bob, "Half past one works");
+    assert.ok(await bob.locator('[data-testid="reply-bar"]').isHidden(), "the reply bar goes with the send");
+    const quote = alice.locator('[data-testid="reply-quote"][data-reply-seq="2"]');
+    await quote.waitFor();
+    assert.match(await quote.textContent(), /^alice/, "the quote names its sender");
+    assert.match(await quote.textContent(), /Or at half past one\?/);
+    await quote.click();
+    await alice.locator('.msg.flash[data-seq="2"]').waitFor();
+    await alice.screenshot({ path: join(ARTIFACTS, "11-changes.png") });
+
+    // Delete: asked first (No keeps it), then gone for both, reactions and all.
+    await act(alice, 1, "delete");
+    await alice.locator('[data-testid="confirm-cancel"]').click();
+    assert.equal(await bubbleAt(alice, 1).getAttribute("data-deleted"), "false", "cancelled");
+    await act(alice, 1, "delete");
+    await alice.locator('[data-testid="confirm-ok"]').click();
+
+    const reply = (await changesShown(bob)).at(-1).seq;
+    const expected = (me) => [
+      { seq: 1, text: "Message deleted", edited: false, deleted: true, reactions: [], quote: null },
+      { seq: 2, text: "Or at half past one?", edited: true, deleted: false, reactions: [me === "bob" ? "😂1*" : "😂1"], quote: null },
+      { seq: reply, text: "Half past one works", edited: false, deleted: false, reactions: [], quote: "2" },
+    ];
+    await waitForChanges(alice, expected("alice"), "alice's page");
+    await waitForChanges(bob, expected("bob"), "bob's page");
+    await bob.screenshot({ path: join(ARTIFACTS, "12-changes-peer.png") });
+    assert.equal(await bob.locator('[data-testid="room"] .room-last').first().textContent(), "Half past one works");
+
+    for (const page of [alice, bob]) {
+      await page.reload();
+      await page.waitForSelector('#connection[data-state="online"]');
+    }
+    await waitForChanges(alice, expected("alice"), "alice's page after a reload");
+    await waitForChanges(bob, expected("bob"), "bob's page after a reload");
+  } finally {
+    await node.proc.kill();
+  }
+});
+
+test("group settings: the owner makes an admin, the admin removes a member, the owner leaves and the admin owns the group", async () => {
+  const node = await startChatd("e2e-roles");
+  try {
+    const [ann, ben, cat] = await Promise.all(["ann", "ben", "cat"].map((u) => signIn(node.base, u)));
+    await ann.getByLabel("New group").fill("Club");
+    await ann.getByLabel("Members").fill("ben, cat");
+    await ann.getByLabel("Members").press("Enter");
+    await ann.waitForSelector("#composer:not([hidden])");
+    for (const page of [ben, cat]) await openRoomNamed(page, "Club");
+    const member = (page, user) => page.locator(`#group-dialog [data-testid="member"][data-user="${user}"]`);
+
+    await ann.locator('[data-testid="group-settings"]').click();
+    await member(ann, "ann").waitFor();
+    assert.equal(await member(ann, "ann").getAttribute("data-role"), "owner");
+    await member(ann, "ben").locator('[data-testid="role-select"]').selectOption("admin");
+    await ann.locator('#group-dialog [data-testid="member"][data-user="ben"][data-role="admin"]').waitFor();
+    await ann.screenshot({ path: join(ARTIFACTS, "13-group-settings.png") });
+
+    await ben.locator('[data-testid="group-settings"]').click();
+    await ben.locator('#group-dialog [data-testid="member"][data-user="ben"][data-role="admin"]').waitFor();
+    assert.equal(await member(ben, "ann").locator('[data-testid="remove-member"]').count(), 0, "an admin cannot remove the owner");
+    assert.equal(await member(ben, "ann").locator('[data-testid="role-select"]').count(), 0, "nor change roles");
+    await member(ben, "cat").locator('[data-testid="remove-member"]').click();
+    await ben.locator('[data-testid="confirm-ok"]').click();
+    await member(ben, "cat").waitFor({ state: "detached" });
+    await cat.waitForSelector('[data-testid="room"]:has-text("Club")', { state: "detached" });
+    await eventually(async () => (await cat.locator("#room-title").textContent()) === "Pick a room", 15000, "cat's conversation closes");
+
+    await ann.locator('[data-testid="leave-group"]').click();
+    await ann.locator('[data-testid="confirm-ok"]').click();
+    await ann.waitForSelector('[data-testid="room"]:has-text("Club")', { state: "detached" });
+    await ben.locator('#group-dialog [data-testid="member"][data-user="ben"][data-role="owner"]').waitFor();
+    await member(ben, "ann").waitFor({ state: "detached" });
+  } finally {
+    await node.proc.kill();
+  }
+});
+
 test("two nodes behind nginx: the node of one user dies mid-conversation and nothing is lost", async () => {
   const redis = await startRedis();
   const mongo = await startMongo();

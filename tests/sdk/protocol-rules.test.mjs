@@ -1,12 +1,13 @@
 // The SDK against docs/protocol-rules.json, the rules table the protocol crate writes: close
-// actions, retryable codes, and sample frames of every type. If the server's rules change,
-// the table changes with them, and these tests say where the SDK has to follow.
+// actions, retryable codes, sample frames of every type, and a sample of the fold (log
+// entries and the state the server folds from them). If the server's rules change, the table
+// changes with them, and these tests say where the SDK has to follow.
 // Run: node --test tests/sdk/
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
-import { PROTOCOL, PROTOCOL_VERSION, closeAction, isRetryable, ChatError } from "../../web/sdk/chatd.js";
+import { PROTOCOL, PROTOCOL_VERSION, closeAction, isRetryable, ChatError, MessageFold } from "../../web/sdk/chatd.js";
 import { CLOSE_RULES, RETRYABLE_CODES, requestFailureAction } from "../../web/sdk/rules.js";
 import { onlineClient, summary } from "../support/fakes.mjs";
 
@@ -52,7 +53,7 @@ test("the subprotocol and version are the table's", () => {
 });
 
 test("the table has a sample of every frame type, each field present", () => {
-  assert.deepEqual(Object.keys(client).sort(), ["active", "delivered", "ping", "read", "resume", "send", "typing"]);
+  assert.deepEqual(Object.keys(client).sort(), ["active", "delete", "delivered", "edit", "ping", "react", "read", "resume", "send", "typing"]);
   assert.deepEqual(Object.keys(server).sort(), [
     "ack", "error", "members", "message", "pong", "presence", "receipt", "resumed", "room_added", "room_removed", "typing", "unread", "welcome",
   ]);
@@ -113,7 +114,7 @@ const effects = {
     assert.deepEqual(seen, [message]);
     assert.deepEqual(
       c.client.messages(message.room).map(({ status, ...m }) => m),
-      [message],
+      [{ ...message, reactions: [] }], // as it stands: nobody reacted
     );
   },
   async ack(c) {
@@ -176,7 +177,10 @@ const effects = {
   },
   async members(c) {
     feed(c.ws, server.members);
-    assert.deepEqual(c.client.room(server.members.room).members, server.members.members);
+    const room = c.client.room(server.members.room);
+    assert.deepEqual(room.members, server.members.members);
+    assert.deepEqual(room.roles, server.members.roles);
+    for (const [user, role] of Object.entries(server.members.roles)) assert.equal(room.roleOf(user), role);
   },
   async error(c) {
     feed(c.ws, server.error);
@@ -212,7 +216,10 @@ test("the frames the SDK sends have exactly the samples' keys", async (t) => {
     await sdk.room(room).open();
     ws.goOnline(); // as after a reconnect: the resume names every loaded room
     sdk.setTyping(room, true);
-    sdk.send(room, "hi");
+    sdk.send(room, "hi", { replyTo: 1 });
+    sdk.room(room).edit(1, "hi there");
+    sdk.room(room).delete(1);
+    sdk.room(room).react(1, "👍");
     ws.receive({ ...server.message, room, seq: 1, sender: "someone else" }); // delivered, then read
     sdk.markRead(room);
     sdk.activity();
@@ -223,6 +230,9 @@ test("the frames the SDK sends have exactly the samples' keys", async (t) => {
       return frames.at(-1);
     };
     assert.deepEqual(keys(sent("send")), keys(client.send));
+    assert.deepEqual(keys(sent("edit")), keys(client.edit));
+    assert.deepEqual(keys(sent("delete")), keys(client.delete));
+    assert.deepEqual(keys(sent("react")), keys(client.react));
     assert.deepEqual(keys(sent("resume")), keys(client.resume));
     assert.deepEqual(Object.keys(sent("resume").rooms), [room]);
     assert.deepEqual(keys(sent("read")), keys(client.read));
@@ -230,6 +240,47 @@ test("the frames the SDK sends have exactly the samples' keys", async (t) => {
     assert.deepEqual(keys(sent("delivered")), keys(client.delivered));
     assert.deepEqual(keys(sent("typing")), keys(client.typing));
     assert.deepEqual(keys(sent("active")), keys(client.active));
+  } finally {
+    sdk.stop();
+  }
+});
+
+// ---- the fold: the server's state from the same entries ---------------------------------
+
+const { fold } = table;
+/** A state as compared: the SDK's own marks (status, changing) are not the server's. */
+const asState = ({ status, changing, ...state }) => state;
+
+test("the table's fold sample: entries of every kind, and the state the server folds from them", () => {
+  assert.ok(fold && Array.isArray(fold.entries) && Array.isArray(fold.state), "docs/protocol-rules.json has a fold sample");
+  assert.deepEqual(new Set(fold.entries.map((e) => e.kind)), new Set(["message", "edit", "delete", "react", "unreact"]));
+  assert.ok(fold.entries.some((e) => e.deleted) && fold.entries.some((e) => e.replyTo !== undefined));
+});
+
+test("MessageFold folds the sample to the server's state, in the order given and in reverse", () => {
+  for (const [order, entries] of [["given", fold.entries], ["reverse", [...fold.entries].reverse()]]) {
+    const folded = new MessageFold();
+    folded.apply(entries);
+    assert.deepEqual(folded.states(fold.viewer), fold.state, `${order} order`);
+    assert.equal(folded.waiting, 0, `${order}: every change found its message`);
+  }
+});
+
+test("MessageFold folds the sample one entry at a time, and a repeat of everything changes nothing", () => {
+  const folded = new MessageFold();
+  for (const entry of [...fold.entries].reverse()) folded.apply([entry]);
+  folded.apply(fold.entries);
+  assert.deepEqual(folded.states(fold.viewer), fold.state);
+});
+
+test("a client given the sample as message frames, newest first, shows the server's state", async () => {
+  const room = fold.entries[0].room;
+  const { client: sdk, ws } = await onlineClient({ "/v1/rooms?limit=500": { rooms: [summary(room)], next: null } });
+  try {
+    ws.receive({ type: "welcome", v: 1, connId: "c2", user: fold.viewer, node: "n1", heartbeatMs: 20000, resumeWaitMs: 2000, maxTextChars: 4000 });
+    for (const entry of [...fold.entries].reverse()) ws.receive({ type: "message", ...entry });
+    assert.deepEqual(sdk.messages(room).map(asState), fold.state);
+    assert.deepEqual(sdk.room(room).entries().map((e) => e.seq), fold.entries.map((e) => e.seq), "the raw log holds every entry");
   } finally {
     sdk.stop();
   }

@@ -300,7 +300,7 @@ test("a Room sends: pending at once, sent on the ack, the promise resolves", asy
     assert.deepEqual(frame, { type: "send", room: "r", clientMsgId: sending.clientMsgId, text: "hello" });
     ws.receive({ type: "ack", clientMsgId: sending.clientMsgId, room: "r", id: "m1", seq: 1, createdAt: "2026-01-01T00:00:00.000Z", duplicate: false });
     const stored = await sending;
-    assert.deepEqual(stored, { id: "m1", room: "r", seq: 1, sender: "me", clientMsgId: sending.clientMsgId, text: "hello", createdAt: "2026-01-01T00:00:00.000Z" });
+    assert.deepEqual(stored, { id: "m1", room: "r", seq: 1, sender: "me", clientMsgId: sending.clientMsgId, kind: "message", text: "hello", createdAt: "2026-01-01T00:00:00.000Z" });
     assert.deepEqual(room.messages().map((m) => [m.seq, m.status]), [[1, "sent"]]);
   } finally {
     client.stop();

@@ -22,6 +22,7 @@ export const implementations: {
   RoomLog: rooms.RoomLog,
   RoomState: rooms.RoomLog,
   Outbox: rooms.Outbox,
+  MessageFold: rooms.MessageFold,
   // chatd.js's own class; checked by @implements in chatd.js, listed so none is forgotten.
   ChatClient: null as unknown as typeof Declared.ChatClient,
 };

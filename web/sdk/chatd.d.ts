@@ -8,25 +8,76 @@ export type ConnectionState = "connecting" | "online" | "reconnecting" | "offlin
 /** What a client does after a close: reconnect now, back off, get a new token, or stop. */
 export type CloseAction = "now" | "backoff" | "reauth" | "stop";
 
+/** What a log entry is: a message, or a change to the message at its `target`. */
+export type EntryKind = "message" | "edit" | "delete" | "react" | "unreact";
+
+/** One entry of a room's log, as `message` frames and `view=log` history carry it: a message
+ * or a change to one (docs/protocol.md, "Changes"). */
 export interface Message {
   id: string;
   room: string;
-  /** Position in the room: 1, 2, 3, ... with no gaps. The order. */
+  /** Position in the room's log: 1, 2, 3, ... with no gaps. The order. */
   seq: number;
   sender: string;
   clientMsgId: string;
+  /** Absent from a server older than changes: a message. */
+  kind: EntryKind;
+  /** A message's text, an edit's new text; "" for other changes and once deleted. */
   text: string;
   /** RFC 3339, UTC, milliseconds. Never decreases as seq grows. */
   createdAt: string;
+  /** The seq of the message a change applies to (edit, delete, react, unreact). */
+  target?: number;
+  /** The seq of the message a message answers. */
+  replyTo?: number;
+  /** A reaction's emoji (react, unreact). */
+  emoji?: string;
+  /** The message (or an edit of it) was deleted: its text is gone from the server. */
+  deleted?: boolean;
+}
+
+/** How many members reacted with an emoji, and whether the user is one of them. */
+export interface Reaction {
+  emoji: string;
+  count: number;
+  me: boolean;
+}
+
+/** What a reply shows of the message it answers, as that message stands now. */
+export interface ReplyPreview {
+  seq: number;
+  sender: string;
+  /** Cut to 140 characters; "" once deleted. */
+  text: string;
+  deleted: boolean;
+}
+
+/** A message as it stands after every change to it (what `view=state` history returns, and
+ * what the SDK folds from the log). */
+export interface MessageState extends Message {
+  kind: "message";
+  /** When the text shown was written by an edit (absent if never edited). */
+  editedAt?: string;
+  /** When it was deleted (a tombstone: `deleted: true`, text "", no reactions). */
+  deletedAt?: string;
+  /** Per emoji, in the order of its earliest standing reaction. */
+  reactions: Reaction[];
+  /** The answered message, when this is a reply and that message is held. */
+  reply?: ReplyPreview;
 }
 
 /** A message as the UI shows it: stored ("sent") or own and not yet stored. */
-export interface ShownMessage extends Omit<Message, "id" | "seq"> {
+export interface ShownMessage extends Omit<MessageState, "id" | "seq"> {
   id: string | null;
   seq: number | null;
   status: "sent" | "pending" | "failed";
   error?: ChatError;
+  /** Own changes to it (an edit, a delete, reactions) are on their way, shown already. */
+  changing?: boolean;
 }
+
+/** A role in a group; members without one in `roles` are plain members. */
+export type Role = "owner" | "admin" | "member";
 
 /** A room as REST and `room_added` describe it. */
 export interface RoomInfo {
@@ -35,16 +86,20 @@ export interface RoomInfo {
   /** Groups have a name; direct rooms do not. */
   name: string | null;
   members: string[];
+  /** Owners and admins of a group ({} in direct rooms). */
+  roles: Record<string, "owner" | "admin">;
   createdBy: string;
   createdAt: string;
 }
 
 /** A room of `GET /v1/rooms`: its info and where the user stands in it. */
 export interface RoomSummary extends RoomInfo {
-  lastMessage: Message | null;
+  /** The newest message that is not deleted, as it stands. */
+  lastMessage: MessageState | null;
+  /** The seq of the log's newest entry (any kind). */
   lastSeq: number;
   readSeq: number;
-  /** Others' messages after readSeq (up to 999 from the server; counted on by the SDK). */
+  /** Others' messages after readSeq, not deleted (up to 999 from the server; counted on by the SDK). */
   unread: number;
 }
 
@@ -190,8 +245,13 @@ export interface ChatClientOptions {
   fetch?: typeof fetch;
 }
 
-/** A send in progress: resolves with the stored message once acked. */
+/** A send (or a change) in progress: resolves with the stored entry once acked. */
 export type Sending = Promise<Message> & { clientMsgId: string };
+
+export interface SendOptions {
+  /** The seq of the message this one answers. */
+  replyTo?: number;
+}
 
 export interface ChatEvents {
   state: ConnectionState;
@@ -201,6 +261,8 @@ export interface ChatEvents {
   room: string;
   /** A message arrived (live, replayed or filled in), each exactly once. */
   message: Message;
+  /** An edit, delete or reaction arrived (live, replayed or filled in), each exactly once. */
+  change: Message;
   ack: { clientMsgId: string; message: Message };
   /** A member's positions moved. */
   receipt: { room: string } & Receipt;
@@ -218,6 +280,8 @@ export interface RoomEvents {
   messages: Room;
   /** A message arrived, each exactly once. */
   message: Message;
+  /** An edit, delete or reaction arrived, each exactly once (`messages` follows). */
+  change: Message;
   ack: { clientMsgId: string; message: Message };
   /** A member's positions moved. */
   receipt: { room: string } & Receipt;
@@ -225,9 +289,9 @@ export interface RoomEvents {
   unread: { room: string; unread: number };
   /** Who else is typing changed. */
   typing: { room: string; users: string[] };
-  /** The member list changed. */
+  /** The member list or the roles changed. */
   members: string[];
-  /** The summary changed (lastMessage, unread, readSeq, members). */
+  /** The summary changed (lastMessage, unread, readSeq, members, roles). */
   summary: Room;
   /** The user left the room or was removed; its messages are forgotten. */
   removed: Room;
@@ -254,8 +318,13 @@ export interface Room extends Readonly<RoomSummary> {
   /** Who else is typing in the room now. */
   readonly typing: string[];
   on<K extends keyof RoomEvents>(event: K, listener: (value: RoomEvents[K]) => void): () => void;
-  /** Stored messages sorted by seq, then own pending or failed ones. */
+  /** The messages as they stand (kind "message" only: changes are folded into them), sorted
+   * by seq, own changes on their way applied (`changing`); then own pending or failed ones. */
   messages(): ShownMessage[];
+  /** Message `seq` as it stands (stored changes only), if held. */
+  message(seq: number): MessageState | undefined;
+  /** The raw log: every entry held (messages and changes), sorted by seq. */
+  entries(): Message[];
   /** The UI shows the room: loads the newest page if needed and the receipts; from now on
    * (until close() or another room's open()) what arrives is read while the page is visible. */
   open(): Promise<ShownMessage[]>;
@@ -266,7 +335,31 @@ export interface Room extends Readonly<RoomSummary> {
   /** Loads the page before the oldest message held; resolves with how many arrived. */
   loadOlder(): Promise<number>;
   /** Shows as pending at once; resolves with the stored message once acked, retried until then. */
-  send(text: string): Sending;
+  send(text: string, options?: SendOptions): Sending;
+  /** Changes the text of own message `seq` (within the server's edit window). Sent like a
+   * message: shown at once, retried until stored; refusals reject (forbidden,
+   * edit_window_closed, message_not_found, empty_text, text_too_long). */
+  edit(seq: number, text: string): Sending;
+  /** Deletes message `seq` for everybody: own, or anyone's in a group the user owns or administers. */
+  delete(seq: number): Sending;
+  /** Adds the user's reaction (reacting twice changes nothing). */
+  react(seq: number, emoji: string): Sending;
+  /** Takes the user's reaction off. */
+  unreact(seq: number, emoji: string): Sending;
+  /** A member's role ("member" for anyone not in `roles`, everybody in a direct room). */
+  roleOf(user: string): Role;
+  /** Own stored message, not deleted (the server's edit window is not known here). */
+  canEdit(message: { sender: string; seq: number | null; deleted?: boolean }): boolean;
+  /** Own, or in a group the user owns or administers anyone's; stored, not deleted. */
+  canDelete(message: { sender: string; seq: number | null; deleted?: boolean }): boolean;
+  /** Themselves (leaving) always; in a group an owner anyone, an admin plain members. */
+  canRemove(user: string): boolean;
+  /** Whether the user owns the group (only owners change roles). */
+  readonly canSetRoles: boolean;
+  /** PUT /v1/rooms/{room}/members/{user}/role (owners only); members and roles follow the answer. */
+  setRole(user: string, role: Role): Promise<RoomInfo>;
+  /** Leaves the room (`room_removed` follows). */
+  leave(): Promise<null>;
   /** Marks the room read up to `seq` (default: the newest message held without a gap); the
    * server hears it coalesced. */
   markRead(seq?: number, options?: ReadOptions): void;
@@ -309,8 +402,9 @@ export declare class ChatClient {
   open(roomId: string): Promise<ShownMessage[]>;
   loadOlder(roomId: string): Promise<number>;
   hasOlder(roomId: string): boolean;
-  /** Resolves with the stored message once acked; retried by the SDK until then. */
-  send(roomId: string, text: string): Sending;
+  /** Resolves with the stored message once acked; retried by the SDK until then. Edits,
+   * deletes and reactions: see Room. */
+  send(roomId: string, text: string, options?: SendOptions): Sending;
   /** Drops a failed message from the pending list. */
   discard(clientMsgId: string): void;
   /** Marks a room read (see Room.markRead); `{private: true}` keeps the members' view where it was. */
@@ -341,13 +435,17 @@ export declare class ChatClient {
   createGroup(name: string, members: string[]): Promise<Room>;
   addMembers(roomId: string, members: string[]): Promise<RoomInfo>;
   removeMember(roomId: string, user: string): Promise<null>;
+  /** Leaves a room (`room_removed` follows). */
+  leave(roomId: string): Promise<null>;
+  /** Gives a member of a group a role (owners only). */
+  setRole(roomId: string, user: string, role: Role): Promise<RoomInfo>;
   presence(roomId: string): Promise<RoomPresence>;
   /** Any REST call with the client's token; throws ChatError with the server's code. */
   api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
 }
 
 /**
- * One room's messages: sorted by seq, de-duplicated, gaps reported. `floor` is the seq below
+ * One room's log (messages and changes): sorted by seq, de-duplicated, gaps reported. `floor` is the seq below
  * which history was deliberately not loaded; `contiguous` the highest seq such that
  * everything from floor up to it is held.
  */
@@ -379,9 +477,18 @@ export declare const RoomState: typeof RoomLog;
 /** @deprecated use RoomLog */
 export type RoomState = RoomLog;
 
-export interface OutboxItem {
+/** What an outbox item stores: a message (maybe a reply) or a change to message `target`. */
+export interface Change {
+  kind: EntryKind;
+  target?: number;
+  replyTo?: number;
+  emoji?: string;
+}
+
+export interface OutboxItem extends Change {
   clientMsgId: string;
   room: string;
+  /** The message's text, an edit's new text; "" for other changes. */
   text: string;
   sender: string | null;
   status: "pending" | "failed";
@@ -392,10 +499,11 @@ export interface OutboxItem {
   error?: ChatError;
 }
 
-/** Own messages on their way, each with the promise its sender holds. */
+/** Own messages and changes on their way, each with the promise its sender holds. */
 export declare class Outbox {
   constructor(options?: { newId?: () => string });
-  add(room: string, text: string, sender: string | null): OutboxItem;
+  /** `change` defaults to a message. */
+  add(room: string, text: string, sender: string | null, change?: Change): OutboxItem;
   /** The sender's promise: the stored message, or why it was not stored. */
   whenStored(clientMsgId: string): Promise<Message>;
   get(clientMsgId: string): OutboxItem | undefined;
@@ -408,12 +516,49 @@ export declare class Outbox {
   retryLater(clientMsgId: string, at: number): void;
   /** Removes the item and resolves its promise with `message`. */
   ack(clientMsgId: string, message?: Message): OutboxItem | undefined;
-  /** Keeps the item as failed and rejects its promise. */
+  /** Rejects its promise; a message stays as failed, a change is dropped. */
   fail(clientMsgId: string, error: ChatError): OutboxItem | undefined;
   failAll(reason: (item: OutboxItem) => ChatError): OutboxItem[];
   discard(clientMsgId: string): OutboxItem | undefined;
   forRoom(room: string): OutboxItem[];
   readonly size: number;
+}
+
+/** What one MessageFold.apply() did, in the order it happened (what unread counts follow). */
+export interface FoldReport {
+  /** Messages that arrived; `shown`: not deleted as they arrived. */
+  arrived: { message: Message; shown: boolean }[];
+  /** Messages deleted for the first time; `wasShown`: held and not deleted until then. */
+  deleted: { message: Message; delete: Message; wasShown: boolean }[];
+  /** The first delete of a message not held (it waits for the message). */
+  waitingDeletes: Message[];
+}
+
+/**
+ * The current state of a room's messages, folded from its log entries in any order (the
+ * same state whatever the order): the edit with the highest seq gives the text, a delete is
+ * absorbing, per (user, emoji) the reaction entry with the highest seq decides; a change
+ * whose message is not held waits for it.
+ */
+export declare class MessageFold {
+  constructor();
+  /** Messages held. */
+  readonly size: number;
+  /** Changes that wait for their message. */
+  readonly waiting: number;
+  /** Takes entries in any order; a repeat changes nothing. */
+  apply(entries: Message[]): FoldReport;
+  /** Message `seq` as `viewer` sees it (`me` in reactions), with its reply preview when the answered message is held. */
+  state(seq: number, viewer?: string | null): MessageState | undefined;
+  /** Every message held, in seq order. */
+  states(viewer?: string | null): MessageState[];
+  /** The newest message held that is not deleted. */
+  newest(viewer?: string | null): MessageState | null;
+  /** What a reply to message `seq` shows, if it is held. */
+  preview(seq: number, viewer?: string | null): ReplyPreview | undefined;
+  isDeleted(seq: number): boolean;
+  /** A state folded elsewhere (a room list's lastMessage) brought up to date with what is held. */
+  update(known: MessageState, viewer?: string | null): MessageState;
 }
 
 /** What to do after the server closes with `code` (docs/protocol-rules.json, "close"). */

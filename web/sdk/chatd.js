@@ -4,8 +4,11 @@
 //     (transport.js, with the rules in rules.js);
 //   - sends with a clientMsgId, pending until acked, retried after a timeout, a retryable
 //     error or a reconnect (the server's idempotency makes retries safe);
-//   - each room's messages sorted by seq, duplicates dropped, gaps filled from history
-//     (rooms.js), over the REST client (rest.js); errors are ChatError (errors.js);
+//   - each room's log sorted by seq, duplicates dropped, gaps filled from history, and folded
+//     into the messages' current state: edits, deletes, reactions, replies (rooms.js), over
+//     the REST client (rest.js); errors are ChatError (errors.js);
+//   - edits, deletes and reactions sent like messages (the same outbox and retries);
+//   - group roles, kept from room objects and `members` frames;
 //   - presence, typing, delivered and read receipts, unread counts (rooms.js too): held as
 //     state, and the user's own reported by themselves: `delivered` when messages arrive,
 //     `read` while a room is open in a visible page, `active` on input, typing paced.
@@ -21,7 +24,7 @@ import { Transport } from "./transport.js";
 
 export { ChatError } from "./errors.js";
 export { devLogin } from "./rest.js";
-export { Outbox, RoomLog, RoomLog as RoomState } from "./rooms.js";
+export { MessageFold, Outbox, RoomLog, RoomLog as RoomState } from "./rooms.js";
 export { PROTOCOL, PROTOCOL_VERSION, backoffDelay, closeAction, isRetryable } from "./rules.js";
 
 /**
@@ -34,6 +37,8 @@ export { PROTOCOL, PROTOCOL_VERSION, backoffDelay, closeAction, isRetryable } fr
  * @typedef {import("./chatd.js").UserPresence} UserPresence
  * @typedef {import("./chatd.js").UserSettings} UserSettings
  * @typedef {import("./chatd.js").ReadOptions} ReadOptions
+ * @typedef {import("./chatd.js").SendOptions} SendOptions
+ * @typedef {import("./chatd.js").Role} Role
  * @typedef {import("./chatd.js").ChatClient} DeclaredChatClient  the contract ChatClient implements
  * @typedef {Required<Omit<ChatClientOptions, "token" | "getToken" | "backoff">> & { backoff: { baseMs?: number, maxMs?: number } }} Settings
  */
@@ -53,6 +58,7 @@ const byActivity = (/** @type {Room} */ a, /** @type {Room} */ b) => {
  *   "rooms"   (Room[])                  the room list changed
  *   "room"    (roomId)                  a room's messages (or pending ones) changed
  *   "message" (Message)                 a message arrived, each exactly once
+ *   "change"  (Message)                 an edit, delete or reaction arrived, each exactly once
  *   "ack"     ({clientMsgId, message})  an own message was stored
  *   "receipt" ({room, user, deliveredSeq, readSeq})  a member's positions moved
  *   "unread"  ({total, rooms})          unread counts changed: rooms maps the changed ones to their count
@@ -384,7 +390,7 @@ export class ChatClient {
         this.#events.emit("room", frame.room);
         break;
       case "members":
-        this.#rooms.get(frame.room)?.setMembers(frame.members);
+        this.#rooms.get(frame.room)?.setMembers(frame.members, frame.roles);
         break;
       default:
         break; // pong, or a newer server's frame
@@ -408,7 +414,7 @@ export class ChatClient {
       const wait = frame.retryAfterMs ?? backoffDelay(item.attempts, this.#settings.backoff) + 200;
       this.#outbox.retryLater(item.clientMsgId, Date.now() + wait);
     } else if (item) {
-      this.#outbox.fail(item.clientMsgId, error);
+      this.#outbox.fail(item.clientMsgId, error); // a message shows as failed; a change is dropped
       this.#rooms.get(item.room)?.outboxChanged();
     }
     this.#events.emit("error", error);
@@ -424,7 +430,7 @@ export class ChatClient {
     if (event === "messages") this.#events.emit("room", room.id);
     else if (event === "summary") this.#emitRooms();
     else if (event === "unread") this.#events.emit("unread", { total: this.unreadTotal(), rooms: { [room.id]: value.unread } });
-    else if (event === "message" || event === "ack" || event === "receipt" || event === "typing" || event === "error") this.#events.emit(event, value);
+    else if (event === "message" || event === "change" || event === "ack" || event === "receipt" || event === "typing" || event === "error") this.#events.emit(event, value);
   }
 
   /**
@@ -642,9 +648,10 @@ export class ChatClient {
   /**
    * @param {string} roomId
    * @param {string} text
+   * @param {SendOptions} [options]  replyTo: the seq of the message it answers
    */
-  send(roomId, text) {
-    return this.#roomFor(roomId).send(text);
+  send(roomId, text, options) {
+    return this.#roomFor(roomId).send(text, options);
   }
 
   /**
@@ -719,6 +726,24 @@ export class ChatClient {
    */
   removeMember(roomId, user) {
     return this.#rest.removeMember(roomId, user);
+  }
+
+  /**
+   * Leaves a room (`room_removed` follows).
+   * @param {string} roomId
+   */
+  leave(roomId) {
+    return this.#roomFor(roomId).leave();
+  }
+
+  /**
+   * Gives a member of a group a role (owners only): "owner", "admin" or "member".
+   * @param {string} roomId
+   * @param {string} user
+   * @param {Role} role
+   */
+  setRole(roomId, user, role) {
+    return this.#roomFor(roomId).setRole(user, role);
   }
 
   /** @param {string} roomId */

@@ -13,7 +13,10 @@ import { ChatError } from "./errors.js";
  * @typedef {import("./chatd.js").RoomPresence} RoomPresence
  * @typedef {import("./chatd.js").UserSettings} UserSettings
  * @typedef {{ messages: Message[], more: boolean }} MessagePage
- * @typedef {{ after?: number, before?: number, limit?: number, order?: "asc" | "desc" }} HistoryQuery
+ * @typedef {import("./chatd.js").Role} Role
+ * @typedef {{ after?: number, before?: number, limit?: number, order?: "asc" | "desc", view?: "log" | "state" }} HistoryQuery
+ *   view: "log" (the server's default, and what the SDK reads: every entry, seqs without
+ *   holes) or "state" (messages only, each as it stands)
  */
 
 /** The token a client presents, and a fresh one from the app's `getToken` when it is refused. */
@@ -189,6 +192,17 @@ export class RestClient {
    */
   removeMember(roomId, user) {
     return this.request("DELETE", `${roomPath(roomId)}/members/${encodeURIComponent(user)}`);
+  }
+
+  /**
+   * Gives a member of a group a role (owners only).
+   * @param {string} roomId
+   * @param {string} user
+   * @param {Role} role
+   * @returns {Promise<RoomInfo>}
+   */
+  setRole(roomId, user, role) {
+    return this.request("PUT", `${roomPath(roomId)}/members/${encodeURIComponent(user)}/role`, { role });
   }
 
   /**

@@ -1,7 +1,10 @@
 // rooms.js: what the SDK holds, as plain state classes (time comes in as an argument, so
 // their rules are testable without a server or a clock), and the Room built on them.
-//   - RoomLog keeps a room's messages sorted by seq, each once, and finds the gaps;
-//   - Outbox holds own messages until the server stores them;
+//   - RoomLog keeps a room's log (messages and changes to them) sorted by seq, each entry
+//     once, and finds the gaps;
+//   - MessageFold folds the log into the messages' current state: text after edits,
+//     deletions, reactions, reply previews (docs/protocol.md, "Changes");
+//   - Outbox holds own messages and changes until the server stores them;
 //   - Receipts, the members' delivered and read positions in a room, and PositionReporter,
 //     which paces the positions the client reports itself (docs/protocol.md, "Delivered and
 //     read receipts");
@@ -27,6 +30,15 @@ import { ChatError } from "./errors.js";
  * @typedef {import("./chatd.js").Room} DeclaredRoom
  * @typedef {import("./chatd.js").RoomLog} DeclaredRoomLog
  * @typedef {import("./chatd.js").Outbox} DeclaredOutbox
+ * @typedef {import("./chatd.js").MessageFold} DeclaredMessageFold
+ * @typedef {import("./chatd.js").MessageState} MessageState
+ * @typedef {import("./chatd.js").Reaction} Reaction
+ * @typedef {import("./chatd.js").ReplyPreview} ReplyPreview
+ * @typedef {import("./chatd.js").FoldReport} FoldReport
+ * @typedef {import("./chatd.js").EntryKind} EntryKind
+ * @typedef {import("./chatd.js").Change} Change
+ * @typedef {import("./chatd.js").Role} Role
+ * @typedef {import("./chatd.js").SendOptions} SendOptions
  */
 
 /**
@@ -258,11 +270,297 @@ function merge(held, fresh) {
   return out;
 }
 
+// ---- MessageFold ------------------------------------------------------------------------
+
+/** Characters of the answered message a reply preview shows (docs/protocol.md, "Changes"). */
+export const REPLY_PREVIEW_CHARS = 140;
+
+/**
+ * Whether a log entry is a message (not a change to one); entries from a server older than
+ * changes have no `kind` and are messages.
+ * @param {Message} entry
+ */
+export function isMessage(entry) {
+  return entry.kind === undefined || entry.kind === "message";
+}
+
+/**
+ * One message while folding: its entry and the change of each kind that wins.
+ * @typedef {object} Folding
+ * @property {Message} message
+ * @property {Message | null} edit       the edit with the highest seq
+ * @property {Message | null} deletion   the delete with the lowest seq (its time is deletedAt)
+ * @property {boolean} erased            the log says the text was removed (`deleted` on the
+ *                                       message or on one of its edits): a tombstone even
+ *                                       before the delete itself is held
+ * @property {Map<string, Map<string, Message>>} reactions   emoji -> user -> their react or
+ *                                       unreact entry with the highest seq
+ * @property {{ viewer: string | null, state: MessageState } | null} cached   its state, until it changes
+ */
+
+/**
+ * The current state of a room's messages: the log's entries folded (docs/protocol.md, "The
+ * current state"), the same on every device whatever order the entries reach it in (live,
+ * a resume, an older page), because every rule is order-independent: the edit with the
+ * highest seq gives the text, a delete is absorbing, and per (user, emoji) the reaction
+ * entry with the highest seq decides. A change whose message is not held waits for it.
+ * The server folds the same way for `GET …/messages?view=state` (crates/protocol/src/state.rs).
+ * @implements {DeclaredMessageFold}
+ */
+export class MessageFold {
+  /** @type {Map<number, Folding>} */
+  #messages = new Map();
+  /** @type {number[]} the seqs of #messages, ascending unless #unsorted */
+  #order = [];
+  #unsorted = false;
+  /** @type {Map<number, Message[]>} changes whose message is not held yet, by its seq */
+  #waiting = new Map();
+
+  /** Messages held. */
+  get size() {
+    return this.#messages.size;
+  }
+
+  /** Changes held that wait for their message. */
+  get waiting() {
+    let n = 0;
+    for (const changes of this.#waiting.values()) n += changes.length;
+    return n;
+  }
+
+  /**
+   * Takes entries, in any order; a repeat changes nothing. The report says, in the order it
+   * happened, which messages arrived (and whether they showed, not deleted, when they did),
+   * which were deleted for the first time (and whether they showed until then), and the
+   * first deletes of messages not held: what a room's unread count follows.
+   * @param {Message[]} entries
+   * @returns {FoldReport}
+   */
+  apply(entries) {
+    /** @type {FoldReport} */
+    const report = { arrived: [], deleted: [], waitingDeletes: [] };
+    for (const entry of entries) {
+      if (isMessage(entry)) this.#add(entry, report);
+      else if (typeof entry.target === "number") {
+        const folding = this.#messages.get(entry.target);
+        if (folding) this.#change(folding, entry, report, true);
+        else {
+          const changes = this.#waiting.get(entry.target) ?? [];
+          if (entry.kind === "delete" && !changes.some((c) => c.kind === "delete")) report.waitingDeletes.push(entry);
+          changes.push(entry);
+          this.#waiting.set(entry.target, changes);
+        }
+      }
+    }
+    return report;
+  }
+
+  /**
+   * The message at `seq` as `viewer` sees it (`me` in its reactions), with its reply preview
+   * when the answered message is held; undefined if the message is not held.
+   * @param {number} seq
+   * @param {string | null} [viewer]
+   * @returns {MessageState | undefined}
+   */
+  state(seq, viewer = null) {
+    const folding = this.#messages.get(seq);
+    if (!folding) return undefined;
+    /** @type {MessageState} */
+    const state = { ...this.#current(folding, viewer) };
+    const answered = folding.message.replyTo;
+    const reply = typeof answered === "number" ? this.preview(answered, viewer) : undefined;
+    if (reply) state.reply = reply;
+    return state;
+  }
+
+  /**
+   * Every message held, in seq order.
+   * @param {string | null} [viewer]
+   * @returns {MessageState[]}
+   */
+  states(viewer = null) {
+    return this.#sorted().map((seq) => /** @type {MessageState} */ (this.state(seq, viewer)));
+  }
+
+  /**
+   * The newest message held that is not deleted (the room list's lastMessage), or null.
+   * @param {string | null} [viewer]
+   */
+  newest(viewer = null) {
+    const order = this.#sorted();
+    for (let i = order.length - 1; i >= 0; i--) {
+      if (!tombstone(/** @type {Folding} */ (this.#messages.get(order[i])))) return /** @type {MessageState} */ (this.state(order[i], viewer));
+    }
+    return null;
+  }
+
+  /**
+   * The preview a reply to message `seq` shows, if it is held: its current text cut to
+   * REPLY_PREVIEW_CHARS characters (code points, as the server counts them).
+   * @param {number} seq
+   * @param {string | null} [viewer]
+   * @returns {ReplyPreview | undefined}
+   */
+  preview(seq, viewer = null) {
+    const folding = this.#messages.get(seq);
+    if (!folding) return undefined;
+    const { sender, text, deleted } = this.#current(folding, viewer);
+    return { seq, sender, text: [...text].slice(0, REPLY_PREVIEW_CHARS).join(""), deleted: deleted === true };
+  }
+
+  /**
+   * Whether message `seq` is held and deleted.
+   * @param {number} seq
+   */
+  isDeleted(seq) {
+    const folding = this.#messages.get(seq);
+    return folding !== undefined && tombstone(folding);
+  }
+
+  /**
+   * A message in the state someone else folded (the room list's lastMessage, which the room
+   * may not hold), brought up to date with what is held here: its state if the message is
+   * held, else the waiting edits and deletes applied to it (its reactions stay the server's).
+   * @param {MessageState} known
+   * @param {string | null} [viewer]
+   * @returns {MessageState}
+   */
+  update(known, viewer = null) {
+    if (this.#messages.has(known.seq)) return /** @type {MessageState} */ (this.state(known.seq, viewer));
+    const changes = this.#waiting.get(known.seq);
+    if (!changes) return known;
+    const folding = newFolding(known);
+    for (const change of changes) this.#change(folding, change, null, false);
+    const state = this.#current(folding, viewer);
+    return tombstone(folding) ? state : { ...state, reactions: known.reactions ?? [] };
+  }
+
+  /**
+   * @param {Message} entry
+   * @param {FoldReport} report
+   */
+  #add(entry, report) {
+    if (this.#messages.has(entry.seq)) return;
+    const folding = newFolding(entry);
+    if (this.#order.length > 0 && /** @type {number} */ (this.#order.at(-1)) > entry.seq) this.#unsorted = true;
+    this.#order.push(entry.seq);
+    this.#messages.set(entry.seq, folding);
+    const waiting = this.#waiting.get(entry.seq) ?? [];
+    this.#waiting.delete(entry.seq);
+    // Its changes that came first: a delete among them is one the message never showed before.
+    for (const change of waiting) this.#change(folding, change, report, false);
+    report.arrived.push({ message: entry, shown: !tombstone(folding) });
+  }
+
+  /**
+   * @param {Folding} folding
+   * @param {Message} change
+   * @param {FoldReport | null} report
+   * @param {boolean} shown  whether the message showed before this change (it was held already)
+   */
+  #change(folding, change, report, shown) {
+    const wasShown = shown && !tombstone(folding);
+    folding.cached = null;
+    if (change.deleted === true) folding.erased = true;
+    switch (change.kind) {
+      case "edit":
+        if (!folding.edit || folding.edit.seq < change.seq) folding.edit = change;
+        break;
+      case "delete":
+        if (!folding.deletion) report?.deleted.push({ message: folding.message, delete: change, wasShown });
+        if (!folding.deletion || change.seq < folding.deletion.seq) folding.deletion = change;
+        break;
+      case "react":
+      case "unreact": {
+        if (typeof change.emoji !== "string") break;
+        let users = folding.reactions.get(change.emoji);
+        if (!users) folding.reactions.set(change.emoji, (users = new Map()));
+        const held = users.get(change.sender);
+        if (!held || held.seq <= change.seq) users.set(change.sender, change);
+        break;
+      }
+      default:
+        break; // a kind of a newer protocol: nothing this SDK can show
+    }
+  }
+
+  /**
+   * The message's own state (without the reply preview), cached until it changes.
+   * @param {Folding} folding
+   * @param {string | null} viewer
+   * @returns {MessageState}
+   */
+  #current(folding, viewer) {
+    if (folding.cached?.viewer === viewer) return folding.cached.state;
+    // (Fields of a state folded elsewhere, see update(), are worked out again here.)
+    const { editedAt, deletedAt, reactions, reply, ...entry } = /** @type {MessageState} */ (folding.message);
+    /** @type {MessageState} */
+    let state;
+    if (tombstone(folding)) {
+      state = { ...entry, kind: "message", text: "", deleted: true, reactions: [] };
+      if (folding.deletion) state.deletedAt = folding.deletion.createdAt;
+    } else {
+      state = { ...entry, kind: "message", reactions: reactionCounts(folding.reactions, viewer) };
+      if (folding.edit) {
+        state.text = folding.edit.text;
+        state.editedAt = folding.edit.createdAt;
+      } else if (editedAt !== undefined) state.editedAt = editedAt;
+    }
+    folding.cached = { viewer, state };
+    return state;
+  }
+
+  /** The held seqs, ascending (sorted only when a message arrived out of order). */
+  #sorted() {
+    if (this.#unsorted) {
+      this.#order.sort((a, b) => a - b);
+      this.#unsorted = false;
+    }
+    return this.#order;
+  }
+}
+
+/** @param {Message} message @returns {Folding} */
+function newFolding(message) {
+  return { message, edit: null, deletion: null, erased: message.deleted === true, reactions: new Map(), cached: null };
+}
+
+/** @param {Folding} folding */
+function tombstone(folding) {
+  return folding.deletion !== null || folding.erased;
+}
+
+/**
+ * Per emoji, how many stand and whether `viewer` is one of them, emojis in the order of
+ * their earliest standing reaction (the lowest seq among the entries that decide).
+ * @param {Map<string, Map<string, Message>>} byEmoji
+ * @param {string | null} viewer
+ * @returns {Reaction[]}
+ */
+function reactionCounts(byEmoji, viewer) {
+  /** @type {{ first: number, reaction: Reaction }[]} */
+  const standing = [];
+  for (const [emoji, users] of byEmoji) {
+    let count = 0;
+    let first = Infinity;
+    let me = false;
+    for (const [user, entry] of users) {
+      if (entry.kind !== "react") continue;
+      count += 1;
+      first = Math.min(first, entry.seq);
+      me ||= user === viewer;
+    }
+    if (count > 0) standing.push({ first, reaction: { emoji, count, me } });
+  }
+  return standing.sort((a, b) => a.first - b.first).map((s) => s.reaction);
+}
+
 // ---- Outbox -----------------------------------------------------------------------------
 
 /**
- * Own messages on their way: pending until acked, retried until then, each with the promise
- * its sender holds. Every promise settles: acked, failed, discarded or stopped.
+ * Own messages and changes (edits, deletes, reactions) on their way: pending until acked,
+ * retried until then with the same clientMsgId, each with the promise its sender holds.
+ * Every promise settles: acked, failed, discarded or stopped.
  * @implements {DeclaredOutbox}
  */
 export class Outbox {
@@ -280,17 +578,19 @@ export class Outbox {
 
   /**
    * @param {string} room
-   * @param {string} text
+   * @param {string} text     the message's, or the edit's new text ("" for other changes)
    * @param {string | null} sender
+   * @param {Change} [change] what it is (default: a message), and what it applies to
    * @returns {OutboxItem}
    */
-  add(room, text, sender) {
+  add(room, text, sender, change = { kind: "message" }) {
     /** @type {OutboxItem} */
     const item = {
       clientMsgId: this.#newId(),
       room,
       text,
       sender,
+      ...change,
       status: "pending",
       sentAt: null,
       retryAt: null,
@@ -366,7 +666,7 @@ export class Outbox {
     for (const item of this.due(now, ackTimeoutMs)) {
       const fresh = item.sentAt === null;
       if (fresh && budget <= 0) break;
-      if (!send({ type: "send", room: item.room, clientMsgId: item.clientMsgId, text: item.text })) return;
+      if (!send(frameOf(item))) return;
       this.markSent(item, now);
       if (fresh) budget -= 1;
     }
@@ -402,7 +702,8 @@ export class Outbox {
   }
 
   /**
-   * Refused for good: the item stays (shown as failed) and its promise rejects.
+   * Refused for good: its promise rejects; a message stays (shown as failed, until
+   * discarded), a change goes (the message shows as it stands).
    * @param {string} clientMsgId
    * @param {ChatError} error
    */
@@ -413,6 +714,7 @@ export class Outbox {
       item.error = error;
       this.#promises.get(clientMsgId)?.reject(error);
       this.#promises.delete(clientMsgId);
+      if (item.kind !== "message") this.#items.delete(clientMsgId);
     }
     return item;
   }
@@ -450,6 +752,26 @@ export class Outbox {
 
   get size() {
     return this.#items.size;
+  }
+}
+
+/**
+ * The frame that stores an item (docs/protocol.md, "Client → server").
+ * @param {OutboxItem} item
+ */
+function frameOf(item) {
+  const { room, clientMsgId, text, target: seq, emoji } = item;
+  switch (item.kind) {
+    case "edit":
+      return { type: "edit", room, clientMsgId, seq, text };
+    case "delete":
+      return { type: "delete", room, clientMsgId, seq };
+    case "react":
+      return { type: "react", room, clientMsgId, seq, emoji };
+    case "unreact":
+      return { type: "react", room, clientMsgId, seq, emoji, remove: true };
+    default:
+      return item.replyTo === undefined ? { type: "send", room, clientMsgId, text } : { type: "send", room, clientMsgId, text, replyTo: item.replyTo };
   }
 }
 
@@ -851,8 +1173,10 @@ export class Room {
   #id;
   /** @type {RoomHost} */
   #host;
-  /** @type {RoomLog} */
+  /** @type {RoomLog} the raw log: resume, gaps and de-duplication work on it */
   #log;
+  /** @type {MessageFold} the messages' current state, folded from the log's new entries */
+  #fold = new MessageFold();
   /** @type {RoomSummary | null} null: never listed (known only by id) */
   #summary = null;
   #listed = false;
@@ -873,6 +1197,10 @@ export class Room {
   #listedSeq = 0;
   /** For a room not loaded: every message after #listedSeq up to this one has arrived. */
   #arrivedThrough = 0;
+  /** @type {MessageState | null} the room list's lastMessage: whose it is, should its delete come before it */
+  #listedLast = null;
+  /** @type {Set<number>} messages the room list counted as unread whose delete came before them: taken off already */
+  #countedOff = new Set();
 
   /**
    * @param {string} id
@@ -908,6 +1236,10 @@ export class Room {
   }
   get members() {
     return this.#known.members;
+  }
+  /** Owners and admins of a group, {user: "owner" | "admin"} ({} in direct rooms). */
+  get roles() {
+    return this.#known.roles ?? {};
   }
   get createdBy() {
     return this.#known.createdBy;
@@ -992,26 +1324,115 @@ export class Room {
   }
 
   /**
-   * Stored messages sorted by seq (`status: "sent"`), then own messages not yet stored
-   * (`"pending"` or `"failed"`).
+   * The messages as they stand, sorted by seq (`status: "sent"`; own changes on their way
+   * already applied, marked `changing`), then own messages not yet stored (`"pending"` or
+   * `"failed"`). Changes are not listed: they are in the messages' state.
    * @returns {ShownMessage[]}
    */
   messages() {
+    const me = this.#host.user();
+    const own = this.#host.outbox.forRoom(this.#id);
+    /** @type {Map<number, OutboxItem[]>} pending changes by the message they change */
+    const changing = new Map();
+    for (const item of own) {
+      if (item.kind === "message" || item.status !== "pending" || item.target === undefined) continue;
+      const list = changing.get(item.target);
+      if (list) list.push(item);
+      else changing.set(item.target, [item]);
+    }
     /** @type {ShownMessage[]} */
-    const stored = this.#log.list().map((m) => ({ ...m, status: "sent" }));
+    const stored = this.#fold.states(me).map((m) => ({ ...withChanges(m, changing.get(m.seq)), status: "sent" }));
     /** @type {ShownMessage[]} */
-    const pending = this.#host.outbox.forRoom(this.#id).map((i) => ({
-      id: null,
-      room: i.room,
-      seq: null,
-      sender: /** @type {string} */ (i.sender),
-      clientMsgId: i.clientMsgId,
-      text: i.text,
-      createdAt: i.createdAt,
-      status: i.status,
-      error: i.error,
-    }));
+    const pending = own
+      .filter((i) => i.kind === "message")
+      .map((i) => {
+        /** @type {ShownMessage} */
+        const shown = {
+          id: null,
+          room: i.room,
+          seq: null,
+          sender: /** @type {string} */ (i.sender),
+          clientMsgId: i.clientMsgId,
+          kind: "message",
+          text: i.text,
+          createdAt: i.createdAt,
+          reactions: [],
+          status: i.status,
+          error: i.error,
+        };
+        if (i.replyTo === undefined) return shown;
+        const reply = this.#fold.preview(i.replyTo, me);
+        return reply ? { ...shown, replyTo: i.replyTo, reply } : { ...shown, replyTo: i.replyTo };
+      });
     return stored.concat(pending);
+  }
+
+  /**
+   * Message `seq` as it stands (stored changes only), or undefined if it is not held.
+   * @param {number} seq
+   */
+  message(seq) {
+    return this.#fold.state(seq, this.#host.user());
+  }
+
+  /** The raw log: every entry held (messages and changes), sorted by seq. */
+  entries() {
+    return this.#log.list();
+  }
+
+  /**
+   * A member's role: "owner", "admin" or "member" (everybody in a direct room).
+   * @param {string} user
+   * @returns {Role}
+   */
+  roleOf(user) {
+    return this.roles[user] ?? "member";
+  }
+
+  /**
+   * Whether the user may edit `message`: their own stored message, not deleted. (The server
+   * also holds edits to `limits.edit_window_ms`, which the SDK does not know: a late edit is
+   * refused with `edit_window_closed`.)
+   * @param {{ sender: string, seq: number | null, deleted?: boolean }} message
+   */
+  canEdit(message) {
+    return message.seq !== null && message.deleted !== true && message.sender === this.#host.user();
+  }
+
+  /**
+   * Whether the user may delete `message`: their own, or anyone's in a group they own or
+   * administer.
+   * @param {{ sender: string, seq: number | null, deleted?: boolean }} message
+   */
+  canDelete(message) {
+    if (message.seq === null || message.deleted === true) return false;
+    return message.sender === this.#host.user() || (this.kind === "group" && this.#moderates());
+  }
+
+  /**
+   * Whether the user may remove `user` from the room: themselves (leaving) always; in a
+   * group, an owner anyone, an admin plain members.
+   * @param {string} user
+   */
+  canRemove(user) {
+    const me = this.#host.user();
+    if (user === me) return true;
+    if (this.kind !== "group" || me === null) return false;
+    const mine = this.roleOf(me);
+    return mine === "owner" || (mine === "admin" && this.roleOf(user) === "member");
+  }
+
+  /** Whether the user owns or administers this group (and so moderates it). */
+  #moderates() {
+    const me = this.#host.user();
+    const mine = me === null ? "member" : this.roleOf(me);
+    return mine === "owner" || mine === "admin";
+  }
+
+  /** Whether the user may change roles: an owner of a group. */
+  get canSetRoles() {
+    const me = this.#host.user();
+    return this.kind === "group" && me !== null && this.roleOf(me) === "owner";
   }
 
   // ---- what the app does --------------------------------------------------------------------
@@ -1059,16 +1480,68 @@ export class Room {
   }
 
   /**
-   * Sends `text`. It shows as pending at once; the promise resolves with the stored message
-   * when acked, or rejects on a refusal that no retry can cure. Retries happen by themselves
-   * (timeouts, retryable errors, reconnects; the server de-duplicates by clientMsgId).
+   * Sends `text`, as an answer to message `replyTo` if given. It shows as pending at once;
+   * the promise resolves with the stored message when acked, or rejects on a refusal that no
+   * retry can cure. Retries happen by themselves (timeouts, retryable errors, reconnects; the
+   * server de-duplicates by clientMsgId).
+   * @param {string} text
+   * @param {SendOptions} [options]
+   * @returns {Sending}
+   */
+  send(text, { replyTo } = {}) {
+    this.#host.stopTyping(this);
+    return this.#queue(text, replyTo === undefined ? { kind: "message" } : { kind: "message", replyTo });
+  }
+
+  /**
+   * Changes the text of own message `seq`. Like send(): shown at once (`changing`), retried
+   * until stored; the promise resolves with the stored `edit` entry.
+   * @param {number} seq
    * @param {string} text
    * @returns {Sending}
    */
-  send(text) {
+  edit(seq, text) {
+    return this.#queue(text, { kind: "edit", target: seq });
+  }
+
+  /**
+   * Deletes message `seq` (own, or anyone's in a group the user owns or administers) for
+   * everybody: it stays as a tombstone, "message deleted".
+   * @param {number} seq
+   * @returns {Sending}
+   */
+  delete(seq) {
+    return this.#queue("", { kind: "delete", target: seq });
+  }
+
+  /**
+   * Adds the user's `emoji` to message `seq` (reacting twice changes nothing).
+   * @param {number} seq
+   * @param {string} emoji
+   * @returns {Sending}
+   */
+  react(seq, emoji) {
+    return this.#queue("", { kind: "react", target: seq, emoji });
+  }
+
+  /**
+   * Takes the user's `emoji` off message `seq`.
+   * @param {number} seq
+   * @param {string} emoji
+   * @returns {Sending}
+   */
+  unreact(seq, emoji) {
+    return this.#queue("", { kind: "unreact", target: seq, emoji });
+  }
+
+  /**
+   * @param {string} text
+   * @param {Change} change
+   * @returns {Sending}
+   */
+  #queue(text, change) {
     const { outbox } = this.#host;
-    this.#host.stopTyping(this);
-    const item = outbox.add(this.#id, text, this.#host.user());
+    const item = outbox.add(this.#id, text, this.#host.user(), change);
     this.#emit("messages", this);
     this.#host.flushOutbox();
     return Object.assign(outbox.whenStored(item.clientMsgId), { clientMsgId: item.clientMsgId });
@@ -1106,6 +1579,23 @@ export class Room {
     return this.#host.rest.removeMember(this.#id, user);
   }
 
+  /** Leaves the room (removes the user; `room_removed` follows). */
+  leave() {
+    return this.#host.rest.removeMember(this.#id, /** @type {string} */ (this.#host.user()));
+  }
+
+  /**
+   * Gives `user` a role (owners only); the room's members and roles follow the answer at
+   * once (the `members` frame says the same to everybody).
+   * @param {string} user
+   * @param {Role} role
+   */
+  async setRole(user, role) {
+    const room = await this.#host.rest.setRole(this.#id, user, role);
+    this.setMembers(room.members, room.roles);
+    return room;
+  }
+
   presence() {
     return this.#host.rest.presence(this.#id);
   }
@@ -1138,6 +1628,8 @@ export class Room {
     this.#summary = summary;
     this.#listed = true;
     this.#listedSeq = summary.lastSeq ?? 0;
+    this.#listedLast = summary.lastMessage ?? null;
+    this.#countedOff.clear(); // the list's counts are the server's now
     this.#arrivedThrough = Math.max(this.#arrivedThrough, this.#listedSeq);
     // Only the room's own listeners: the client announces list changes once per batch.
     this.#events.emit("summary", this);
@@ -1157,6 +1649,7 @@ export class Room {
     const wasListed = this.#listed;
     this.#listed = false;
     this.#log = new RoomLog(this.#id);
+    this.#fold = new MessageFold();
     this.#hasOlder = false;
     this.#catchUpDue = false;
     this.#receipts = new Receipts();
@@ -1176,7 +1669,8 @@ export class Room {
   }
 
   /**
-   * The server stored an own message: the pending one becomes the stored one.
+   * The server stored an own message or change: the pending one becomes the stored entry,
+   * as the log shows it.
    * @param {{ clientMsgId: string, room: string, id: string, seq: number, createdAt: string }} ack
    */
   acknowledge(ack) {
@@ -1189,9 +1683,13 @@ export class Room {
       seq: ack.seq,
       sender: /** @type {string} */ (this.#host.user()),
       clientMsgId: ack.clientMsgId,
+      kind: item.kind,
       text: item.text,
       createdAt: ack.createdAt,
     };
+    if (item.target !== undefined) message.target = item.target;
+    if (item.replyTo !== undefined) message.replyTo = item.replyTo;
+    if (item.emoji !== undefined) message.emoji = item.emoji;
     this.#host.outbox.ack(ack.clientMsgId, message);
     this.accept(message);
     this.#emit("ack", { clientMsgId: ack.clientMsgId, message });
@@ -1227,9 +1725,13 @@ export class Room {
     this.#emit("typing", { room: this.#id, users });
   }
 
-  /** @param {string[]} members */
-  setMembers(members) {
-    this.#updateSummary((s) => ({ ...s, members }));
+  /**
+   * The member list or the roles changed (a `members` frame, or an answer to setRole).
+   * @param {string[]} members
+   * @param {RoomSummary["roles"]} [roles]  absent from an older server: kept as held
+   */
+  setMembers(members, roles) {
+    this.#updateSummary((s) => (roles ? { ...s, members, roles } : { ...s, members }));
     this.#emit("members", members);
   }
 
@@ -1287,40 +1789,72 @@ export class Room {
   }
 
   /**
-   * Held messages from others after `seq`.
+   * Held messages from others after `seq`, not deleted.
    * @param {number} seq
    */
   #fromOthersAfter(seq) {
     const me = this.#host.user();
-    return this.#log.list().filter((m) => m.seq > seq && m.sender !== me).length;
+    return this.#log.list().filter((m) => m.seq > seq && isMessage(m) && m.sender !== me && !this.#fold.isDeleted(m.seq)).length;
   }
 
   /**
-   * Arrivals: each new one is announced (unless it is history), and the summary moves to the
-   * newest (one update). A message from someone else counts as unread when it is after the
-   * user's read position and after what the room list counted already (a resume, a gap fill
-   * or the newest page may bring those; for a room added live, the list counted nothing).
-   * @param {Message[]} messages
+   * Arrivals: each new entry is announced (unless it is history: "message" for messages,
+   * "change" for the rest), folded into the messages' state, and the summary moves on (one
+   * update). A message from someone else counts as unread when it is after the user's read
+   * position and after what the room list counted already (a resume, a gap fill or the
+   * newest page may bring those; for a room added live, the list counted nothing), unless
+   * it arrives deleted; the delete of a message counted (by the list, or here) takes one off.
+   * @param {Message[]} entries
    * @param {{ announce?: boolean }} [options]  announce: false for pages of history
    */
-  #acceptAll(messages, { announce = true } = {}) {
-    const fresh = this.#log.insertMany(messages);
+  #acceptAll(entries, { announce = true } = {}) {
+    const fresh = this.#log.insertMany(entries);
     if (fresh.length === 0) return fresh;
-    if (announce) for (const message of fresh) if (message.text !== undefined) this.#emit("message", message);
+    const folded = this.#fold.apply(fresh);
+    if (announce) for (const entry of fresh) this.#emit(isMessage(entry) ? "message" : "change", entry);
     const me = this.#host.user();
     this.#updateSummary((s) => {
-      let next = s;
-      for (const message of fresh) {
-        if (message.sender !== me && message.seq > Math.max(this.#listedSeq, next.readSeq ?? 0)) {
-          next = { ...next, unread: (next.unread ?? 0) + 1 };
-        }
-        if (message.seq >= (next.lastSeq ?? 0)) next = { ...next, lastMessage: message, lastSeq: message.seq };
+      const readSeq = s.readSeq ?? 0;
+      let unread = s.unread ?? 0;
+      for (const { message, shown } of folded.arrived) {
+        if (shown && message.sender !== me && message.seq > Math.max(this.#listedSeq, readSeq)) unread += 1;
       }
-      return next;
+      for (const { message, delete: deletion, wasShown } of folded.deleted) {
+        // The list counted what was not deleted when it was made; here, what arrived shown.
+        if (deletion.seq <= this.#listedSeq || message.sender === me || message.seq <= readSeq || this.#countedOff.has(message.seq)) continue;
+        if (message.seq <= this.#listedSeq || wasShown) unread = Math.max(0, unread - 1);
+      }
+      // A delete of a message not held: the list's lastMessage may say whose it was.
+      const listed = this.#listedLast;
+      for (const deletion of folded.waitingDeletes) {
+        if (!listed || listed.seq !== deletion.target || listed.deleted) continue;
+        if (deletion.seq <= this.#listedSeq || listed.sender === me || listed.seq <= readSeq) continue;
+        unread = Math.max(0, unread - 1);
+        this.#countedOff.add(listed.seq);
+      }
+      const lastSeq = Math.max(s.lastSeq ?? 0, /** @type {Message} */ (fresh.at(-1)).seq);
+      const lastMessage = this.#lastMessage(s.lastMessage ?? null);
+      const same = unread === (s.unread ?? 0) && lastSeq === (s.lastSeq ?? 0) && sameShown(lastMessage, s.lastMessage ?? null);
+      return same ? s : { ...s, unread, lastSeq, lastMessage };
     });
     this.#emit("messages", this);
     this.#host.arrived(this, fresh.some((m) => m.sender !== me));
     return fresh;
+  }
+
+  /**
+   * The room list's lastMessage after what arrived: the newest message held that is not
+   * deleted, unless the one listed is newer (and still not deleted, as far as is known).
+   * @param {MessageState | null} listed
+   */
+  #lastMessage(listed) {
+    const me = this.#host.user();
+    const newest = this.#fold.newest(me);
+    if (!listed) return newest;
+    const known = this.#fold.update(listed, me);
+    if (newest && newest.seq >= known.seq) return newest;
+    // Deleted, with nothing older held to show instead: the tombstone ("message deleted").
+    return known.deleted ? (newest ?? known) : known;
   }
 
   async #loadNewest() {
@@ -1346,9 +1880,11 @@ export class Room {
     }
     const page = await this.#host.rest.history(this.#id, { before: lowest, order: "desc", limit: this.#host.pageSize });
     const newLowest = page.messages.length ? page.messages[page.messages.length - 1].seq : lowest;
-    this.#log.addOlder(page.messages, page.more ? newLowest - 1 : 0);
+    // The floor moves down first, so that the page is not taken for old news; then it is
+    // folded like any arrival (changes held may have waited for its messages).
+    this.#log.setFloor(page.more ? newLowest - 1 : 0);
     this.#hasOlder = page.more;
-    this.#emit("messages", this);
+    if (this.#acceptAll(page.messages, { announce: false }).length === 0) this.#emit("messages", this);
     return page.messages.length;
   }
 
@@ -1380,6 +1916,48 @@ export class Room {
     }
     this.#catchUpDue = false;
   }
+}
+
+/**
+ * Whether two lastMessages show the same (same message, text and deletion).
+ * @param {MessageState | null} a
+ * @param {MessageState | null} b
+ */
+function sameShown(a, b) {
+  return a === b || (a !== null && b !== null && a.seq === b.seq && a.text === b.text && a.deleted === b.deleted && a.editedAt === b.editedAt);
+}
+
+/**
+ * A message with the user's own changes on their way applied, as they will be once stored
+ * (so that a reaction toggles at once, and an edit made offline shows).
+ * @param {MessageState} message
+ * @param {OutboxItem[] | undefined} changes  in the order they were made
+ * @returns {MessageState & { changing?: boolean }}
+ */
+function withChanges(message, changes) {
+  if (!changes) return message;
+  let shown = message;
+  for (const change of changes) {
+    if (shown.deleted) break;
+    if (change.kind === "edit") shown = { ...shown, text: change.text };
+    else if (change.kind === "delete") shown = { ...shown, text: "", deleted: true, reactions: [] };
+    else if (change.emoji !== undefined) shown = { ...shown, reactions: toggled(shown.reactions, change.emoji, change.kind === "react") };
+  }
+  return { ...shown, changing: true };
+}
+
+/**
+ * Reactions with the user's `emoji` on or off.
+ * @param {Reaction[]} reactions
+ * @param {string} emoji
+ * @param {boolean} on
+ */
+function toggled(reactions, emoji, on) {
+  const held = reactions.find((r) => r.emoji === emoji);
+  if (on === (held?.me ?? false)) return reactions;
+  if (!held) return [...reactions, { emoji, count: 1, me: true }];
+  const count = held.count + (on ? 1 : -1);
+  return count > 0 ? reactions.map((r) => (r === held ? { emoji, count, me: on } : r)) : reactions.filter((r) => r !== held);
 }
 
 /**
