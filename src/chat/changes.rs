@@ -19,6 +19,10 @@ use crate::{
 
 /// The longest emoji accepted, in bytes (sequences with modifiers and joiners included).
 pub const MAX_EMOJI_BYTES: usize = 32;
+/// Different emojis one user may have standing on one message.
+pub const MAX_REACTIONS_PER_USER: usize = 20;
+/// Different emojis one message may carry: the state every reader gets stays small.
+pub const MAX_EMOJIS_PER_MESSAGE: usize = 50;
 
 /// What a user asks to add to a room's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,7 +131,12 @@ impl Chat {
         {
             return Ok(new);
         }
-        let target = self.standing_message(room, named).await?;
+        let target = self.message_at(room, named).await?;
+        // A delete of a deleted message is answered like the first (it changes nothing);
+        // everything else needs the message standing.
+        if target.deleted && !matches!(write, Write::Delete { .. }) {
+            return Err(not_found(named));
+        }
         match write {
             Write::Edit { .. } if target.sender != *user => Err(ChatError::Forbidden(
                 "only its sender may edit a message".into(),
@@ -156,19 +165,51 @@ impl Chat {
                     "only its sender, or a group's owners and admins, may delete a message".into(),
                 ))
             }
+            Write::React {
+                emoji,
+                remove: false,
+                ..
+            } => {
+                self.require_reaction_room(target, user, emoji).await?;
+                Ok(new)
+            }
             _ => Ok(new),
         }
     }
 
-    /// The message at `seq`, if it is one (not a change) and not deleted.
-    async fn standing_message(&self, room: &RoomId, seq: Seq) -> ChatResult<Message> {
+    /// Refuses a reaction past [`MAX_REACTIONS_PER_USER`] or [`MAX_EMOJIS_PER_MESSAGE`]
+    /// (reacting again with one already standing always passes). Concurrent reactions may
+    /// overshoot by the number racing.
+    async fn require_reaction_room(
+        &self,
+        target: Message,
+        user: &UserId,
+        emoji: &str,
+    ) -> ChatResult<()> {
+        let room = target.room.clone();
+        let state = self.current(&room, vec![target], user).await?.pop();
+        let reactions = state.map(|s| s.reactions).unwrap_or_default();
+        if reactions.iter().any(|r| r.emoji == emoji && r.me) {
+            return Ok(());
+        }
+        let mine = reactions.iter().filter(|r| r.me).count();
+        let new_emoji = !reactions.iter().any(|r| r.emoji == emoji);
+        if mine < MAX_REACTIONS_PER_USER && (!new_emoji || reactions.len() < MAX_EMOJIS_PER_MESSAGE)
+        {
+            return Ok(());
+        }
+        Err(ChatError::bad_field(format!(
+            "a message carries at most {MAX_EMOJIS_PER_MESSAGE} different emojis, at most \
+             {MAX_REACTIONS_PER_USER} of them from one user"
+        )))
+    }
+
+    /// The message at `seq` (deleted or not), if that seq is a message, not a change.
+    async fn message_at(&self, room: &RoomId, seq: Seq) -> ChatResult<Message> {
         let found = self.store.entries(room, &[seq]).await?.pop();
         match found {
-            Some(m) if m.is_message() && !m.deleted && m.seq == seq => Ok(m),
-            _ => Err(ChatError::invalid(
-                ErrorCode::MessageNotFound,
-                format!("seq {seq} is no message of this room, or a deleted one"),
-            )),
+            Some(m) if m.is_message() && m.seq == seq => Ok(m),
+            _ => Err(not_found(seq)),
         }
     }
 
@@ -202,6 +243,13 @@ impl Chat {
             .filter_map(|m| fold.state(m.seq, viewer))
             .collect())
     }
+}
+
+fn not_found(seq: Seq) -> ChatError {
+    ChatError::invalid(
+        ErrorCode::MessageNotFound,
+        format!("seq {seq} is no message of this room, or a deleted one"),
+    )
 }
 
 /// An emoji: a short string without whitespace or control characters (which emoji is not

@@ -212,11 +212,22 @@ impl Chat {
             .increment(1);
         // Cached and announced again on a retry: the first attempt may have failed right here.
         if let Some(recent) = &self.recent {
-            let cached = if appended.message.kind == EntryKind::Delete {
+            let message = &appended.message;
+            let cached = match (message.kind, message.target) {
                 // The cache holds the text the delete removed: it starts over for the room.
-                recent.forget(&room).await
-            } else {
-                recent.push(&appended.message).await
+                (EntryKind::Delete, _) => recent.forget(&room).await,
+                // An edit cached just after a delete made the cache forget would bring its
+                // text back: the delete marks its message first, so look after pushing.
+                (EntryKind::Edit, Some(target)) if !message.deleted => {
+                    let pushed = recent.push(message).await;
+                    let now_deleted = self.store.entries(&room, &[target]).await?;
+                    if pushed.is_ok() && now_deleted.first().is_some_and(|m| m.deleted) {
+                        recent.forget(&room).await
+                    } else {
+                        pushed
+                    }
+                }
+                _ => recent.push(message).await,
             };
             cached.map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         }

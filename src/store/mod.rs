@@ -5,6 +5,8 @@
 //! The store, not the caller, decides `seq` and `createdAt` (see [`Store::append`]): that is
 //! the one place where concurrent senders, on one node or many, are put into a single order.
 
+use std::collections::BTreeMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -269,6 +271,22 @@ pub fn successor<'a>(
         .map(|(user, ..)| (*user).clone())
 }
 
+/// A group's roles (owners and admins) from its members' stored roles, with the rule that a
+/// group always has an owner: when none is stored (a hand-off cut short by a crash or a
+/// deadline, owners who demoted each other at once, a group whose creator left before roles
+/// existed), its [`successor`] is one.
+pub fn group_roles(members: &[(UserId, Role, DateTime<Utc>)]) -> BTreeMap<UserId, Role> {
+    let mut roles: BTreeMap<UserId, Role> = members
+        .iter()
+        .filter(|(_, role, _)| *role != Role::Member)
+        .map(|(user, role, _)| (user.clone(), *role))
+        .collect();
+    if let Some(heir) = successor(members.iter().map(|(u, r, j)| (u, *r, *j))) {
+        roles.insert(heir, Role::Owner);
+    }
+    roles
+}
+
 /// A group as its creator asked for it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewGroup {
@@ -291,8 +309,9 @@ pub trait Store: Send + Sync + 'static {
     /// seq below N is readable too: the history has no holes, ever.
     ///
     /// A delete also removes the text of its target and of the target's edits (they read
-    /// back with `text: ""` and `deleted`), on a retry too; an edit of a deleted message is
-    /// stored without its text. The caller has checked that the target exists.
+    /// back with `text: ""` and `deleted`), on a retry too, and never leaves it behind,
+    /// even when the append fails; an edit of a deleted message is stored without its text.
+    /// The caller has checked that the target exists.
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended>;
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>>;

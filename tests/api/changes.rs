@@ -277,6 +277,8 @@ async fn changes_are_authorized(d: Deployment) {
         ServerFrame::Ack { seq, duplicate, .. } => assert!(duplicate && seq == deleted),
         other => panic!("{other:?}"),
     }
+    // Deleting it again (another clientMsgId: an admin and the sender at once) is answered.
+    write(&mut carol_live, delete(&room, "d2", carols)).await;
     assert_eq!(
         refused(&mut carol_live, edit(&room, "x6", carols, "undo")).await,
         "message_not_found"
@@ -292,6 +294,20 @@ async fn changes_are_authorized(d: Deployment) {
     let reactions = &history.last().unwrap().reactions;
     assert_eq!(reactions.len(), 1);
     assert_eq!((reactions[0].count, reactions[0].me), (1, true));
+    // One user holds at most 20 different emojis on a message; again with one held passes.
+    for i in 1..20 {
+        write(
+            &mut bob_live,
+            react(&room, &format!("many{i}"), alices, &format!("e{i}")),
+        )
+        .await;
+    }
+    assert_eq!(
+        refused(&mut bob_live, react(&room, "many20", alices, "e20")).await,
+        "bad_field"
+    );
+    write(&mut bob_live, react(&room, "again", alices, "e3")).await;
+    write(&mut carol_live, react(&room, "carols", alices, "e20")).await;
 }
 
 #[tokio::test]

@@ -293,8 +293,10 @@ export function isMessage(entry) {
  * @property {boolean} erased            the log says the text was removed (`deleted` on the
  *                                       message or on one of its edits): a tombstone even
  *                                       before the delete itself is held
- * @property {Map<string, Map<string, Message>>} reactions   emoji -> user -> their react or
- *                                       unreact entry with the highest seq
+ * @property {Map<string, Map<string, Map<number, boolean>>>} reactions   emoji -> user ->
+ *                                       seq -> on (react) or off (unreact): every entry, so the
+ *                                       start of the current run of reacts (the emoji's place
+ *                                       in the order) is known whatever order they came in
  * @property {{ viewer: string | null, state: MessageState } | null} cached   its state, until it changes
  */
 
@@ -440,7 +442,15 @@ export class MessageFold {
    * @param {FoldReport} report
    */
   #add(entry, report) {
-    if (this.#messages.has(entry.seq)) return;
+    const held = this.#messages.get(entry.seq);
+    if (held) {
+      // A later copy may say what an earlier one could not: the store removed the text.
+      if (entry.deleted === true && !held.erased) {
+        held.erased = true;
+        held.cached = null;
+      }
+      return;
+    }
     const folding = newFolding(entry);
     if (this.#order.length > 0 && /** @type {number} */ (this.#order.at(-1)) > entry.seq) this.#unsorted = true;
     this.#order.push(entry.seq);
@@ -475,8 +485,9 @@ export class MessageFold {
         if (typeof change.emoji !== "string") break;
         let users = folding.reactions.get(change.emoji);
         if (!users) folding.reactions.set(change.emoji, (users = new Map()));
-        const held = users.get(change.sender);
-        if (!held || held.seq <= change.seq) users.set(change.sender, change);
+        let entries = users.get(change.sender);
+        if (!entries) users.set(change.sender, (entries = new Map()));
+        entries.set(change.seq, change.kind === "react");
         break;
       }
       default:
@@ -531,9 +542,23 @@ function tombstone(folding) {
 }
 
 /**
+ * Where a user's current run of reacts with one emoji began, or null if their last entry
+ * is an unreact (reacting again while on changes nothing, the place in the order included).
+ * @param {Map<number, boolean>} entries  seq -> on
+ */
+function standingSince(entries) {
+  let since = null;
+  for (const seq of [...entries.keys()].sort((a, b) => b - a)) {
+    if (!entries.get(seq)) break;
+    since = seq;
+  }
+  return since;
+}
+
+/**
  * Per emoji, how many stand and whether `viewer` is one of them, emojis in the order of
- * their earliest standing reaction (the lowest seq among the entries that decide).
- * @param {Map<string, Map<string, Message>>} byEmoji
+ * their earliest standing reaction (the earliest start of a current run of reacts).
+ * @param {Map<string, Map<string, Map<number, boolean>>>} byEmoji
  * @param {string | null} viewer
  * @returns {Reaction[]}
  */
@@ -544,10 +569,11 @@ function reactionCounts(byEmoji, viewer) {
     let count = 0;
     let first = Infinity;
     let me = false;
-    for (const [user, entry] of users) {
-      if (entry.kind !== "react") continue;
+    for (const [user, entries] of users) {
+      const since = standingSince(entries);
+      if (since === null) continue;
       count += 1;
-      first = Math.min(first, entry.seq);
+      first = Math.min(first, since);
       me ||= user === viewer;
     }
     if (count > 0) standing.push({ first, reaction: { emoji, count, me } });

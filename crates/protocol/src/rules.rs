@@ -147,6 +147,17 @@ fn sample_fold() -> Value {
             reply_to: Some(12),
             ..entry(15, "alice", EntryKind::Message, None, "what did you say?")
         },
+        // Reacting again keeps the emoji's place; taken back and given again, it moves last.
+        react(16, "alice", 2, "👍", true),
+        react(17, "alice", 2, "😂", true),
+        react(18, "carol", 2, "😂", false),
+        react(19, "carol", 2, "😂", true),
+        // Text the store removed, its delete not held (a history page may end just before it).
+        Message {
+            deleted: true,
+            ..entry(20, "carol", EntryKind::Message, None, "")
+        },
+        react(21, "bob", 20, "👍", true),
     ];
     let viewer = user("bob");
     let mut fold = Fold::new();

@@ -2,9 +2,9 @@
 //!
 //! Every device must end with the same state whatever order entries reach it in (live, then
 //! a resume, then an older history page), so the fold is order-independent: an edit applies
-//! only over a lower-seq edit, a delete is absorbing, and for each (user, emoji) the
-//! reaction entry with the highest seq decides. A change whose message is not held yet waits
-//! for it. The server folds for `GET …/messages?view=state`; the Rust client and the JS SDK
+//! only over a lower-seq edit, a delete is absorbing (so is an entry the store marked
+//! `deleted`: its delete may not be held), and for each (user, emoji) the reaction entry
+//! with the highest seq decides. A change whose message is not held yet waits for it. The server folds for `GET …/messages?view=state`; the Rust client and the JS SDK
 //! fold the same way (docs/protocol-rules.json carries a sample the SDK's tests replay).
 
 use std::collections::{BTreeMap, HashMap};
@@ -76,13 +76,17 @@ struct Folding {
     edit: Option<(Seq, String, DateTime<Utc>)>,
     /// (seq, createdAt) of the first delete.
     deleted: Option<(Seq, DateTime<Utc>)>,
-    /// (user, emoji) -> (seq, on) of the highest-seq reaction entry.
-    reactions: HashMap<(UserId, String), (Seq, bool)>,
+    /// The store removed the text (the message or one of its edits says `deleted`).
+    erased: bool,
+    /// (user, emoji) -> seq -> on (react) or off (unreact): every entry, so that the start
+    /// of the current run of reacts (the emoji's place in the order) is known in any order.
+    reactions: HashMap<(UserId, String), BTreeMap<Seq, bool>>,
 }
 
 impl Folding {
     fn new(message: Message) -> Self {
         Self {
+            erased: message.deleted,
             message,
             edit: None,
             deleted: None,
@@ -91,6 +95,7 @@ impl Folding {
     }
 
     fn apply(&mut self, change: &Message) {
+        self.erased |= change.deleted;
         match change.kind {
             EntryKind::Message => {}
             EntryKind::Edit => {
@@ -105,14 +110,10 @@ impl Folding {
             }
             EntryKind::React | EntryKind::Unreact => {
                 let Some(emoji) = &change.emoji else { return };
-                let on = change.kind == EntryKind::React;
-                let slot = self
-                    .reactions
+                self.reactions
                     .entry((change.sender.clone(), emoji.clone()))
-                    .or_insert((change.seq, on));
-                if slot.0 <= change.seq {
-                    *slot = (change.seq, on);
-                }
+                    .or_default()
+                    .insert(change.seq, change.kind == EntryKind::React);
             }
         }
     }
@@ -120,13 +121,13 @@ impl Folding {
     /// The message and its current text, without the reply preview.
     fn current(&self, viewer: &UserId) -> MessageState {
         let mut message = self.message.clone();
-        if let Some((_, at)) = self.deleted {
+        if self.deleted.is_some() || self.erased {
             message.text.clear();
             message.deleted = true;
             return MessageState {
                 message,
                 edited_at: None,
-                deleted_at: Some(at),
+                deleted_at: self.deleted.map(|(_, at)| at),
                 reactions: Vec::new(),
                 reply: None,
             };
@@ -138,10 +139,10 @@ impl Folding {
         }
         // Per emoji: the seq of its earliest standing reaction, how many, and the viewer's.
         let mut by_emoji: BTreeMap<&str, (Seq, u64, bool)> = BTreeMap::new();
-        for ((user, emoji), (seq, on)) in &self.reactions {
-            if *on {
-                let entry = by_emoji.entry(emoji).or_insert((*seq, 0, false));
-                entry.0 = entry.0.min(*seq);
+        for ((user, emoji), entries) in &self.reactions {
+            if let Some(since) = standing_since(entries) {
+                let entry = by_emoji.entry(emoji).or_insert((since, 0, false));
+                entry.0 = entry.0.min(since);
                 entry.1 += 1;
                 entry.2 |= user == viewer;
             }
@@ -164,6 +165,19 @@ impl Folding {
     }
 }
 
+/// Where the current run of reacts began, if the last entry is a react (reacting again
+/// while on changes nothing, the place in the order included).
+fn standing_since(entries: &BTreeMap<Seq, bool>) -> Option<Seq> {
+    let mut since = None;
+    for (&seq, &on) in entries.iter().rev() {
+        if !on {
+            break;
+        }
+        since = Some(seq);
+    }
+    since
+}
+
 /// Messages and the changes to them, from entries in any order.
 #[derive(Debug, Clone, Default)]
 pub struct Fold {
@@ -180,7 +194,9 @@ impl Fold {
     /// Takes in one entry (a repeat changes nothing).
     pub fn apply(&mut self, entry: &Message) {
         if entry.is_message() {
-            if self.messages.contains_key(&entry.seq) {
+            if let Some(held) = self.messages.get_mut(&entry.seq) {
+                // A later copy may say what an earlier one could not: the text was removed.
+                held.erased |= entry.deleted;
                 return;
             }
             let mut folding = Folding::new(entry.clone());
@@ -338,6 +354,62 @@ mod tests {
             .map(|r| (r.emoji.as_str(), r.count, r.me))
             .collect();
         assert_eq!(counts, [("👍", 2, true), ("🎉", 1, false)]);
+    }
+
+    #[test]
+    fn reacting_again_keeps_an_emojis_place() {
+        let states = folded(
+            &[
+                text(1, "a", "one"),
+                react(2, "b", 1, "👍", true),
+                react(3, "c", 1, "❤️", true),
+                react(4, "b", 1, "👍", true),
+            ],
+            "a",
+        );
+        let order: Vec<_> = states[0]
+            .reactions
+            .iter()
+            .map(|r| r.emoji.as_str())
+            .collect();
+        assert_eq!(order, ["👍", "❤️"]);
+        // Taken back and given again, it goes to the end.
+        let states = folded(
+            &[
+                text(1, "a", "one"),
+                react(2, "b", 1, "👍", true),
+                react(3, "c", 1, "❤️", true),
+                react(4, "b", 1, "👍", false),
+                react(5, "b", 1, "👍", true),
+            ],
+            "a",
+        );
+        let order: Vec<_> = states[0]
+            .reactions
+            .iter()
+            .map(|r| r.emoji.as_str())
+            .collect();
+        assert_eq!(order, ["❤️", "👍"]);
+    }
+
+    #[test]
+    fn text_the_store_removed_is_a_tombstone_without_its_delete() {
+        let erased = Message {
+            deleted: true,
+            ..text(1, "a", "")
+        };
+        let states = folded(&[erased.clone(), react(2, "b", 1, "👍", true)], "b");
+        assert!(states[0].message.deleted && states[0].reactions.is_empty());
+        assert_eq!(states[0].deleted_at, None);
+        // A copy read before the delete, then the erased one: deleted whichever came first.
+        let states = folded(&[text(1, "a", "secret"), erased], "b");
+        assert!(states[0].message.deleted && states[0].message.text.is_empty());
+        let erased_edit = Message {
+            deleted: true,
+            ..edit(2, 1, "")
+        };
+        let states = folded(&[text(1, "a", "secret"), erased_edit], "b");
+        assert!(states[0].message.deleted);
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub async fn create_indexes(
             ),
             // Changes by the message they apply to (`view=state` history).
             index(doc! {"chatRoomId": 1, "target": 1}, "room_target", false),
+            // Messages without their changes (unread counts, the room list, `view=state`):
+            // messages have no `kind`, which indexes as null.
+            index(
+                doc! {"chatRoomId": 1, "kind": 1, "seq": 1},
+                "room_kind_seq",
+                false,
+            ),
         ])
         .await
         .map_err(store_err)?;

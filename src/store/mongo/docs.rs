@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, UserId},
-    store::{Positions, StoreError, StoreResult, seq_from_i64, seq_to_i64},
+    store::{Positions, StoreError, StoreResult, group_roles, seq_from_i64, seq_to_i64},
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -111,25 +111,33 @@ impl RoomDoc {
     /// The room `id` (found under it) with these members (their documents, in order).
     pub fn into_room(self, id: RoomId, members: &[MemberDoc]) -> StoreResult<Room> {
         let kind = RoomKind::parse(&self.kind).ok_or_else(|| corrupt("kind"))?;
-        let mut users = Vec::with_capacity(members.len());
-        let mut roles = BTreeMap::new();
-        for member in members {
-            let user = UserId::from_stored(&member.user_id).map_err(|_| corrupt("userId"))?;
-            let role = member.role(&self.created_by)?;
-            if kind == RoomKind::Group && role != Role::Member {
-                roles.insert(user.clone(), role);
-            }
-            users.push(user);
-        }
+        let members = self.ranked(members)?;
+        let roles = match kind {
+            RoomKind::Group => group_roles(&members),
+            RoomKind::Direct => BTreeMap::new(),
+        };
         Ok(Room {
             id,
             kind,
             name: self.name,
-            members: users,
+            members: members.into_iter().map(|(user, ..)| user).collect(),
             roles,
             created_by: UserId::from_stored(&self.created_by).map_err(|_| corrupt("createdBy"))?,
             created_at: from_bson_time(self.created_at),
         })
+    }
+}
+
+impl RoomDoc {
+    /// The members with their roles and when they joined (what roles and hand-offs need).
+    pub fn ranked(&self, members: &[MemberDoc]) -> StoreResult<Vec<(UserId, Role, DateTime<Utc>)>> {
+        members
+            .iter()
+            .map(|m| {
+                let user = UserId::from_stored(&m.user_id).map_err(|_| corrupt("userId"))?;
+                Ok((user, m.role(&self.created_by)?, from_bson_time(m.joined_at)))
+            })
+            .collect()
     }
 }
 

@@ -269,13 +269,17 @@ impl RoomWrites for MongoStore {
 #[async_trait]
 impl Store for MongoStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+        // Without transactions, a delete removes the text before its entry is inserted, so
+        // that no failure in between leaves the text behind (the message reads as a
+        // tombstone meanwhile; a retry inserts the entry). An edit that raced a delete
+        // removes its own text: the delete marks the message before it scrubs the edits,
+        // the edit checks the mark after its insert.
+        if let (EntryKind::Delete, Some(target)) = (new.kind, new.target) {
+            self.scrub(&new.room, target).await?;
+        }
         let mut appended = self.insert_next(&new, now).await?;
-        // Without transactions, what a delete removes goes after the insert: done again on
-        // every retry, and an edit that raced a delete removes its own text (the delete
-        // marks the message before it scrubs edits, the edit checks after its insert).
         let message = &mut appended.message;
         match (message.kind, message.target) {
-            (EntryKind::Delete, Some(target)) => self.scrub(&message.room, target).await?,
             (EntryKind::Edit, Some(target))
                 if !message.deleted && self.is_deleted(&message.room, target).await? =>
             {
@@ -303,13 +307,14 @@ impl Store for MongoStore {
         ];
         within(&mut filter, "createdAt", times);
         // Messages are stored without a `kind` (as before changes existed).
+        // (`kind: null` matches the missing field and uses the {chatRoomId, kind, seq} index.)
         match query.entries {
             Entries::All => {}
             Entries::Messages => {
-                filter.insert("kind", doc! {"$exists": false});
+                filter.insert("kind", Bson::Null);
             }
             Entries::Standing => {
-                filter.insert("kind", doc! {"$exists": false});
+                filter.insert("kind", Bson::Null);
                 filter.insert("deleted", doc! {"$ne": true});
             }
         }
@@ -361,7 +366,7 @@ impl Store for MongoStore {
             "chatRoomId": room.as_str(),
             "seq": {"$gt": seq_to_i64(after_seq)},
             "sender": {"$ne": user.as_str()},
-            "kind": {"$exists": false},
+            "kind": Bson::Null,
             "deleted": {"$ne": true},
         };
         self.messages
@@ -401,7 +406,8 @@ impl Store for MongoStore {
             .map_err(store_err)?;
         let removed = result.deleted_count == 1;
         // After the removal, not atomically with it: two owners leaving at once both see
-        // no owner left and promote the same successor (the rule is deterministic).
+        // no owner left and promote the same successor (the rule is deterministic); if this
+        // is cut short, rooms read with that successor as owner all the same (`group_roles`).
         let Some(group) = self
             .rooms
             .find_one(doc! {"_id": room.as_str(), "kind": "group"})
@@ -412,15 +418,7 @@ impl Store for MongoStore {
         };
         if removed {
             let members = collect(self.members.find(doc! {"roomId": room.as_str()})).await?;
-            let mut ranked = Vec::with_capacity(members.len());
-            for m in &members {
-                let user = UserId::from_stored(&m.user_id).map_err(|_| docs::corrupt("userId"))?;
-                ranked.push((
-                    user,
-                    m.role(&group.created_by)?,
-                    from_bson_time(m.joined_at),
-                ));
-            }
+            let ranked = group.ranked(&members)?;
             if let Some(heir) = successor(ranked.iter().map(|(u, r, j)| (u, *r, *j))) {
                 self.set_role(room, &heir, Role::Owner).await?;
             }

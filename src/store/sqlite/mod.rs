@@ -137,15 +137,19 @@ impl Store for SqliteStore {
                 Order::Asc => "ASC",
                 Order::Desc => "DESC",
             };
+            // Literal conditions, so that the planner picks the partial index that matches.
+            let entries = match q.entries {
+                Entries::All => "",
+                Entries::Messages => "AND kind = 'message'",
+                Entries::Standing => "AND kind = 'message' AND deleted = 0",
+            };
             // Absent bounds become bounds that exclude nothing, so one cached statement serves all.
             let sql = format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages
                  WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
-                   AND (?7 = 0 OR kind = 'message') AND (?8 = 0 OR deleted = 0)
+                   {entries}
                  ORDER BY seq {order} LIMIT ?6"
             );
-            let messages_only = q.entries != Entries::All;
-            let standing_only = q.entries == Entries::Standing;
             let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
             let rows = stmt
                 .query_map(
@@ -155,9 +159,7 @@ impl Store for SqliteStore {
                         q.before.map_or(i64::MAX, seq_to_i64),
                         q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
                         q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
-                        q.limit as i64,
-                        messages_only,
-                        standing_only
+                        q.limit as i64
                     ],
                     message_from_row,
                 )

@@ -14,7 +14,7 @@ use crate::{
         EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, Seq, UserId,
         timestamp::from_millis,
     },
-    store::{StoreError, StoreResult, rooms::RoomWrites, seq_from_i64, seq_to_i64},
+    store::{StoreError, StoreResult, group_roles, rooms::RoomWrites, seq_from_i64, seq_to_i64},
 };
 
 /// The columns [`message_from_row`] reads and [`insert_message`] writes, in their order.
@@ -263,32 +263,19 @@ pub fn load_room(conn: &Connection, id: &RoomId) -> StoreResult<Option<Room>> {
     let Some((kind, name, created_by, created_at)) = head else {
         return Ok(None);
     };
-    let members = conn
-        .prepare_cached("SELECT user_id, role FROM members WHERE room_id = ?1 ORDER BY user_id")
-        .and_then(|mut s| {
-            s.query_map([id.as_str()], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(sql_err)?;
     let corrupt = |what: &str| StoreError::Internal(format!("room {id}: bad {what}"));
     let kind = RoomKind::parse(&kind).ok_or_else(|| corrupt("kind"))?;
-    let mut users = Vec::with_capacity(members.len());
-    let mut roles = BTreeMap::new();
-    for (user, role) in &members {
-        let user = UserId::from_stored(user).map_err(|_| corrupt("member"))?;
-        let role = Role::parse(role).ok_or_else(|| corrupt("role"))?;
-        if kind == RoomKind::Group && role != Role::Member {
-            roles.insert(user.clone(), role);
-        }
-        users.push(user);
-    }
+    let mut members = members_with_roles(conn, id)?;
+    members.sort_by(|a, b| a.0.cmp(&b.0));
+    let roles = match kind {
+        RoomKind::Group => group_roles(&members),
+        RoomKind::Direct => BTreeMap::new(),
+    };
     Ok(Some(Room {
         id: id.clone(),
         kind,
         name,
-        members: users,
+        members: members.into_iter().map(|(user, ..)| user).collect(),
         roles,
         created_by: UserId::from_stored(&created_by).map_err(|_| corrupt("creator"))?,
         created_at: from_millis(created_at),

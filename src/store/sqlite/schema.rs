@@ -66,6 +66,8 @@ ALTER TABLE messages ADD COLUMN reply_to INTEGER;
 ALTER TABLE messages ADD COLUMN emoji TEXT;
 ALTER TABLE messages ADD COLUMN deleted INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX messages_by_target ON messages (room_id, target) WHERE target IS NOT NULL;
+CREATE INDEX messages_only ON messages (room_id, seq) WHERE kind = 'message';
+CREATE INDEX messages_standing ON messages (room_id, seq) WHERE kind = 'message' AND deleted = 0;
 ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
 UPDATE members SET role = 'owner' WHERE EXISTS (
     SELECT 1 FROM rooms r
@@ -93,10 +95,13 @@ pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<C
         SqliteSynchronous::Full => "FULL",
     };
     let mut writer = Connection::open(path).map_err(sql_err)?;
+    // secure_delete: the text a delete removes is overwritten in the file, not left in free
+    // space of its page.
     writer
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
-             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;"
+             PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;
+             PRAGMA secure_delete = ON;"
         ))
         .map_err(sql_err)?;
     migrate(&mut writer)?;

@@ -866,6 +866,25 @@ pub async fn roles_and_the_last_owner_handing_on(f: &impl StoreFactory) {
     // Removing a plain member hands nothing on.
     assert!(store.remove_member(&id, &user("bob")).await.unwrap());
     assert_eq!(roles(store.clone()).await, [(user("alice"), Role::Owner)]);
+    // No owner stored (two owners demoted each other at once; a hand-off cut short): the
+    // same rule names one on every read.
+    store
+        .add_members(&id, &[user("erin")], later)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .set_role(&id, &user("erin"), Role::Admin)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .set_role(&id, &user("alice"), Role::Member)
+            .await
+            .unwrap()
+    );
+    assert_eq!(roles(store.clone()).await, [(user("erin"), Role::Owner)]);
     let direct = room_of(&*store).await;
     assert!(direct.roles.is_empty());
 }
