@@ -43,7 +43,15 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub typing: TypingSettings,
     pub receipts: ReceiptSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Empty: no admin API.
+    pub token: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +272,13 @@ impl Settings {
     /// Combinations that parse but cannot work, or that would be insecure.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, problem: &str| Err(ConfigError(format!("{key}: {problem}")));
+        let admin = &self.admin.token;
+        if !admin.is_empty() && admin.len() < 16 {
+            return fail(
+                "admin.token",
+                "must be at least 16 characters (or empty: no admin API)",
+            );
+        }
         let auth = &self.auth;
         if !auth.jwt_secret.is_empty() && auth.jwt_secret.len() < 16 {
             return fail(

@@ -18,8 +18,9 @@ use crate::{
     config::{BusKind, Settings, StoreKind},
     domain::UserId,
     hub::{Hub, HubSettings},
+    nodes::{LocalNodeDirectory, NodeDirectory},
     presence::{LocalPresence, PresenceRegistry, PresenceService},
-    redis::{RedisBus, RedisPresence, RedisRecentCache},
+    redis::{RedisBus, RedisNodeDirectory, RedisPresence, RedisRecentCache},
     store::{self, DeadlineStore, Store},
     telemetry,
     throttle::UserLimits,
@@ -37,6 +38,7 @@ pub struct Backends {
     pub deliveries: mpsc::Receiver<Delivery>,
     pub recent: Option<Arc<dyn RecentCache>>,
     pub presence: Arc<dyn PresenceRegistry>,
+    pub directory: Arc<dyn NodeDirectory>,
 }
 
 /// Connects the configured store, bus, cache and presence registry. Background tasks (the
@@ -77,6 +79,7 @@ pub async fn connect_backends(
                 // The embedded store is local and fast; a cache would only add a copy.
                 recent: None,
                 presence: Arc::new(LocalPresence::default()),
+                directory: Arc::new(LocalNodeDirectory::default()),
             }
         }
         BusKind::Redis => {
@@ -105,6 +108,11 @@ pub async fn connect_backends(
                     timeout,
                 ))),
                 presence: Arc::new(RedisPresence::new(
+                    conn.clone(),
+                    &bus_settings.redis_prefix,
+                    timeout,
+                )),
+                directory: Arc::new(RedisNodeDirectory::new(
                     conn,
                     &bus_settings.redis_prefix,
                     timeout,
@@ -136,6 +144,7 @@ impl Application {
             deliveries,
             recent,
             presence,
+            directory,
         } = connect_backends(&settings, &tasks, &shutdown).await?;
         let hub_settings = HubSettings {
             typing_ttl: Duration::from_millis(settings.typing.ttl_ms),
@@ -192,6 +201,9 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
+            address: listener.local_addr()?.to_string(),
+            started_at: chrono::Utc::now(),
+            directory,
             id,
             limits: UserLimits::new(&settings.limits),
             origins: crate::origins::Origins::new(&settings.server.allowed_origins),
@@ -275,6 +287,9 @@ impl Application {
                 "grace period over; dropping remaining connections"
             );
         }
+        if let Err(e) = node.directory.withdraw(&node.id).await {
+            tracing::warn!(error = %e, "not withdrawn from the node directory; it expires");
+        }
         // Connections announced their own leaving; this catches any that could not.
         match tokio::time::timeout(Duration::from_secs(2), node.presence.release_self()).await {
             Ok(Ok(())) => {}
@@ -313,7 +328,11 @@ async fn run_presence(node: Arc<Node>, task: PresenceTask) {
         }
         let presence = &node.presence;
         let done = match task {
-            PresenceTask::Lease => presence.renew_lease().await,
+            // The directory's announcement lives as long as the lease.
+            PresenceTask::Lease => match presence.renew_lease().await {
+                Ok(()) => announce(&node).await,
+                Err(e) => Err(e),
+            },
             PresenceTask::Sweep => match presence.release_expired().await {
                 Ok(()) => presence.sweep_due().await,
                 Err(e) => Err(e),
@@ -328,6 +347,15 @@ async fn run_presence(node: Arc<Node>, task: PresenceTask) {
             tracing::warn!(error = %e, ?task, "presence upkeep failed");
         }
     }
+}
+
+/// Puts this node in the directory until its presence lease would run out.
+async fn announce(node: &Node) -> crate::presence::PresenceResult<()> {
+    let ttl = Duration::from_millis(node.settings.presence.ttl_ms);
+    if let Err(e) = node.directory.announce(&node.info(), ttl).await {
+        tracing::warn!(error = %e, "node not announced in the directory");
+    }
+    Ok(())
 }
 
 /// Drops the rate-limit state of users who have been quiet (their buckets are full again).

@@ -11,6 +11,30 @@ use crate::{
     presence::PresenceService, store::Store, throttle::UserLimits,
 };
 
+impl Node {
+    /// A token's user, if its signature and claims hold and it was not revoked.
+    pub async fn authenticate(
+        &self,
+        token: &str,
+    ) -> Result<crate::auth::Verified, crate::auth::AuthError> {
+        let verified = self.auth.verify(token).await?;
+        self.hub.revocations.check(&verified).await?;
+        Ok(verified)
+    }
+
+    /// This node as the directory lists it.
+    pub fn info(&self) -> crate::nodes::NodeInfo {
+        crate::nodes::NodeInfo {
+            id: self.id.clone(),
+            address: self.address.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            connections: self.hub.connection_count(),
+            started_at: self.started_at,
+            draining: self.shutdown.is_cancelled(),
+        }
+    }
+}
+
 /// Everything a request or a connection needs, shared by all of them.
 pub struct Node {
     pub id: String,
@@ -28,6 +52,11 @@ pub struct Node {
     pub limits: UserLimits,
     /// Browser origins allowed to open WebSockets and read REST answers.
     pub origins: crate::origins::Origins,
+    /// Where this node listens.
+    pub address: String,
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// Every node of the cluster (this one announces itself).
+    pub directory: Arc<dyn crate::nodes::NodeDirectory>,
     /// Cancelled when the node starts to stop.
     pub shutdown: CancellationToken,
     /// Connection and background tasks, awaited (up to the grace period) on shutdown.

@@ -82,6 +82,10 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         let code = match e {
             AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::Unavailable(_) => {
+                let cause = crate::store::StoreError::Unavailable(e.to_string());
+                return crate::chat::ChatError::Store(cause).into();
+            }
             _ => ErrorCode::Unauthorized,
         };
         Self::new(code, e.to_string())

@@ -33,7 +33,7 @@ impl FromRequestParts<Arc<Node>> for AuthUser {
             .and_then(|v| v.to_str().ok())
             .and_then(token_from_authorization)
             .ok_or(AuthError::Missing)?;
-        Ok(AuthUser(node.auth.verify(token).await?.user))
+        Ok(AuthUser(node.authenticate(token).await?.user))
     }
 }
 

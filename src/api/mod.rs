@@ -14,6 +14,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::{gateway, protocol::ErrorCode, state::Node};
 
+mod admin;
 mod error;
 mod extract;
 mod me;
@@ -32,6 +33,9 @@ pub fn router(node: Arc<Node>) -> Router {
     // A route that is switched off does not exist: it reads nothing and answers 404.
     if node.settings.auth.dev_login {
         router = router.route("/v1/dev/login", post(ops::dev_login));
+    }
+    if !node.settings.admin.token.is_empty() {
+        router = router.merge(admin::routes());
     }
     router
         .route("/ws", get(gateway::upgrade))

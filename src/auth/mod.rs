@@ -57,6 +57,7 @@ struct Claims {
     sub: Option<String>,
     exp: Option<f64>,
     nbf: Option<f64>,
+    iat: Option<f64>,
     #[serde(default)]
     aud: Option<Audience>,
     iss: Option<String>,
@@ -88,6 +89,12 @@ pub enum AuthError {
     Expired,
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// Issued before an administrator revoked the user's tokens (see `revocation`).
+    #[error("token revoked: sign in again")]
+    Revoked,
+    /// Whether the token was revoked cannot be read now (the store is down).
+    #[error("token check unavailable: {0}")]
+    Unavailable(String),
 }
 
 fn invalid(why: &str) -> AuthError {
@@ -99,6 +106,8 @@ pub struct Verified {
     pub user: UserId,
     /// When the token stops being accepted: `exp` plus the leeway.
     pub valid_until: DateTime<Utc>,
+    /// The `iat` claim, if the token has one (revocations refuse tokens without it).
+    pub issued_at: Option<DateTime<Utc>>,
 }
 
 /// Signs (HS256) and verifies tokens.
@@ -293,7 +302,15 @@ impl TokenAuthority {
         {
             return Err(invalid("wrong issuer"));
         }
-        Ok(Verified { user, valid_until })
+        let issued_at = claims
+            .iat
+            .filter(|iat| iat.is_finite() && (0.0..=MAX_EXP as f64).contains(iat))
+            .and_then(|iat| DateTime::from_timestamp_millis((iat * 1000.0) as i64));
+        Ok(Verified {
+            user,
+            valid_until,
+            issued_at,
+        })
     }
 }
 

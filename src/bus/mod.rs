@@ -110,6 +110,11 @@ pub enum BusEvent {
     RoomAdded { room: Room },
     /// On a user topic: the user is no longer a member of this room.
     RoomRemoved { room: RoomId },
+    /// On a user topic: the user's tokens issued before `before` are revoked.
+    Revoked {
+        #[serde(with = "crate::domain::timestamp")]
+        before: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl BusEvent {

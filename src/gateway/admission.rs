@@ -34,6 +34,9 @@ impl Refusal {
             Refusal::Auth(AuthError::Expired) => {
                 (ErrorCode::TokenExpired, CloseReason::TokenExpired)
             }
+            Refusal::Auth(AuthError::Unavailable(_)) => {
+                (ErrorCode::StoreUnavailable, CloseReason::TryAgainLater)
+            }
             Refusal::Auth(_) => (ErrorCode::Unauthorized, CloseReason::Unauthorized),
             Refusal::Full(..) => (
                 ErrorCode::TooManyConnections,
@@ -44,6 +47,10 @@ impl Refusal {
 
     pub fn message(&self) -> String {
         match self {
+            // The cause stays in the log: nothing internal reaches a client.
+            Refusal::Auth(AuthError::Unavailable(_)) => {
+                ErrorCode::StoreUnavailable.public_message().to_owned()
+            }
             Refusal::Auth(e) => e.to_string(),
             Refusal::Full(_, why) => (*why).to_owned(),
         }

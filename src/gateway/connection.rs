@@ -50,11 +50,10 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitte
     };
     let (sink, stream) = socket.split();
     let (queue, queue_rx) = mpsc::channel(node.settings.limits.outbound_queue);
-    let conn = Arc::new(ConnHandle::new(
-        node.hub.new_conn_id(),
-        verified.user.clone(),
-        queue,
-    ));
+    let conn = Arc::new(
+        ConnHandle::new(node.hub.new_conn_id(), verified.user.clone(), queue)
+            .token_issued_at(verified.issued_at),
+    );
     // From here on, every way out of this task (a panic included) undoes what the
     // connection holds: hub registration, presence, its slot under the caps.
     let _cleanup = Cleanup {

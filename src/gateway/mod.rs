@@ -59,7 +59,7 @@ pub async fn upgrade(
         .and_then(token_from_subprotocols)
         .map(str::to_owned);
     let verified = match params.token.or(subprotocol_token) {
-        Some(token) => node.auth.verify(&token).await,
+        Some(token) => node.authenticate(&token).await,
         None => Err(AuthError::Missing),
     };
     let limits = &node.settings.limits;

@@ -65,6 +65,8 @@ struct Rooms {
 pub struct ConnHandle {
     pub id: ConnId,
     pub user: UserId,
+    /// The `iat` of the token it was opened with (a revocation closes older ones).
+    pub issued_at: Option<chrono::DateTime<chrono::Utc>>,
     queue: mpsc::Sender<Outbound>,
     close: CancellationToken,
     reason: OnceLock<CloseReason>,
@@ -86,10 +88,16 @@ pub struct ConnHandle {
 }
 
 impl ConnHandle {
+    pub fn token_issued_at(mut self, at: Option<chrono::DateTime<chrono::Utc>>) -> Self {
+        self.issued_at = at;
+        self
+    }
+
     pub fn new(id: ConnId, user: UserId, queue: mpsc::Sender<Outbound>) -> Self {
         Self {
             id,
             user,
+            issued_at: None,
             queue,
             close: CancellationToken::new(),
             reason: OnceLock::new(),

@@ -218,6 +218,14 @@ async fn route(
                     conn.memberships_changed();
                 }
             }
+            (Topic::User(user), BusEvent::Revoked { before }) => {
+                hub.revocations.learned(&user, Some(before));
+                for conn in hub.connections_of(&user) {
+                    if crate::revocation::revokes(before, conn.issued_at) {
+                        conn.close(crate::protocol::CloseReason::Revoked);
+                    }
+                }
+            }
             (topic, event) => tracing::warn!(?topic, ?event, "bus event on the wrong topic"),
         }
     }

@@ -57,6 +57,8 @@ pub struct Hub {
     /// Connections by the contacts whose presence they follow.
     watchers: DashMap<UserId, Vec<Arc<ConnHandle>>>,
     pub(crate) typing: typing::TypingBoard,
+    /// Revoked tokens, as this node knows them (the bus tells it of new ones).
+    pub revocations: crate::revocation::Revocations,
     /// Member counts of rooms whose member list changed, as last heard (see `resized`).
     room_sizes: DashMap<RoomId, usize>,
     settings: HubSettings,
@@ -106,6 +108,7 @@ impl Hub {
     ) -> Arc<Self> {
         let (shards, inboxes) = dispatcher::shards();
         let hub = Arc::new(Self {
+            revocations: crate::revocation::Revocations::new(store.clone()),
             rooms: DashMap::new(),
             users: DashMap::new(),
             watchers: DashMap::new(),
@@ -368,6 +371,16 @@ impl Hub {
     /// The users with a connection on this node.
     pub fn local_users(&self) -> Vec<UserId> {
         self.users.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Rooms with at least one member connected here.
+    pub fn room_count(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// Users with at least one connection here.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
     }
 
     pub fn connection_count(&self) -> usize {

@@ -208,6 +208,14 @@ impl PresenceService {
     }
 
     /// What contacts were last told about these users (never seen: offline, version 0).
+    /// The registry's record of `user` (what the admin API shows).
+    pub async fn record(&self, user: &UserId) -> PresenceResult<crate::presence::record::Record> {
+        let stored = self.registry.load(std::slice::from_ref(user)).await?;
+        Ok(crate::presence::record::Record::parse(
+            stored.into_iter().next().flatten().as_deref(),
+        ))
+    }
+
     pub async fn snapshot(&self, users: &[UserId]) -> PresenceResult<Vec<UserPresence>> {
         let records = self.registry.load(users).await?;
         Ok(users

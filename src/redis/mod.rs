@@ -1,5 +1,5 @@
 //! Everything chatd keeps in Redis, in cluster mode: the bus (Pub/Sub between nodes), the
-//! recent-message cache and the presence registry. They share one command connection per
+//! recent-message cache, the presence registry and the node directory. They share one command connection per
 //! node ([`connect_manager`]); the bus has its own Pub/Sub connection. Every call answers
 //! within `bus.timeout_ms`.
 
@@ -12,10 +12,12 @@ use redis::{
 
 mod bus;
 mod cache;
+mod nodes;
 mod presence;
 
 pub use bus::RedisBus;
 pub use cache::RedisRecentCache;
+pub use nodes::RedisNodeDirectory;
 pub use presence::RedisPresence;
 
 /// Redis could not be reached (or did not answer in time) while connecting.

@@ -166,6 +166,18 @@ impl Store for DeadlineStore {
             .await
     }
 
+    async fn revoke_tokens(
+        &self,
+        user: &UserId,
+        before: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        self.within(self.inner.revoke_tokens(user, before)).await
+    }
+
+    async fn tokens_revoked_before(&self, user: &UserId) -> StoreResult<Option<DateTime<Utc>>> {
+        self.within(self.inner.tokens_revoked_before(user)).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.within(self.inner.ping()).await
     }

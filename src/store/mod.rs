@@ -400,6 +400,17 @@ pub trait Store: Send + Sync + 'static {
 
     async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()>;
 
+    /// Refuses `user`'s tokens issued before `before` from now on (a later revocation moves
+    /// the time forward, never back); returns the time now in force.
+    async fn revoke_tokens(
+        &self,
+        user: &UserId,
+        before: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>>;
+
+    /// Before when `user`'s tokens are refused, if they ever were revoked.
+    async fn tokens_revoked_before(&self, user: &UserId) -> StoreResult<Option<DateTime<Utc>>>;
+
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
 }

@@ -4,6 +4,7 @@
 mod helpers;
 mod servers;
 
+mod admin;
 mod alive;
 mod auth;
 mod bad_input;

@@ -106,7 +106,8 @@ test("close codes decide how to reconnect", () => {
   }
   assert.equal(closeAction(4401), "reauth");
   assert.equal(closeAction(4402), "reauth");
-  for (const code of [4400, 4403, 4404, 4499]) assert.equal(closeAction(code), "stop", `${code}`);
+  assert.equal(closeAction(4403), "reauth"); // revoked by an administrator
+  for (const code of [4400, 4404, 4499]) assert.equal(closeAction(code), "stop", `${code}`);
 });
 
 test("backoff grows exponentially with full jitter, capped", () => {

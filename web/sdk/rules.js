@@ -27,7 +27,7 @@ export const CLOSE_RULES = Object.freeze({
     Object.freeze({ from: 1005, to: 1006, action: "now" }),
     Object.freeze({ from: 1012, to: 1012, action: "now" }),
     Object.freeze({ from: 4000, to: 4099, action: "now" }),
-    Object.freeze({ from: 4401, to: 4402, action: "reauth" }),
+    Object.freeze({ from: 4401, to: 4403, action: "reauth" }),
     Object.freeze({ from: 4400, to: 4499, action: "stop" }),
   ]),
   otherwise: "backoff",

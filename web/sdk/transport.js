@@ -240,6 +240,7 @@ export class Transport {
 function closeError(code) {
   if (code === 4401) return new ChatError("unauthorized", "the server refused the token");
   if (code === 4402) return new ChatError("token_expired", "the server refused the token");
+  if (code === 4403) return new ChatError("unauthorized", "the server revoked the token");
   return new ChatError("closed", `the server closed the connection with ${code} and asks the app to act first`);
 }
 

@@ -120,6 +120,8 @@ pub enum CloseReason {
     Internal,
     Unauthorized,
     TokenExpired,
+    /// An administrator revoked the user's tokens (and maybe banned them): get a new token.
+    Revoked,
 }
 
 impl CloseReason {
@@ -139,6 +141,7 @@ impl CloseReason {
             CloseReason::TooManyConnections => 4102,
             CloseReason::Unauthorized => 4401,
             CloseReason::TokenExpired => 4402,
+            CloseReason::Revoked => 4403,
         }
     }
 
@@ -158,6 +161,7 @@ impl CloseReason {
             CloseReason::Internal => "internal error",
             CloseReason::Unauthorized => "unauthorized",
             CloseReason::TokenExpired => "token expired",
+            CloseReason::Revoked => "token revoked",
         }
     }
 }
@@ -279,7 +283,7 @@ pub const CLOSE_ACTIONS: [(u16, u16, ClientAction); 6] = [
     (1005, 1006, ClientAction::Now),
     (1012, 1012, ClientAction::Now),
     (4000, 4099, ClientAction::Now),
-    (4401, 4402, ClientAction::Reauth),
+    (4401, 4403, ClientAction::Reauth),
     (4400, 4499, ClientAction::Stop),
 ];
 
@@ -293,7 +297,7 @@ pub fn close_action(code: u16) -> ClientAction {
 
 impl CloseReason {
     /// Every reason the server closes with.
-    pub const ALL: [CloseReason; 14] = [
+    pub const ALL: [CloseReason; 15] = [
         CloseReason::Normal,
         CloseReason::ServiceRestart,
         CloseReason::HeartbeatTimeout,
@@ -308,6 +312,7 @@ impl CloseReason {
         CloseReason::Internal,
         CloseReason::Unauthorized,
         CloseReason::TokenExpired,
+        CloseReason::Revoked,
     ];
 
     pub fn client_action(self) -> ClientAction {
@@ -333,7 +338,8 @@ mod tests {
         assert_eq!(close_action(1007), ClientAction::Backoff);
         assert_eq!(close_action(4100), ClientAction::Backoff);
         assert_eq!(close_action(4401), ClientAction::Reauth);
-        assert_eq!(close_action(4403), ClientAction::Stop);
+        assert_eq!(close_action(4403), ClientAction::Reauth);
+        assert_eq!(close_action(4404), ClientAction::Stop);
         assert_eq!(close_action(3000), ClientAction::Backoff);
     }
 }

@@ -63,6 +63,8 @@ pub struct MongoStore {
     messages: Collection<MessageDoc>,
     /// One document per user who changed a setting: `{_id: user, hidePresence}`.
     settings: Collection<mongodb::bson::Document>,
+    /// One document per user whose tokens were revoked: `{_id: user, before}`.
+    revocations: Collection<mongodb::bson::Document>,
     append_locks: Vec<Mutex<()>>,
 }
 
@@ -88,6 +90,7 @@ impl MongoStore {
             members: db.collection("members"),
             messages: db.collection("messages"),
             settings: db.collection("user_settings"),
+            revocations: db.collection("revocations"),
             database: database.to_owned(),
             client,
             append_locks: (0..APPEND_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
@@ -592,6 +595,37 @@ impl Store for MongoStore {
             .await
             .map(|_| ())
             .map_err(store_err)
+    }
+
+    async fn revoke_tokens(
+        &self,
+        user: &UserId,
+        before: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        // `$max` only moves the time forward, so concurrent revocations commute.
+        let after = self
+            .revocations
+            .find_one_and_update(
+                doc! {"_id": user.as_str()},
+                doc! {"$max": {"before": to_bson_time(before)}},
+            )
+            .upsert(true)
+            .return_document(ReturnDocument::After)
+            .await
+            .map_err(store_err)?;
+        let stored = after.and_then(|d| d.get_datetime("before").ok().copied());
+        Ok(stored.map_or(before, from_bson_time))
+    }
+
+    async fn tokens_revoked_before(&self, user: &UserId) -> StoreResult<Option<DateTime<Utc>>> {
+        let found = self
+            .revocations
+            .find_one(doc! {"_id": user.as_str()})
+            .await
+            .map_err(store_err)?;
+        Ok(found
+            .and_then(|d| d.get_datetime("before").ok().copied())
+            .map(from_bson_time))
     }
 
     async fn ping(&self) -> StoreResult<()> {

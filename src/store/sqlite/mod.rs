@@ -481,6 +481,43 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn revoke_tokens(
+        &self,
+        user: &UserId,
+        before: DateTime<Utc>,
+    ) -> StoreResult<DateTime<Utc>> {
+        let user = user.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO revocations (user_id, before) VALUES (?1, ?2)
+                 ON CONFLICT (user_id) DO UPDATE SET before = MAX(before, excluded.before)
+                 RETURNING before",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![user.as_str(), before.timestamp_millis()], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .map(crate::domain::timestamp::from_millis)
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn tokens_revoked_before(&self, user: &UserId) -> StoreResult<Option<DateTime<Utc>>> {
+        let user = user.clone();
+        self.read(move |conn| {
+            conn.prepare_cached("SELECT before FROM revocations WHERE user_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([user.as_str()], |r| r.get::<_, i64>(0))
+                        .optional()
+                })
+                .map(|t| t.map(crate::domain::timestamp::from_millis))
+                .map_err(sql_err)
+        })
+        .await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
             .await

@@ -57,7 +57,7 @@ CREATE TABLE user_settings (
 ";
 
 /// Changes as log entries (kind, target, reply, emoji; `deleted` when a delete removed the
-/// text), and group roles: creators own their groups, and a group whose creator left is
+/// text), revoked tokens, and group roles: creators own their groups, and a group whose creator left is
 /// owned by its longest-standing member.
 const SCHEMA_V3: &str = "
 ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
@@ -69,6 +69,10 @@ CREATE INDEX messages_by_target ON messages (room_id, target) WHERE target IS NO
 CREATE INDEX messages_only ON messages (room_id, seq) WHERE kind = 'message';
 CREATE INDEX messages_standing ON messages (room_id, seq) WHERE kind = 'message' AND deleted = 0;
 ALTER TABLE members ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+CREATE TABLE revocations (
+    user_id TEXT PRIMARY KEY,
+    before  INTEGER NOT NULL
+) WITHOUT ROWID;
 UPDATE members SET role = 'owner' WHERE EXISTS (
     SELECT 1 FROM rooms r
     WHERE r.id = members.room_id AND r.kind = 'group' AND r.created_by = members.user_id);

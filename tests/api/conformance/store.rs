@@ -50,7 +50,8 @@ macro_rules! store_conformance {
             memberships_page_by_room_id_and_count,
             seqs_at_the_top_of_the_range_do_not_wrap,
             changes_are_entries_and_a_delete_removes_text,
-            roles_and_the_last_owner_handing_on
+            roles_and_the_last_owner_handing_on,
+            revocations_only_move_forward
         );
     };
     (@tests $($name:ident),*) => {
@@ -894,4 +895,19 @@ async fn room_of(store: &dyn Store) -> chatd::domain::Room {
         .ensure_direct_room(&user("alice"), &user("bob"), Utc::now())
         .await
         .unwrap()
+}
+
+/// A revocation keeps the latest time it was given, per user.
+pub async fn revocations_only_move_forward(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let (alice, bob) = (user("alice"), user("bob"));
+    assert_eq!(store.tokens_revoked_before(&alice).await.unwrap(), None);
+    let t = now();
+    assert_eq!(store.revoke_tokens(&alice, t).await.unwrap(), t);
+    let earlier = t - Duration::hours(1);
+    assert_eq!(store.revoke_tokens(&alice, earlier).await.unwrap(), t);
+    assert_eq!(store.tokens_revoked_before(&alice).await.unwrap(), Some(t));
+    let later = t + Duration::seconds(5);
+    assert_eq!(store.revoke_tokens(&alice, later).await.unwrap(), later);
+    assert_eq!(store.tokens_revoked_before(&bob).await.unwrap(), None);
 }
