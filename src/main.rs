@@ -50,6 +50,13 @@ enum Command {
         #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
         ttl: Duration,
     },
+    /// Show where message SEQ of ROOM went (stored, published, delivered on each node), from
+    /// the nodes' JSON logs (log.format = "json"): FILES, or standard input.
+    Trace {
+        room: String,
+        seq: u64,
+        files: Vec<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -75,8 +82,40 @@ fn main() -> ExitCode {
             println!("{}", authority.mint(&user, ttl));
             ExitCode::SUCCESS
         }
+        Command::Trace { room, seq, files } => trace(&room, seq, &files),
         Command::Serve => serve(settings),
     }
+}
+
+fn trace(room: &str, seq: u64, files: &[PathBuf]) -> ExitCode {
+    let mut logs = String::new();
+    if files.is_empty()
+        && let Err(e) = std::io::Read::read_to_string(&mut std::io::stdin(), &mut logs)
+    {
+        eprintln!("chatd: standard input: {e}");
+        return ExitCode::from(2);
+    }
+    for file in files {
+        match std::fs::read_to_string(file) {
+            Ok(text) => logs.push_str(&text),
+            Err(e) => {
+                eprintln!("chatd: {}: {e}", file.display());
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let hops = telemetry::message_path(logs.lines(), room, seq);
+    if hops.is_empty() {
+        eprintln!("chatd: no trace of seq {seq} of room {room} in these logs");
+        return ExitCode::FAILURE;
+    }
+    for hop in hops {
+        println!(
+            "{}  {:<20}  {:<10} trace={} {}",
+            hop.at, hop.node, hop.hop, hop.trace, hop.detail
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn serve(settings: Settings) -> ExitCode {

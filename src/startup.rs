@@ -146,7 +146,9 @@ impl Application {
             presence,
             directory,
         } = connect_backends(&settings, &tasks, &shutdown).await?;
+        let id = settings.node_id();
         let hub_settings = HubSettings {
+            node: id.clone(),
             typing_ttl: Duration::from_millis(settings.typing.ttl_ms),
             typing_coalesce: Duration::from_millis(settings.typing.coalesce_ms),
             roster_max_members: settings.presence.roster_max_members,
@@ -159,7 +161,6 @@ impl Application {
             shutdown.clone(),
             &tasks,
         );
-        let id = settings.node_id();
         let presence = Arc::new(PresenceService::new(
             presence,
             bus.clone(),
@@ -194,6 +195,7 @@ impl Application {
                 clock: clock.clone(),
                 limits: settings.limits.clone(),
                 presence_settings: settings.presence.clone(),
+                node: id.clone(),
             },
         );
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

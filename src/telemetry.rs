@@ -172,6 +172,13 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         &[&[]],
     ),
     (
+        "chatd_delivery_seconds",
+        Kind::Histogram,
+        Unit::Seconds,
+        "From a message's publish (on its storing node's clock) to its hand-off to this node's connections.",
+        &[&[]],
+    ),
+    (
         "chatd_resume_replayed_messages",
         Kind::Histogram,
         Unit::Count,
@@ -258,4 +265,51 @@ pub fn render_metrics() -> String {
         .and_then(Option::as_ref)
         .map(PrometheusHandle::render)
         .unwrap_or_default()
+}
+
+/// One hop of a message, as a JSON log line of `target: chatd::trace` tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hop {
+    pub at: String,
+    pub node: String,
+    pub hop: String,
+    pub trace: String,
+    /// What else the line says (recipients, where a delivered message came from...).
+    pub detail: String,
+}
+
+/// The hops of message `seq` of `room` in JSON log lines (any order, any nodes mixed, other
+/// lines skipped), by time: what `chatd trace` prints.
+pub fn message_path<'a>(
+    lines: impl IntoIterator<Item = &'a str>,
+    room: &str,
+    seq: u64,
+) -> Vec<Hop> {
+    let text = |v: &serde_json::Value, key: &str| match &v[key] {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let mut hops: Vec<Hop> = lines
+        .into_iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line.trim()).ok())
+        .filter(|v| v["target"] == "chatd::trace" && v["room"] == room && v["seq"] == seq)
+        .map(|v| {
+            let mut detail = Vec::new();
+            for key in ["recipients", "from", "duplicate"] {
+                if !v[key].is_null() {
+                    detail.push(format!("{key}={}", text(&v, key)));
+                }
+            }
+            Hop {
+                at: text(&v, "timestamp"),
+                node: text(&v, "node"),
+                hop: text(&v, "hop"),
+                trace: text(&v, "trace"),
+                detail: detail.join(" "),
+            }
+        })
+        .collect();
+    hops.sort_by(|a, b| a.at.cmp(&b.at));
+    hops
 }

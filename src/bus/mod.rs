@@ -19,6 +19,17 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::{Message, Role, Room, RoomId, Seq, UserId, UserPresence};
 
+/// One message's path through the cluster: an id the storing node chose, logged at every
+/// hop (`target: chatd::trace`), and when it was published (for delivery latency).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Trace {
+    pub id: String,
+    /// The node that stored and published it.
+    pub node: String,
+    pub published_at_ms: i64,
+}
+
 pub mod local;
 
 pub use local::{LocalBroker, LocalBus};
@@ -73,8 +84,13 @@ pub trait Bus: Send + Sync + 'static {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
 pub enum BusEvent {
-    /// On the room topic: a stored message.
-    Message { message: Message },
+    /// On the room topic: a stored message (or change), and how to follow it in the logs.
+    Message {
+        message: Message,
+        /// Absent in events from nodes that did not trace.
+        #[serde(default)]
+        trace: Option<Trace>,
+    },
     /// On the room topic: a member's public positions moved.
     Receipt {
         room: RoomId,

@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use crate::{
-    bus::{Bus, BusEvent, Topic},
+    bus::{Bus, BusEvent, Topic, Trace},
     cache::RecentCache,
     clock::Clock,
     config::{Limits, PresenceSettings},
@@ -152,6 +152,8 @@ pub struct Chat {
     pub(super) clock: Arc<dyn Clock>,
     pub(super) limits: Limits,
     pub(super) presence_settings: PresenceSettings,
+    /// This node's id (in trace logs).
+    pub(super) node: String,
 }
 
 /// What a [`Chat`] is built from besides the store and bus.
@@ -162,6 +164,7 @@ pub struct ChatParts {
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub presence_settings: PresenceSettings,
+    pub node: String,
 }
 
 impl Chat {
@@ -173,6 +176,7 @@ impl Chat {
             clock,
             limits,
             presence_settings,
+            node,
         } = parts;
         Self {
             store,
@@ -183,6 +187,7 @@ impl Chat {
             clock,
             limits,
             presence_settings,
+            node,
         }
     }
 
@@ -231,15 +236,32 @@ impl Chat {
             };
             cached.map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         }
+        let message = &appended.message;
+        let trace = Trace {
+            id: uuid::Uuid::new_v4().simple().to_string(),
+            node: self.node.clone(),
+            published_at_ms: chrono::Utc::now().timestamp_millis(),
+        };
+        // Never the text (it is the users'), only what finds the message.
+        tracing::info!(
+            target: "chatd::trace", hop = "stored", room = %room, seq = message.seq,
+            id = %message.id, trace = %trace.id, node = %trace.node,
+            duplicate = appended.duplicate, "message stored"
+        );
         let event = BusEvent::Message {
-            message: appended.message.clone(),
+            message: message.clone(),
+            trace: Some(trace.clone()),
         };
         let started = std::time::Instant::now();
         self.bus
-            .publish(&Topic::Room(room), event.encode())
+            .publish(&Topic::Room(room.clone()), event.encode())
             .await
             .map_err(|e| ChatError::Bus(format!("stored, not yet delivered ({e})")))?;
         metrics::histogram!("chatd_bus_publish_seconds").record(started.elapsed());
+        tracing::info!(
+            target: "chatd::trace", hop = "published", room = %room, seq = message.seq,
+            id = %message.id, trace = %trace.id, node = %trace.node, "message published"
+        );
         Ok(appended)
     }
 

@@ -151,7 +151,10 @@ async fn route(
             }
         };
         match (topic, event) {
-            (Topic::Room(room), BusEvent::Message { message }) if message.room == room => {
+            (Topic::Room(room), BusEvent::Message { message, trace }) if message.room == room => {
+                if let Some(trace) = trace {
+                    hub.traces.note(&message, trace);
+                }
                 shards.tell(&room, Input::Message(message)).await;
             }
             (
@@ -290,6 +293,20 @@ impl Shard {
             let item = Outbound::Live(LiveMessage::new(&message));
             let recipients = self.hub.offer_room(room, &item);
             metrics::counter!("chatd_deliveries_total").increment(recipients as u64);
+            // Read from the store (a gap filled) or from a node that did not trace: no trace.
+            let trace = self.hub.traces.take(&message);
+            if let Some(trace) = &trace {
+                let waited = chrono::Utc::now().timestamp_millis() - trace.published_at_ms;
+                let waited = Duration::from_millis(u64::try_from(waited).unwrap_or(0));
+                metrics::histogram!("chatd_delivery_seconds").record(waited);
+            }
+            tracing::info!(
+                target: "chatd::trace", hop = "delivered", room = %room, seq = message.seq,
+                id = %message.id, trace = trace.as_ref().map_or("", |t| t.id.as_str()),
+                node = %self.hub.settings().node,
+                from = trace.as_ref().map_or("store", |t| t.node.as_str()), recipients,
+                "message handed to local connections"
+            );
         }
     }
 

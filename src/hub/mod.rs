@@ -43,6 +43,8 @@ pub struct HubSettings {
     pub typing_coalesce: Duration,
     /// Member changes in groups up to this size change their members' contacts.
     pub roster_max_members: usize,
+    /// This node's id (in trace logs).
+    pub node: String,
 }
 
 /// Room sizes remembered for [`Hub::resized`], at most.
@@ -57,6 +59,8 @@ pub struct Hub {
     /// Connections by the contacts whose presence they follow.
     watchers: DashMap<UserId, Vec<Arc<ConnHandle>>>,
     pub(crate) typing: typing::TypingBoard,
+    /// Traces of messages on their way from the bus to the delivery core.
+    pub traces: Traces,
     /// Revoked tokens, as this node knows them (the bus tells it of new ones).
     pub revocations: crate::revocation::Revocations,
     /// Member counts of rooms whose member list changed, as last heard (see `resized`).
@@ -68,6 +72,28 @@ pub struct Hub {
     live: AtomicUsize,
     /// Connection slots, reserved before a WebSocket upgrade (see [`Hub::reserve`]).
     slots: Slots,
+}
+
+/// The traces of messages that arrived from the bus, until the delivery core hands them to
+/// connections (a repeat it drops leaves its trace behind: the map starts over past a bound).
+#[derive(Default)]
+pub struct Traces(DashMap<(RoomId, crate::domain::Seq), crate::bus::Trace>);
+
+impl Traces {
+    const MAX: usize = 10_000;
+
+    pub fn note(&self, message: &crate::domain::Message, trace: crate::bus::Trace) {
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert((message.room.clone(), message.seq), trace);
+    }
+
+    pub fn take(&self, message: &crate::domain::Message) -> Option<crate::bus::Trace> {
+        self.0
+            .remove(&(message.room.clone(), message.seq))
+            .map(|(_, trace)| trace)
+    }
 }
 
 #[derive(Default)]
@@ -109,6 +135,7 @@ impl Hub {
         let (shards, inboxes) = dispatcher::shards();
         let hub = Arc::new(Self {
             revocations: crate::revocation::Revocations::new(store.clone()),
+            traces: Traces::default(),
             rooms: DashMap::new(),
             users: DashMap::new(),
             watchers: DashMap::new(),

@@ -202,3 +202,83 @@ async fn why_a_user_shows_online() {
     nodes.dedup();
     assert_eq!(nodes.len(), 2, "one connection on each node: {body}");
 }
+
+/// One message followed across the cluster from the JSON logs: stored and published by the
+/// sender's node, delivered on each node where a member is connected, one trace id all the
+/// way; `chatd trace` prints that path. The logs never hold the text or a token.
+#[tokio::test]
+async fn a_message_is_followed_across_the_cluster_in_the_logs() {
+    let d = Deployment::cluster(3, &[("CHATD__LOG__FORMAT", "json")]);
+    let bob = d.user("bob");
+    let room = d.client(0, "alice").open_direct(&bob).await.unwrap().id;
+    let mut alice = d.live(0, "alice").await;
+    let mut bob1 = d.live(1, "bob").await;
+    let _bob2 = d.live(2, "bob").await;
+    let secret = format!("secret-text-{}", d.user("x"));
+    let seq = alice.send_acked(&room, &secret).await;
+    bob1.next_matching(|f| matches!(f, ServerFrame::Message(m) if m.seq == seq))
+        .await;
+    let delivered_everywhere = |logs: &[String]| {
+        logs.iter()
+            .all(|log| log.contains("\"hop\":\"delivered\"") && log.contains(room.as_str()))
+    };
+    let deadline = Instant::now() + WAIT;
+    let mut logs: Vec<String> = d.nodes.iter().map(|n| n.output()).collect();
+    while !delivered_everywhere(&logs) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        logs = d.nodes.iter().map(|n| n.output()).collect();
+    }
+    let lines: Vec<&str> = logs.iter().flat_map(|l| l.lines()).collect();
+    let hops = chatd::telemetry::message_path(lines.iter().copied(), room.as_str(), seq);
+    let names: Vec<&str> = d.nodes.iter().map(|n| n.name.as_str()).collect();
+    let at = |hop: &str| -> Vec<&str> {
+        let mut nodes: Vec<&str> = hops
+            .iter()
+            .filter(|h| h.hop == hop)
+            .map(|h| h.node.as_str())
+            .collect();
+        nodes.sort();
+        nodes
+    };
+    // Deliveries elsewhere may be logged before the publish call returned here.
+    assert_eq!(hops[0].hop, "stored", "{hops:?}");
+    assert_eq!(
+        (at("stored"), at("published")),
+        (vec![names[0]], vec![names[0]])
+    );
+    assert_eq!(
+        at("delivered"),
+        names,
+        "delivered on every node with a member connected"
+    );
+    assert!(
+        hops.iter()
+            .all(|h| h.trace == hops[0].trace && !h.trace.is_empty())
+    );
+    for log in &logs {
+        assert!(!log.contains(&secret), "a log holds the text");
+        assert!(
+            !log.contains(d.client(0, "alice").token()),
+            "a log holds a token"
+        );
+    }
+    // The command prints the same path from the log files.
+    let files: Vec<std::path::PathBuf> = d
+        .nodes
+        .iter()
+        .map(|n| crate::servers::log_dir().join(format!("chatd-{}.log", n.name)))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_chatd"))
+        .args(["trace", room.as_str(), &seq.to_string()])
+        .args(&files)
+        .env(
+            "CHATD_CONFIG_DIR",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config"),
+        )
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.lines().count() >= 5, "{printed}");
+    assert!(printed.contains(&hops[0].trace));
+}

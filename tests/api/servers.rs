@@ -493,6 +493,14 @@ impl ChatdNode {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// What the running process has logged so far.
+    pub fn output(&self) -> String {
+        self.process
+            .as_ref()
+            .map(Process::output)
+            .unwrap_or_default()
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://127.0.0.1:{}/ws", self.port)
     }
