@@ -158,6 +158,17 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         &[&[]],
     ),
     (
+        "chatd_errors_total",
+        Kind::Counter,
+        Unit::Count,
+        "Errors answered to clients (REST and WebSocket), by code.",
+        &[
+            &[("code", "internal")],
+            &[("code", "store_unavailable")],
+            &[("code", "bus_unavailable")],
+        ],
+    ),
+    (
         "chatd_store_append_seconds",
         Kind::Histogram,
         Unit::Seconds,

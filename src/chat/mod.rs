@@ -76,6 +76,7 @@ impl ChatError {
     /// that the client also gets, so an operator can find it.
     pub fn public(&self) -> PublicError {
         let code = self.code();
+        metrics::counter!("chatd_errors_total", "code" => code.as_str()).increment(1);
         if !code.is_internal() {
             return PublicError {
                 code,

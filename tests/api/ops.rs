@@ -1,7 +1,7 @@
 //! What operators and integrators see: health, readiness, metrics, the OpenAPI document,
 //! and the web app's files.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use chatd::{config::Settings, domain::UserId};
 use chatd_client::Client;
@@ -40,6 +40,21 @@ async fn scrape(base: &str) -> BTreeMap<String, f64> {
             (series.to_owned(), value.parse().expect("a number"))
         })
         .collect()
+}
+
+/// The `chatd_*` names in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("chatd_") {
+        let name: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+            .collect();
+        rest = &rest[at + name.len()..];
+        names.push(name);
+    }
+    names
 }
 
 /// The metrics of one node process (the recorder is process-wide: an in-process node would
@@ -88,6 +103,7 @@ async fn metrics_count_what_the_node_did() {
         "chatd_presence_announcements_total",
         "chatd_receipts_published_total",
         "chatd_typing_events_total",
+        "chatd_errors_total",
         "chatd_process_resident_memory_bytes",
         "chatd_process_open_fds",
     ] {
@@ -150,6 +166,33 @@ async fn metrics_count_what_the_node_did() {
         "before: {before:?}\nafter: {after:?}"
     );
     assert_eq!(after.get("chatd_connections"), Some(&2.0), "{after:?}");
+    // The dashboard and the alert rules use only families a node exposes (histograms show
+    // once they have a sample: after the conversation).
+    let exposed = reqwest::get(format!("{}/metrics", node.base()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let monitoring = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/monitoring");
+    let dashboard =
+        std::fs::read_to_string(monitoring.join("grafana/dashboards/chatd.json")).unwrap();
+    let parsed: serde_json::Value =
+        serde_json::from_str(&dashboard).expect("the dashboard is JSON");
+    assert!(parsed["panels"].as_array().is_some_and(|p| !p.is_empty()));
+    let alerts = std::fs::read_to_string(monitoring.join("alerts.yml")).unwrap();
+    for text in [&dashboard, &alerts] {
+        for used in metric_names(text) {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| used.strip_suffix(suffix))
+                .unwrap_or(&used);
+            assert!(
+                exposed.contains(&format!("# HELP {family} ")),
+                "{used} is used by config/monitoring but no node exposes it"
+            );
+        }
+    }
 }
 
 #[tokio::test]
