@@ -74,11 +74,23 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         &[&[("type", "send")], &[("type", "read")]],
     ),
     (
+        "chatd_frames_out_total",
+        Kind::Counter,
+        Unit::Count,
+        "Frames written to WebSockets, by type.",
+        &[&[("type", "message")], &[("type", "ack")]],
+    ),
+    (
         "chatd_rate_limited_total",
         Kind::Counter,
         Unit::Count,
-        "Frames refused by a rate limit.",
-        &[&[]],
+        "Frames and requests refused by a rate limit, by which one.",
+        &[
+            &[("kind", "frames")],
+            &[("kind", "sends")],
+            &[("kind", "reads")],
+            &[("kind", "resumes")],
+        ],
     ),
     (
         "chatd_messages_stored_total",

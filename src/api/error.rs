@@ -32,7 +32,9 @@ impl ApiError {
         }
     }
 
-    pub fn rate_limited(wait: Duration) -> Self {
+    /// A request over the user's `kind` of limit (`sends`, `reads`, `resumes`).
+    pub fn rate_limited(wait: Duration, kind: &'static str) -> Self {
+        metrics::counter!("chatd_rate_limited_total", "kind" => kind).increment(1);
         Self {
             retry_after: Some(wait),
             ..Self::new(ErrorCode::RateLimited, "too many requests; retry later")

@@ -58,7 +58,7 @@ pub async fn list(
     node.limits
         .resumed_rooms
         .check_n(&user, cost)
-        .map_err(ApiError::rate_limited)?;
+        .map_err(|w| ApiError::rate_limited(w, "resumes"))?;
     let (rooms, next) = node
         .chat
         .list_rooms(&user, params.after.as_deref(), limit)
@@ -323,7 +323,7 @@ pub async fn post_message(
     node.limits
         .sends
         .check(&user)
-        .map_err(ApiError::rate_limited)?;
+        .map_err(|w| ApiError::rate_limited(w, "sends"))?;
     let message = Write::Message {
         text: &body.text,
         reply_to: check_seq("replyTo", body.reply_to)?,
@@ -370,7 +370,7 @@ pub async fn mark_read(
     node.limits
         .reads
         .check(&user)
-        .map_err(ApiError::rate_limited)?;
+        .map_err(|w| ApiError::rate_limited(w, "reads"))?;
     let seq = check_seq("seq", Some(body.seq))?.unwrap_or_default();
     let mark = if body.private {
         Mark::PrivateRead
@@ -395,7 +395,7 @@ pub async fn presence(
     node.limits
         .reads
         .check(&user)
-        .map_err(ApiError::rate_limited)?;
+        .map_err(|w| ApiError::rate_limited(w, "reads"))?;
     Ok(Json(node.chat.presence(&user, &room).await?))
 }
 

@@ -60,21 +60,27 @@ impl Refusal {
 impl Session {
     /// Applies the rate limits: every frame counts against the connection's bucket, every
     /// send (and change: edit, delete, react) also against the user's.
-    pub(super) fn admit(&self, frame: &ClientFrame) -> Result<(), Duration> {
-        self.frames.check()?;
+    /// Refused: how long to wait, and which limit (the metric's `kind`).
+    pub(super) fn admit(&self, frame: &ClientFrame) -> Result<(), (Duration, &'static str)> {
+        self.frames.check().map_err(|w| (w, "frames"))?;
         let limits = &self.node.limits;
         match frame {
             ClientFrame::Send(_)
             | ClientFrame::Edit(_)
             | ClientFrame::Delete(_)
-            | ClientFrame::React(_) => limits.sends.check(&self.user),
+            | ClientFrame::React(_) => limits.sends.check(&self.user).map_err(|w| (w, "sends")),
             // Both write a position to the store.
-            ClientFrame::Read(_) | ClientFrame::Delivered(_) => limits.reads.check(&self.user),
+            ClientFrame::Read(_) | ClientFrame::Delivered(_) => {
+                limits.reads.check(&self.user).map_err(|w| (w, "reads"))
+            }
             // A resume costs one per room it names: its work grows with them.
             ClientFrame::Resume(resume) => {
                 // At least one: an empty resume still does work.
                 let rooms = u32::try_from(resume.rooms.len()).unwrap_or(u32::MAX).max(1);
-                limits.resumed_rooms.check_n(&self.user, rooms)
+                limits
+                    .resumed_rooms
+                    .check_n(&self.user, rooms)
+                    .map_err(|w| (w, "resumes"))
             }
             // Cheap: typing is throttled before it reaches the bus, activity is recorded at
             // most every few seconds (see `Session::note_activity`).
@@ -83,12 +89,12 @@ impl Session {
     }
 
     /// Counts a refused frame; a client that keeps going is closed (4101). False: closed.
-    pub(super) fn count_refusal(&mut self) -> bool {
+    pub(super) fn count_refusal(&mut self, kind: &'static str) -> bool {
         self.throttled += 1;
         if self.throttled == 1 {
             tracing::info!(user = %self.user, conn = self.conn.id, "rate limited");
         }
-        metrics::counter!("chatd_rate_limited_total").increment(1);
+        metrics::counter!("chatd_rate_limited_total", "kind" => kind).increment(1);
         if self.throttled >= self.node.settings.limits.rate_limit_strikes {
             tracing::info!(user = %self.user, conn = self.conn.id, "closing: ignored the rate limit");
             self.conn.close(CloseReason::RateLimited);
@@ -98,8 +104,12 @@ impl Session {
     }
 
     /// Answers a throttled frame with when to retry; a client that keeps going is closed.
-    pub(super) async fn throttle(&mut self, frame: &ClientFrame, wait: Duration) -> bool {
-        if !self.count_refusal() {
+    pub(super) async fn throttle(
+        &mut self,
+        frame: &ClientFrame,
+        (wait, kind): (Duration, &'static str),
+    ) -> bool {
+        if !self.count_refusal(kind) {
             return false;
         }
         let (room, client_msg_id) = frame

@@ -427,8 +427,8 @@ impl Session {
                 Ok(frame) => {
                     metrics::counter!("chatd_frames_in_total", "type" => frame.kind()).increment(1);
                     self.bad_frames = 0;
-                    if let Err(wait) = self.admit(&frame) {
-                        return self.throttle(&frame, wait).await;
+                    if let Err(refused) = self.admit(&frame) {
+                        return self.throttle(&frame, refused).await;
                     }
                     self.throttled = 0;
                     self.on_frame(frame).await;
@@ -447,7 +447,7 @@ impl Session {
             // get no reply (answering a flood would amplify it), only a strike.
             WsMessage::Ping(_) | WsMessage::Pong(_) => {
                 if self.frames.check().is_err() {
-                    return self.count_refusal();
+                    return self.count_refusal("frames");
                 }
             }
             WsMessage::Close(_) => {

@@ -78,6 +78,8 @@ impl Writer {
         let mut ready = std::mem::take(&mut self.ready);
         let mut written = Ok(());
         for frame in ready.drain(..) {
+            let kind = crate::protocol::frame_type(frame.as_str());
+            metrics::counter!("chatd_frames_out_total", "type" => kind).increment(1);
             written = self.write(WsMessage::Text(frame)).await;
             if written.is_err() {
                 break;

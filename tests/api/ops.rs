@@ -91,6 +91,7 @@ async fn metrics_count_what_the_node_did() {
         "chatd_disconnects_total",
         "chatd_refused_connections_total",
         "chatd_frames_in_total",
+        "chatd_frames_out_total",
         "chatd_rate_limited_total",
         "chatd_messages_stored_total",
         "chatd_deliveries_total",
@@ -136,12 +137,17 @@ async fn metrics_count_what_the_node_did() {
     assert_eq!(seqs(&bob.messages(&room.id, 3).await), [1, 2, 3]);
     // A delivery is counted right after the frames are queued: wait until the counter has
     // caught up with what bob read (an overshoot fails below all the same).
-    let deliveries = |m: &BTreeMap<String, f64>| m.get("chatd_deliveries_total").copied();
-    let delivered = before.get("chatd_deliveries_total").copied().unwrap_or(0.0) + 6.0;
+    let caught_up = |m: &BTreeMap<String, f64>| {
+        let at =
+            |series: &str, map: &BTreeMap<String, f64>| map.get(series).copied().unwrap_or(0.0);
+        let out = r#"chatd_frames_out_total{type="message"}"#;
+        at("chatd_deliveries_total", m) >= at("chatd_deliveries_total", &before) + 6.0
+            && at(out, m) >= at(out, &before) + 6.0
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
     let after = loop {
         let now = scrape(&node.base()).await;
-        if deliveries(&now) >= Some(delivered) || tokio::time::Instant::now() > deadline {
+        if caught_up(&now) || tokio::time::Instant::now() > deadline {
             break now;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -158,11 +164,13 @@ async fn metrics_count_what_the_node_did() {
             moved("chatd_deliveries_total"),
             moved("chatd_gap_fills_total"),
             moved(r#"chatd_frames_in_total{type="send"}"#),
+            moved(r#"chatd_frames_out_total{type="message"}"#),
+            moved(r#"chatd_frames_out_total{type="ack"}"#),
             // Every send is stored (the retry finds its message) and announced again.
             moved("chatd_store_append_seconds_count"),
             moved("chatd_bus_publish_seconds_count"),
         ],
-        [3.0, 1.0, 6.0, 0.0, 4.0, 4.0, 4.0],
+        [3.0, 1.0, 6.0, 0.0, 4.0, 6.0, 4.0, 4.0, 4.0],
         "before: {before:?}\nafter: {after:?}"
     );
     assert_eq!(after.get("chatd_connections"), Some(&2.0), "{after:?}");
