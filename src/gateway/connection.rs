@@ -54,6 +54,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitte
         ConnHandle::new(node.hub.new_conn_id(), verified.user.clone(), queue)
             .token_issued_at(verified.issued_at),
     );
+    tracing::Span::current().record("conn", conn.id);
     // From here on, every way out of this task (a panic included) undoes what the
     // connection holds: hub registration, presence, its slot under the caps.
     let _cleanup = Cleanup {

@@ -84,5 +84,15 @@ pub async fn upgrade(
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| connection::serve(socket, node, admission))
+        .on_upgrade(move |socket| {
+            // Every log line of the connection says where and whose (its id once it has one).
+            let user = match &admission {
+                Ok(admitted) => admitted.verified.user.to_string(),
+                Err(_) => String::new(),
+            };
+            let span = tracing::info_span!(
+                "conn", node = %node.id, user = %user, conn = tracing::field::Empty
+            );
+            tracing::Instrument::instrument(connection::serve(socket, node, admission), span)
+        })
 }
