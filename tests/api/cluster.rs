@@ -481,8 +481,9 @@ async fn users_of_a_dead_node_go_offline_within_the_presence_ttl() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // The TTL, a sweep (250 ms), this loop's poll (200 ms), and room for a busy machine.
     assert!(
-        killed.elapsed() <= Duration::from_millis(3000 + 500),
+        killed.elapsed() <= Duration::from_millis(3000 + 250 + 200 + 500),
         "offline after {:?}",
         killed.elapsed()
     );
