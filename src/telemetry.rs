@@ -260,8 +260,10 @@ pub fn init_metrics() {
                 match kind {
                     Kind::Counter => metrics::counter!(name, labels).increment(0),
                     Kind::Gauge => metrics::gauge!(name, labels).increment(0.0),
-                    // A histogram shows once it has a sample; its description is there from start.
-                    Kind::Histogram => {}
+                    // Registering it is enough: its buckets show at zero.
+                    Kind::Histogram => {
+                        let _ = metrics::histogram!(name, labels);
+                    }
                 }
             }
         }

@@ -105,6 +105,10 @@ async fn metrics_count_what_the_node_did() {
         "chatd_receipts_published_total",
         "chatd_typing_events_total",
         "chatd_errors_total",
+        "chatd_store_append_seconds",
+        "chatd_bus_publish_seconds",
+        "chatd_delivery_seconds",
+        "chatd_resume_replayed_messages",
         "chatd_process_resident_memory_bytes",
         "chatd_process_open_fds",
     ] {
