@@ -45,6 +45,7 @@ pub fn flush_queue_first(reason: CloseReason) -> bool {
     !matches!(
         reason,
         CloseReason::SlowConsumer
+            | CloseReason::Revoked
             | CloseReason::TooBig
             | CloseReason::HeartbeatTimeout
             | CloseReason::ProtocolError

@@ -204,7 +204,7 @@ impl Application {
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
             address: listener.local_addr()?.to_string(),
-            started_at: chrono::Utc::now(),
+            started_at: clock.now(),
             directory,
             id,
             limits: UserLimits::new(&settings.limits),
@@ -228,6 +228,7 @@ impl Application {
             node.tasks.spawn(run_presence(node.clone(), task));
         }
         node.tasks.spawn(forget_idle_senders(node.clone()));
+        node.tasks.spawn(withdraw_when_stopping(node.clone()));
         Ok(Self { listener, node })
     }
 
@@ -289,9 +290,6 @@ impl Application {
                 "grace period over; dropping remaining connections"
             );
         }
-        if let Err(e) = node.directory.withdraw(&node.id).await {
-            tracing::warn!(error = %e, "not withdrawn from the node directory; it expires");
-        }
         // Connections announced their own leaving; this catches any that could not.
         match tokio::time::timeout(Duration::from_secs(2), node.presence.release_self()).await {
             Ok(Ok(())) => {}
@@ -348,6 +346,15 @@ async fn run_presence(node: Arc<Node>, task: PresenceTask) {
         if let Err(e) = done {
             tracing::warn!(error = %e, ?task, "presence upkeep failed");
         }
+    }
+}
+
+/// Takes this node out of the directory as soon as it starts to stop (a drain lasts up to
+/// the grace period; operators must not see it as serving meanwhile).
+async fn withdraw_when_stopping(node: Arc<Node>) {
+    node.shutdown.cancelled().await;
+    if let Err(e) = node.directory.withdraw(&node.id).await {
+        tracing::warn!(error = %e, "not withdrawn from the node directory; it expires");
     }
 }
 

@@ -105,7 +105,8 @@ cluster_start() {
 cluster_stop() {
   trap - EXIT
   local pids=("${NODE_PIDS[@]}" "$NGINX_PID" "$REDIS_PID" "$MONGO_PID")
-  for pid in "${pids[@]}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null; done
+  # A node may be gone already (drained, killed): that is not a failure.
+  for pid in "${pids[@]}"; do [[ -n "$pid" ]] && { kill "$pid" 2>/dev/null || true; }; done
   wait 2>/dev/null
   return 0
 }

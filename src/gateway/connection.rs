@@ -279,6 +279,24 @@ impl Session {
     async fn go_live(&self) -> Result<(), ChatError> {
         let hub = &self.node.hub;
         hub.register(&self.conn).await.map_err(join_error)?;
+        // Listening to the user's topic now: a revocation from here on reaches this node.
+        // One made before (the handshake may have used a cached answer) is read here.
+        match hub
+            .revocations
+            .check_fresh(&self.user, self.conn.issued_at)
+            .await
+        {
+            Ok(()) => {}
+            Err(crate::auth::AuthError::Revoked) => {
+                self.conn.mark_left_cleanly();
+                self.conn.close(CloseReason::Revoked);
+            }
+            Err(e) => {
+                return Err(ChatError::Store(crate::store::StoreError::Unavailable(
+                    e.to_string(),
+                )));
+            }
+        }
         let rooms = self.node.chat.room_ids(&self.user).await?;
         hub.join_all(&self.conn, &rooms).await.map_err(join_error)
     }

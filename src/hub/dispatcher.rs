@@ -97,7 +97,13 @@ pub fn start(
         };
         tasks.spawn(shard.run(inbox));
     }
-    tasks.spawn(route(hub.clone(), shards, deliveries, shutdown.clone()));
+    tasks.spawn(route(
+        hub.clone(),
+        shards,
+        deliveries,
+        tasks.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(flush_typing(hub.clone(), shutdown.clone()));
 }
 
@@ -121,6 +127,7 @@ async fn route(
     hub: Arc<Hub>,
     shards: Arc<Shards>,
     mut deliveries: mpsc::Receiver<Delivery>,
+    tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -136,9 +143,10 @@ async fn route(
             Delivery::Resynced => {
                 tracing::info!("bus resynced; catching up from the store");
                 metrics::counter!("chatd_bus_resyncs_total").increment(1);
-                // Membership and presence events may have been lost too.
+                // Membership, presence and revocation events may have been lost too.
                 hub.recheck_all_memberships();
                 hub.refresh_all_presence();
+                hub.recheck_revocations(&tracker);
                 shards.tell_all(|| Input::Resynced).await;
                 continue;
             }
@@ -222,12 +230,8 @@ async fn route(
                 }
             }
             (Topic::User(user), BusEvent::Revoked { before }) => {
-                hub.revocations.learned(&user, Some(before));
-                for conn in hub.connections_of(&user) {
-                    if crate::revocation::revokes(before, conn.issued_at) {
-                        conn.close(crate::protocol::CloseReason::Revoked);
-                    }
-                }
+                let before = hub.revocations.learned(&user, Some(before));
+                hub.close_revoked(&user, before);
             }
             (topic, event) => tracing::warn!(?topic, ?event, "bus event on the wrong topic"),
         }

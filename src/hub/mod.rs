@@ -9,7 +9,7 @@ use std::{
         Arc,
         atomic::{AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use dashmap::DashMap;
@@ -75,24 +75,29 @@ pub struct Hub {
 }
 
 /// The traces of messages that arrived from the bus, until the delivery core hands them to
-/// connections (a repeat it drops leaves its trace behind: the map starts over past a bound).
+/// connections. A repeat the core drops leaves its trace behind: past a bound, traces older
+/// than a few seconds go (those in flight stay).
 #[derive(Default)]
-pub struct Traces(DashMap<(RoomId, crate::domain::Seq), crate::bus::Trace>);
+pub struct Traces(DashMap<(RoomId, crate::domain::Seq), (crate::bus::Trace, Instant)>);
 
 impl Traces {
     const MAX: usize = 10_000;
+    const KEEP: Duration = Duration::from_secs(10);
 
     pub fn note(&self, message: &crate::domain::Message, trace: crate::bus::Trace) {
         if self.0.len() >= Self::MAX {
-            self.0.clear();
+            self.0.retain(|_, (_, at)| at.elapsed() < Self::KEEP);
         }
-        self.0.insert((message.room.clone(), message.seq), trace);
+        if self.0.len() < Self::MAX {
+            let key = (message.room.clone(), message.seq);
+            self.0.insert(key, (trace, Instant::now()));
+        }
     }
 
     pub fn take(&self, message: &crate::domain::Message) -> Option<crate::bus::Trace> {
         self.0
             .remove(&(message.room.clone(), message.seq))
-            .map(|(_, trace)| trace)
+            .map(|(_, (trace, _))| trace)
     }
 }
 
@@ -398,6 +403,36 @@ impl Hub {
     /// The users with a connection on this node.
     pub fn local_users(&self) -> Vec<UserId> {
         self.users.iter().map(|e| e.key().clone()).collect()
+    }
+
+    /// Closes `user`'s connections opened with tokens a revocation before `before` refuses
+    /// (4403); a revoked user leaves at once, without the grace of a dropped connection.
+    pub fn close_revoked(&self, user: &UserId, before: Option<chrono::DateTime<chrono::Utc>>) {
+        let Some(before) = before else { return };
+        for conn in self.connections_of(user) {
+            if crate::revocation::revokes(before, conn.issued_at) {
+                conn.mark_left_cleanly();
+                conn.close(crate::protocol::CloseReason::Revoked);
+            }
+        }
+    }
+
+    /// Reads every local user's revocation again (a bus reconnection may have lost some),
+    /// in a tracked task, a few users at a time.
+    pub fn recheck_revocations(self: &Arc<Self>, tracker: &TaskTracker) {
+        let hub = self.clone();
+        tracker.spawn(async move {
+            for user in hub.local_users() {
+                match hub.revocations.check_fresh(&user, None).await {
+                    Err(crate::auth::AuthError::Revoked) => {
+                        let known = hub.revocations.learned(&user, None);
+                        hub.close_revoked(&user, known);
+                    }
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(error = %e, "revocations not re-read after a resync"),
+                }
+            }
+        });
     }
 
     /// Rooms with at least one member connected here.

@@ -1,6 +1,6 @@
 //! The node directory in Redis: `<prefix>:nodes`, a sorted set of node ids by the time
 //! their announcement expires, and `<prefix>:node-info`, a hash of id -> the node as JSON.
-//! Reading drops what expired.
+//! Reading drops what expired from the set; a withdraw removes both.
 
 use std::time::Duration;
 
@@ -82,25 +82,11 @@ impl NodeDirectory for RedisNodeDirectory {
         let mut pipe = redis::pipe();
         pipe.zrangebyscore(&expiries, now, "+inf");
         let (live,): (Vec<String>,) = self.run(&pipe).await?;
-        // What expired goes (its info with it); a node announcing meanwhile comes back.
+        // What expired leaves the set (its info stays until a withdraw: a node announcing
+        // again meanwhile must not lose it; the hash holds one entry per node id ever seen).
         let mut sweep = redis::pipe();
-        sweep
-            .cmd("ZRANGEBYSCORE")
-            .arg(&expiries)
-            .arg("-inf")
-            .arg(now - 1);
-        let (expired,): (Vec<String>,) = self.run(&sweep).await?;
-        if !expired.is_empty() {
-            let mut gone = redis::pipe();
-            gone.atomic()
-                .zrembyscore(&expiries, "-inf", now - 1)
-                .ignore()
-                .cmd("HDEL")
-                .arg(&infos)
-                .arg(&expired)
-                .ignore();
-            self.run::<()>(&gone).await?;
-        }
+        sweep.zrembyscore(&expiries, "-inf", now - 1).ignore();
+        self.run::<()>(&sweep).await?;
         if live.is_empty() {
             return Ok(Vec::new());
         }

@@ -282,3 +282,20 @@ async fn a_message_is_followed_across_the_cluster_in_the_logs() {
     assert!(printed.lines().count() >= 5, "{printed}");
     assert!(printed.contains(&hops[0].trace));
 }
+
+/// A node that answered "not revoked" a moment before the revocation (made on another node,
+/// where the user had no connection) may let an old token through its handshake, but the
+/// connection is checked against the store once it listens for revocations: closed, 4403.
+#[tokio::test]
+async fn a_connection_let_in_by_a_stale_answer_is_closed_once_live() {
+    let d = Deployment::cluster(2, &admin_env());
+    let bob = d.user("bob");
+    let old = token_issued(&bob, -60);
+    let (status, _) = call(&d.base(1), "GET", "/v1/me", Some(&old)).await;
+    assert_eq!(status, 200, "node 1 now remembers: not revoked");
+    let path = format!("/v1/admin/users/{bob}/disconnect");
+    let (status, body) = call(&d.base(0), "POST", &path, Some(ADMIN)).await;
+    assert_eq!(status, 200, "{body}");
+    let mut conn = Client::new(d.base(1), old).connect().await.unwrap();
+    assert_eq!(conn.closed(WAIT).await.unwrap(), 4403);
+}
