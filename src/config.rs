@@ -60,6 +60,7 @@ pub struct ServerSettings {
     pub host: String,
     pub port: u16,
     pub node_id: String,
+    pub advertise_address: String,
     pub shutdown_grace_ms: u64,
     pub handshake_timeout_ms: u64,
     pub request_timeout_ms: u64,

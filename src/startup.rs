@@ -203,7 +203,10 @@ impl Application {
             .await
             .with_context(|| format!("binding {addr}"))?;
         let node = Arc::new(Node {
-            address: listener.local_addr()?.to_string(),
+            address: match settings.server.advertise_address.as_str() {
+                "" => listener.local_addr()?.to_string(),
+                advertised => advertised.to_owned(),
+            },
             started_at: clock.now(),
             directory,
             id,

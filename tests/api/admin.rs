@@ -78,7 +78,8 @@ async fn without_a_token_configured_there_is_no_admin_api() {
 
 #[tokio::test]
 async fn one_node_lists_itself() {
-    let d = Deployment::single(&admin_env());
+    let advertised = ("CHATD__SERVER__ADVERTISE_ADDRESS", "chat-1.internal:8080");
+    let d = Deployment::single(&[admin_env()[0], advertised]);
     let base = d.base(0);
     for token in [None, Some("wrong"), Some(&ADMIN[1..])] {
         let (status, body) = call(&base, "GET", "/v1/admin/node", token).await;
@@ -91,6 +92,7 @@ async fn one_node_lists_itself() {
     let (status, this) = call(&base, "GET", "/v1/admin/node", Some(ADMIN)).await;
     assert_eq!(status, 200);
     assert_eq!(this["connections"], 1);
+    assert_eq!(this["address"], "chat-1.internal:8080");
     assert_eq!(this["draining"], false);
     let ids = nodes_until(&base, WAIT, |ids| ids.len() == 1).await;
     assert_eq!(ids, [this["id"].as_str().unwrap()]);
