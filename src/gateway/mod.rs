@@ -77,10 +77,10 @@ pub async fn upgrade(
     };
     ws.protocols([SUBPROTOCOL])
         .read_buffer_size(node.settings.websocket.read_buffer_bytes)
-        // Frames are written (and flushed) one at a time by the writer task: no buffering
-        // beyond the frame in flight, and a hard cap in case that ever changes.
-        .write_buffer_size(0)
-        .max_write_buffer_size(limits.max_frame_bytes * 2)
+        // The writer task feeds what is queued and flushes once (see `writer`): at most
+        // WRITE_BUFFER_BYTES gather before a write, and a hard cap above that.
+        .write_buffer_size(writer::WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(writer::WRITE_BUFFER_BYTES + limits.max_frame_bytes * 2)
         .max_message_size(limits.max_frame_bytes)
         .max_frame_size(limits.max_frame_bytes)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))

@@ -17,6 +17,12 @@ use crate::{
 
 /// A write that takes longer than this means the peer stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Queued items written together, at most: under load a burst goes out in a few writes
+/// instead of one per frame; a lone frame still goes out at once.
+const BATCH: usize = 64;
+/// Bytes gathered before they are written (a flush writes what is left): see `BATCH`. An
+/// idle connection holds no more than its last frame.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 type Sink = SplitSink<WebSocket, WsMessage>;
 
@@ -54,7 +60,7 @@ pub async fn run(
             biased;
             _ = writer.conn.closed() => break Stop::Closed,
             item = queue.recv() => match item {
-                Some(item) => writer.handle(item).await,
+                Some(item) => writer.handle(item, &mut queue).await,
                 None => break Stop::Closed,
             },
             _ = ping.tick() => writer.write(WsMessage::Ping(Default::default())).await,
@@ -71,23 +77,60 @@ pub async fn run(
 }
 
 impl Writer {
-    async fn handle(&mut self, item: Outbound) -> Result<(), Stop> {
-        if self.order.accept(item, &mut self.ready).is_err() {
-            self.conn.close(CloseReason::SlowConsumer);
-        }
-        let mut ready = std::mem::take(&mut self.ready);
-        let mut written = Ok(());
-        for frame in ready.drain(..) {
-            let kind = crate::protocol::frame_type(frame.as_str());
-            metrics::counter!("chatd_frames_out_total", "type" => kind).increment(1);
-            written = self.write(WsMessage::Text(frame)).await;
-            if written.is_err() {
-                break;
+    /// Writes `item` and whatever else is queued by now (up to [`BATCH`] items), then
+    /// flushes once.
+    async fn handle(
+        &mut self,
+        item: Outbound,
+        queue: &mut mpsc::Receiver<Outbound>,
+    ) -> Result<(), Stop> {
+        self.take(item);
+        for _ in 1..BATCH {
+            match queue.try_recv() {
+                Ok(item) => self.take(item),
+                Err(_) => break,
             }
         }
+        let mut ready = std::mem::take(&mut self.ready);
+        let written = self.write_all(&mut ready).await;
         ready.clear();
         self.ready = ready;
         written
+    }
+
+    fn take(&mut self, item: Outbound) {
+        if self.order.accept(item, &mut self.ready).is_err() {
+            self.conn.close(CloseReason::SlowConsumer);
+        }
+    }
+
+    /// Feeds every frame into the socket's write buffer (written out as it fills), then
+    /// flushes: one deadline for the lot, abandoned like a single write.
+    async fn write_all(&mut self, frames: &mut Vec<Utf8Bytes>) -> Result<(), Stop> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let (sink, conn) = (&mut self.sink, &self.conn);
+        let send = async {
+            for frame in frames.drain(..) {
+                let kind = crate::protocol::frame_type(frame.as_str());
+                metrics::counter!("chatd_frames_out_total", "type" => kind).increment(1);
+                sink.feed(WsMessage::Text(frame)).await?;
+            }
+            sink.flush().await
+        };
+        tokio::select! {
+            biased;
+            _ = conn.abandoned() => Err(Stop::Closed),
+            sent = tokio::time::timeout(WRITE_TIMEOUT, send) => match sent {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(_)) => Err(Stop::Broken),
+                Err(_) => {
+                    conn.close(CloseReason::SlowConsumer);
+                    Err(Stop::Broken)
+                }
+            },
+        }
     }
 
     async fn write(&mut self, message: WsMessage) -> Result<(), Stop> {
@@ -121,9 +164,11 @@ impl Writer {
                 ) {
                     continue;
                 }
-                if self.handle(item).await.is_err() {
-                    return;
-                }
+                self.take(item);
+            }
+            let mut ready = std::mem::take(&mut self.ready);
+            if self.write_all(&mut ready).await.is_err() {
+                return;
             }
         }
         let close = WsMessage::Close(Some(CloseFrame {
