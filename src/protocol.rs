@@ -14,29 +14,37 @@ pub fn encode(frame: &ServerFrame) -> Utf8Bytes {
     Utf8Bytes::from(frame.to_json())
 }
 
-/// The `type` of an encoded server frame (serde writes the tag first), for the frames-out
-/// metric: one of the known types, else "other" (a bounded label set).
-pub fn frame_type(encoded: &str) -> &'static str {
-    const TYPES: [&str; 13] = [
-        "welcome",
-        "ack",
-        "message",
-        "resumed",
-        "pong",
-        "receipt",
-        "unread",
-        "presence",
-        "typing",
-        "room_added",
-        "room_removed",
-        "members",
-        "error",
-    ];
+/// The server frame types the frames-out metric tells apart; anything else is "other" (a
+/// bounded label set).
+pub const FRAME_TYPES: [&str; 14] = [
+    "welcome",
+    "ack",
+    "message",
+    "resumed",
+    "pong",
+    "receipt",
+    "unread",
+    "presence",
+    "typing",
+    "room_added",
+    "room_removed",
+    "members",
+    "error",
+    "other",
+];
+
+/// The index in [`FRAME_TYPES`] of an encoded server frame's `type` (serde writes the tag
+/// first).
+pub fn frame_type(encoded: &str) -> usize {
     let name = encoded
         .strip_prefix(r#"{"type":""#)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_default();
-    TYPES.into_iter().find(|t| *t == name).unwrap_or("other")
+    let other = FRAME_TYPES.len() - 1;
+    FRAME_TYPES[..other]
+        .iter()
+        .position(|t| *t == name)
+        .unwrap_or(other)
 }
 
 /// Whether frames already queued for the client go out before the close frame. A slow

@@ -271,6 +271,22 @@ pub fn init_metrics() {
     });
 }
 
+/// Counts one frame written of type `FRAME_TYPES[index]`. The writer counts every frame of
+/// every connection (the fan-out path), so the counters are looked up once, not per frame.
+pub fn count_frame_out(index: usize) {
+    static COUNTERS: OnceLock<Vec<metrics::Counter>> = OnceLock::new();
+    // Made at the first frame, after `init_metrics` installed the recorder.
+    let counters = COUNTERS.get_or_init(|| {
+        crate::protocol::FRAME_TYPES
+            .iter()
+            .map(|kind| metrics::counter!("chatd_frames_out_total", "type" => *kind))
+            .collect()
+    });
+    if let Some(counter) = counters.get(index) {
+        counter.increment(1);
+    }
+}
+
 /// The Prometheus text exposition of every metric, with the process gauges read now.
 pub fn render_metrics() -> String {
     if let Ok(status) = std::fs::read_to_string("/proc/self/status") {

@@ -231,9 +231,17 @@ pub struct HistoryPageBody {
     /// Log entries (`view=log`), or messages in their current state (`view=state`: with
     /// `editedAt`, `deletedAt`, `reactions` and `reply`).
     #[schema(value_type = Vec<MessageState>)]
-    messages: Vec<serde_json::Value>,
+    messages: HistoryEntries,
     /// More messages match beyond this page.
     more: bool,
+}
+
+/// The entries of a page, in the view asked for.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum HistoryEntries {
+    Log(Vec<Message>),
+    State(Vec<MessageState>),
 }
 
 /// Seqs beyond what a store holds are refused rather than wrapped.
@@ -276,18 +284,14 @@ pub async fn history(
         limit: params.limit.unwrap_or(DEFAULT_PAGE),
         entries: Entries::All,
     };
-    fn json<T: Serialize>(items: Vec<T>) -> Vec<serde_json::Value> {
-        let value = |item| serde_json::to_value(item).expect("entries serialize");
-        items.into_iter().map(value).collect()
-    }
     let (messages, more) = match params.view {
         View::Log => {
             let page = node.chat.history(&user, &room, query).await?;
-            (json(page.messages), page.more)
+            (HistoryEntries::Log(page.messages), page.more)
         }
         View::State => {
             let page = node.chat.history_state(&user, &room, query).await?;
-            (json(page.messages), page.more)
+            (HistoryEntries::State(page.messages), page.more)
         }
     };
     Ok(Json(HistoryPageBody { messages, more }))

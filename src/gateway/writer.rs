@@ -113,8 +113,7 @@ impl Writer {
         let (sink, conn) = (&mut self.sink, &self.conn);
         let send = async {
             for frame in frames.drain(..) {
-                let kind = crate::protocol::frame_type(frame.as_str());
-                metrics::counter!("chatd_frames_out_total", "type" => kind).increment(1);
+                crate::telemetry::count_frame_out(crate::protocol::frame_type(frame.as_str()));
                 sink.feed(WsMessage::Text(frame)).await?;
             }
             sink.flush().await

@@ -418,7 +418,7 @@ impl Hub {
     }
 
     /// Reads every local user's revocation again (a bus reconnection may have lost some),
-    /// in a tracked task, a few users at a time.
+    /// in a tracked task, one user at a time (a resync is rare; the store is not flooded).
     pub fn recheck_revocations(self: &Arc<Self>, tracker: &TaskTracker) {
         let hub = self.clone();
         tracker.spawn(async move {

@@ -255,33 +255,33 @@ impl HistoryQuery {
     }
 }
 
+/// A member with their stored role and when they joined: what hand-offs are decided by.
+pub type RankedMember = (UserId, Role, DateTime<Utc>);
+
 /// Who takes over a group whose last owner left: the longest-standing admin, else the
 /// longest-standing member (earliest `joined`, then user id). `None` while an owner remains
 /// or nobody does. The same rule in every store.
-pub fn successor<'a>(
-    members: impl IntoIterator<Item = (&'a UserId, Role, DateTime<Utc>)>,
-) -> Option<UserId> {
-    let members: Vec<_> = members.into_iter().collect();
+pub fn successor(members: &[RankedMember]) -> Option<UserId> {
     if members.iter().any(|(_, role, _)| *role == Role::Owner) {
         return None;
     }
     members
         .iter()
-        .min_by_key(|(user, role, joined)| (*role != Role::Admin, *joined, *user))
-        .map(|(user, ..)| (*user).clone())
+        .min_by_key(|(user, role, joined)| (*role != Role::Admin, *joined, user))
+        .map(|(user, ..)| user.clone())
 }
 
 /// A group's roles (owners and admins) from its members' stored roles, with the rule that a
 /// group always has an owner: when none is stored (a hand-off cut short by a crash or a
 /// deadline, owners who demoted each other at once, a group whose creator left before roles
 /// existed), its [`successor`] is one.
-pub fn group_roles(members: &[(UserId, Role, DateTime<Utc>)]) -> BTreeMap<UserId, Role> {
+pub fn group_roles(members: &[RankedMember]) -> BTreeMap<UserId, Role> {
     let mut roles: BTreeMap<UserId, Role> = members
         .iter()
         .filter(|(_, role, _)| *role != Role::Member)
         .map(|(user, role, _)| (user.clone(), *role))
         .collect();
-    if let Some(heir) = successor(members.iter().map(|(u, r, j)| (u, *r, *j))) {
+    if let Some(heir) = successor(members) {
         roles.insert(heir, Role::Owner);
     }
     roles

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, UserId},
-    store::{Positions, StoreError, StoreResult, group_roles, seq_from_i64, seq_to_i64},
+    store::{
+        Positions, RankedMember, StoreError, StoreResult, group_roles, seq_from_i64, seq_to_i64,
+    },
 };
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -130,7 +132,7 @@ impl RoomDoc {
 
 impl RoomDoc {
     /// The members with their roles and when they joined (what roles and hand-offs need).
-    pub fn ranked(&self, members: &[MemberDoc]) -> StoreResult<Vec<(UserId, Role, DateTime<Utc>)>> {
+    pub fn ranked(&self, members: &[MemberDoc]) -> StoreResult<Vec<RankedMember>> {
         members
             .iter()
             .map(|m| {

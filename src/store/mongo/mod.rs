@@ -422,7 +422,7 @@ impl Store for MongoStore {
         if removed {
             let members = collect(self.members.find(doc! {"roomId": room.as_str()})).await?;
             let ranked = group.ranked(&members)?;
-            if let Some(heir) = successor(ranked.iter().map(|(u, r, j)| (u, *r, *j))) {
+            if let Some(heir) = successor(&ranked) {
                 self.set_role(room, &heir, Role::Owner).await?;
             }
         }

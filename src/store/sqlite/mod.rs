@@ -270,7 +270,7 @@ impl Store for SqliteStore {
             let is_group = load_room(conn, &room)?.is_some_and(|r| r.kind == RoomKind::Group);
             if removed && is_group {
                 let members = rows::members_with_roles(conn, &room)?;
-                let heir = successor(members.iter().map(|(u, r, j)| (u, *r, *j)));
+                let heir = successor(&members);
                 if let Some(heir) = heir {
                     rows::set_role(conn, &room, &heir, Role::Owner)?;
                 }

@@ -14,7 +14,10 @@ use crate::{
         EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, Seq, UserId,
         timestamp::from_millis,
     },
-    store::{StoreError, StoreResult, group_roles, rooms::RoomWrites, seq_from_i64, seq_to_i64},
+    store::{
+        RankedMember, StoreError, StoreResult, group_roles, rooms::RoomWrites, seq_from_i64,
+        seq_to_i64,
+    },
 };
 
 /// The columns [`message_from_row`] reads and [`insert_message`] writes, in their order.
@@ -144,10 +147,7 @@ pub fn entries_where(
 }
 
 /// The members of a room with their roles and when they joined.
-pub fn members_with_roles(
-    conn: &Connection,
-    room: &RoomId,
-) -> StoreResult<Vec<(UserId, Role, DateTime<Utc>)>> {
+pub fn members_with_roles(conn: &Connection, room: &RoomId) -> StoreResult<Vec<RankedMember>> {
     conn.prepare_cached("SELECT user_id, role, joined_at FROM members WHERE room_id = ?1")
         .and_then(|mut s| {
             s.query_map([room.as_str()], |r| {
