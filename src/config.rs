@@ -43,6 +43,7 @@ pub struct Settings {
     pub presence: PresenceSettings,
     pub typing: TypingSettings,
     pub receipts: ReceiptSettings,
+    pub push: PushSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
 }
@@ -188,6 +189,40 @@ pub struct ReceiptSettings {
     pub live_max_members: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSettings {
+    pub vapid_private_key: String,
+    pub vapid_subject: String,
+    pub webpush_ttl_secs: u64,
+    pub webpush_allowed_hosts: Vec<String>,
+    pub webpush_allow_http: bool,
+    pub gateway_url: String,
+    pub gateway_secret: String,
+    pub include_text: bool,
+    pub max_text_chars: usize,
+    pub max_devices_per_user: usize,
+    pub collapse_ms: u64,
+    pub notify_when_away: bool,
+    pub lease_ms: u64,
+    pub poll_ms: u64,
+    pub sweep_after_ms: u64,
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    pub give_up_after_ms: u64,
+    pub request_timeout_ms: u64,
+    pub concurrency: usize,
+    pub queue: usize,
+    pub ledger_ttl_ms: u64,
+}
+
+impl PushSettings {
+    /// Whether any sender is configured (else nothing is queued).
+    pub fn enabled(&self) -> bool {
+        !self.vapid_private_key.is_empty() || !self.gateway_url.is_empty()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -270,6 +305,53 @@ impl Settings {
                 .is_ok_and(|ip| ip.is_loopback())
     }
 
+    fn validate_push(&self) -> Result<(), ConfigError> {
+        let fail = |key: &str, problem: &str| Err(ConfigError(format!("push.{key}: {problem}")));
+        let push = &self.push;
+        if !push.vapid_private_key.is_empty()
+            && crate::push::webpush::VapidKey::parse(&push.vapid_private_key).is_err()
+        {
+            return fail(
+                "vapid_private_key",
+                "is not a base64url P-256 private key (`chatd vapid-keys` prints one)",
+            );
+        }
+        if !push.gateway_url.is_empty() {
+            if reqwest::Url::parse(&push.gateway_url)
+                .map(|u| !matches!(u.scheme(), "http" | "https"))
+                .unwrap_or(true)
+            {
+                return fail("gateway_url", "must be an http(s) URL");
+            }
+            if push.gateway_secret.len() < 16 {
+                return fail(
+                    "gateway_secret",
+                    "must be at least 16 bytes when gateway_url is set",
+                );
+            }
+        }
+        if push.concurrency == 0 || push.queue == 0 || push.poll_ms == 0 {
+            return fail(
+                "concurrency",
+                "concurrency, queue and poll_ms must be above 0",
+            );
+        }
+        if push.retry_initial_ms == 0 || push.retry_max_ms < push.retry_initial_ms {
+            return fail(
+                "retry_max_ms",
+                "retry_initial_ms must be above 0 and at most retry_max_ms",
+            );
+        }
+        // A job outlives its slowest request and store calls, or two nodes would both send it.
+        if push.lease_ms < 2 * push.request_timeout_ms + 2 * self.store.timeout_ms {
+            return fail(
+                "lease_ms",
+                "must be at least 2 x request_timeout_ms + 2 x store.timeout_ms",
+            );
+        }
+        Ok(())
+    }
+
     /// Combinations that parse but cannot work, or that would be insecure.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let fail = |key: &str, problem: &str| Err(ConfigError(format!("{key}: {problem}")));
@@ -280,6 +362,7 @@ impl Settings {
                 "must be at least 16 characters (or empty: no admin API)",
             );
         }
+        self.validate_push()?;
         let auth = &self.auth;
         if !auth.jwt_secret.is_empty() && auth.jwt_secret.len() < 16 {
             return fail(
@@ -530,6 +613,48 @@ mod tests {
             || Settings::load(&dir, "production"),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn push_settings_that_cannot_work_stop_start_up() {
+        let load = |vars: &[(&str, &str)]| {
+            with_env(vars, || {
+                Settings::load(Path::new("/nonexistent"), "development")
+            })
+        };
+        let gateway = ("CHATD__PUSH__GATEWAY_URL", "https://push.example/notify");
+        for (vars, key) in [
+            (
+                vec![("CHATD__PUSH__VAPID_PRIVATE_KEY", "not-a-key")],
+                "push.vapid_private_key",
+            ),
+            (vec![gateway], "push.gateway_secret"),
+            (
+                vec![
+                    ("CHATD__PUSH__GATEWAY_URL", "ftp://x"),
+                    ("CHATD__PUSH__GATEWAY_SECRET", "0123456789abcdef"),
+                ],
+                "push.gateway_url",
+            ),
+            (
+                vec![
+                    gateway,
+                    ("CHATD__PUSH__GATEWAY_SECRET", "0123456789abcdef"),
+                    ("CHATD__PUSH__LEASE_MS", "1000"),
+                ],
+                "push.lease_ms",
+            ),
+        ] {
+            let err = load(&vars).unwrap_err();
+            assert!(err.0.starts_with(key), "{vars:?}: {err}");
+        }
+        let (private, _) = crate::push::webpush::VapidKey::generate();
+        let ok = load(&[("CHATD__PUSH__VAPID_PRIVATE_KEY", &private)]).unwrap();
+        assert!(ok.push.enabled());
+        assert!(
+            !Settings::defaults().push.enabled(),
+            "off unless a sender is configured"
+        );
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod nodes;
 pub mod origins;
 pub mod presence;
 pub mod protocol;
+pub mod push;
 pub mod redis;
 pub mod revocation;
 pub mod server;

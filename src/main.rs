@@ -57,10 +57,19 @@ enum Command {
         seq: u64,
         files: Vec<PathBuf>,
     },
+    /// Print a new VAPID key pair for Web Push: set the private key as
+    /// CHATD__PUSH__VAPID_PRIVATE_KEY (the public key is what browsers subscribe with; chatd
+    /// derives it and serves it at GET /v1/push).
+    VapidKeys,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::VapidKeys) = cli.command {
+        let (private, public) = chatd::push::webpush::VapidKey::generate();
+        println!("vapid_private_key = \"{private}\"\nvapid_public_key  = \"{public}\"");
+        return ExitCode::SUCCESS;
+    }
     let settings = match Settings::load(&cli.config_dir, &cli.environment) {
         Ok(settings) => settings,
         Err(e) => {
@@ -84,6 +93,7 @@ fn main() -> ExitCode {
         }
         Command::Trace { room, seq, files } => trace(&room, seq, &files),
         Command::Serve => serve(settings),
+        Command::VapidKeys => unreachable!("answered before the settings are loaded"),
     }
 }
 

@@ -185,6 +185,14 @@ impl Application {
             settings.receipts.live_max_members,
         ));
         tasks.spawn(receipts.clone().run(shutdown.clone()));
+        let push = Arc::new(crate::push::Push::new(
+            &settings.push,
+            store.clone(),
+            presence.clone(),
+            clock.clone(),
+            &id,
+        )?);
+        tasks.spawn(push.clone().run(shutdown.clone(), tasks.clone()));
         let chat = Chat::new(
             store.clone(),
             bus.clone(),
@@ -192,6 +200,7 @@ impl Application {
                 recent,
                 presence: presence.clone(),
                 receipts,
+                push: push.clone(),
                 clock: clock.clone(),
                 limits: settings.limits.clone(),
                 presence_settings: settings.presence.clone(),
@@ -220,6 +229,7 @@ impl Application {
             store,
             bus,
             presence,
+            push,
             shutdown,
             tasks,
         });

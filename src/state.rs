@@ -44,6 +44,8 @@ pub struct Node {
     pub hub: Arc<Hub>,
     pub store: Arc<dyn Store>,
     pub bus: Arc<dyn Bus>,
+    /// Offline notifications: devices, decisions, sending.
+    pub push: Arc<crate::push::Push>,
     /// Who is online: the only way into the presence registry.
     pub presence: Arc<PresenceService>,
     /// The node's one clock (token expiry included).

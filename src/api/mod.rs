@@ -20,6 +20,7 @@ mod extract;
 mod me;
 mod openapi;
 mod ops;
+mod push;
 mod rooms;
 mod web;
 
@@ -60,6 +61,10 @@ pub fn router(node: Arc<Node>) -> Router {
             "/v1/me/settings",
             get(me::settings).put(me::update_settings),
         )
+        .route("/v1/push", get(push::offer))
+        .route("/v1/me/devices", get(push::devices).post(push::register))
+        .route("/v1/me/devices/{id}", delete(push::remove))
+        .route("/v1/me/notifications", get(push::notifications))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -10,7 +10,7 @@ use utoipa::{
 
 use chatd_protocol::state::{MessageState, ReactionCount, ReplyPreview};
 
-use super::{me, ops, rooms};
+use super::{me, ops, push, rooms};
 use crate::{
     chat::{MemberPresence, RoomPresence},
     domain::{EntryKind, Message, Role, Room, RoomKind, RoomSummary},
@@ -109,13 +109,18 @@ impl Modify for BearerAuth {
         ops::me,
         me::settings,
         me::update_settings,
+        push::offer,
+        push::devices,
+        push::register,
+        push::remove,
+        push::notifications,
         ops::dev_login,
         ops::healthz,
         ops::readyz,
     ),
     components(schemas(
         ErrorBody, ErrorDetail, ErrorCode, Message, MessageState, ReactionCount, ReplyPreview, EntryKind, Role, Room, RoomKind, RoomSummary, MemberPresence, RoomPresence, MemberReceipt, UserSettings, Order,
-        rooms::RoomPage
+        rooms::RoomPage, push::Devices, push::Notifications
     )),
     modifiers(&BearerAuth),
     security(("bearer" = []))

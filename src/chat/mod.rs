@@ -29,7 +29,7 @@ mod rooms;
 
 pub use changes::{MAX_EMOJI_BYTES, Write};
 pub use presence::{MemberPresence, RoomPresence};
-pub use receipts::ReceiptBatcher;
+pub use receipts::{ReceiptBatcher, unread_counts};
 
 /// Room list pages: at most this many rooms each.
 pub const MAX_ROOM_PAGE: usize = 500;
@@ -150,6 +150,8 @@ pub struct Chat {
     pub(super) recent: Option<Arc<dyn RecentCache>>,
     pub(super) presence: Arc<PresenceService>,
     pub(super) receipts: Arc<ReceiptBatcher>,
+    /// Offline notifications: handed each new message and each read, never waited for.
+    pub(super) push: Arc<crate::push::Push>,
     pub(super) clock: Arc<dyn Clock>,
     pub(super) limits: Limits,
     pub(super) presence_settings: PresenceSettings,
@@ -162,6 +164,7 @@ pub struct ChatParts {
     pub recent: Option<Arc<dyn RecentCache>>,
     pub presence: Arc<PresenceService>,
     pub receipts: Arc<ReceiptBatcher>,
+    pub push: Arc<crate::push::Push>,
     pub clock: Arc<dyn Clock>,
     pub limits: Limits,
     pub presence_settings: PresenceSettings,
@@ -174,6 +177,7 @@ impl Chat {
             recent,
             presence,
             receipts,
+            push,
             clock,
             limits,
             presence_settings,
@@ -185,6 +189,7 @@ impl Chat {
             recent,
             presence,
             receipts,
+            push,
             clock,
             limits,
             presence_settings,
@@ -209,10 +214,15 @@ impl Chat {
     }
 
     /// Store, then cache, then publish: the ack waits for all three.
-    async fn append_and_announce(&self, new: NewMessage) -> ChatResult<Appended> {
+    async fn append_and_announce(&self, mut new: NewMessage) -> ChatResult<Appended> {
         let room = new.room.clone();
+        // Marked in the same write, so no crash between storing and deciding loses it.
+        new.notify = new.kind == EntryKind::Message && self.push.enabled();
         let started = std::time::Instant::now();
         let appended = self.store.append(new, self.clock.now()).await?;
+        if appended.message.is_message() && !appended.duplicate && self.push.enabled() {
+            self.push.message_stored(&appended.message);
+        }
         metrics::histogram!("chatd_store_append_seconds").record(started.elapsed());
         metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
             .increment(1);

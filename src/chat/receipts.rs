@@ -134,6 +134,24 @@ impl ReceiptBatcher {
     }
 }
 
+/// The user's unread messages in each of their rooms (each counted up to 999).
+pub async fn unread_counts(
+    store: &dyn Store,
+    user: &UserId,
+) -> crate::store::StoreResult<Vec<(RoomId, u64)>> {
+    let memberships = store.memberships_of(user).await?;
+    futures_util::stream::iter(memberships)
+        .map(|m| async move {
+            let n = store
+                .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
+                .await?;
+            Ok((m.room, n))
+        })
+        .buffer_unordered(COUNT_CONCURRENCY)
+        .try_collect()
+        .await
+}
+
 impl Chat {
     /// A delivered or read report: moves the positions and tells whoever needs to know.
     /// Returns the user's own read position.
@@ -145,6 +163,8 @@ impl Chat {
             self.receipts.push(&room, user, marked.after);
         }
         if marked.read_moved() {
+            self.push
+                .read_moved(user, &room, marked.before.read_seq, marked.after.read_seq);
             self.announce_unread(user, &room, marked.after.read_seq)
                 .await;
         }
@@ -179,18 +199,7 @@ impl Chat {
 
     /// The user's unread messages in each of their rooms (each counted up to 999).
     async fn unread_counts(&self, user: &UserId) -> crate::store::StoreResult<Vec<(RoomId, u64)>> {
-        let memberships = self.store.memberships_of(user).await?;
-        futures_util::stream::iter(memberships)
-            .map(|m| async move {
-                let n = self
-                    .store
-                    .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
-                    .await?;
-                Ok((m.room, n))
-            })
-            .buffer_unordered(COUNT_CONCURRENCY)
-            .try_collect()
-            .await
+        unread_counts(&*self.store, user).await
     }
 
     /// Every member's public positions, for a member of the room.

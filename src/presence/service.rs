@@ -216,6 +216,28 @@ impl PresenceService {
         ))
     }
 
+    /// For each user, whether they can be reached live: a connection on any node (whatever
+    /// they show: hidden users read too), and with `active_only`, one they used within
+    /// `presence.away_after_ms` (an `away` user is not reached).
+    pub async fn reachable(
+        &self,
+        users: &[UserId],
+        active_only: bool,
+    ) -> PresenceResult<Vec<bool>> {
+        let records = self.registry.load(users).await?;
+        let now = self.now();
+        Ok(records
+            .iter()
+            .map(|stored| {
+                let record = Record::parse(stored.as_deref());
+                record
+                    .conns
+                    .values()
+                    .any(|c| !active_only || now.saturating_sub(c.active_at) < self.away_after)
+            })
+            .collect())
+    }
+
     pub async fn snapshot(&self, users: &[UserId]) -> PresenceResult<Vec<UserPresence>> {
         let records = self.registry.load(users).await?;
         Ok(users

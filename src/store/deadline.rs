@@ -14,6 +14,7 @@ use chrono::{DateTime, Utc};
 use super::{
     Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Store, StoreError,
     StoreResult, UserSettings,
+    push::{Device, JobKind, LedgerEntry, PushJob, PushStore, Registered},
 };
 use crate::domain::{Membership, Message, Role, Room, RoomId, Seq, UserId};
 
@@ -180,5 +181,121 @@ impl Store for DeadlineStore {
 
     async fn ping(&self) -> StoreResult<()> {
         self.within(self.inner.ping()).await
+    }
+}
+
+#[async_trait]
+impl PushStore for DeadlineStore {
+    async fn register_device(
+        &self,
+        device: Device,
+        max_per_user: usize,
+    ) -> StoreResult<Registered> {
+        self.within(self.inner.register_device(device, max_per_user))
+            .await
+    }
+
+    async fn devices(&self, users: &[UserId]) -> StoreResult<Vec<Device>> {
+        self.within(self.inner.devices(users)).await
+    }
+
+    async fn remove_device(&self, user: &UserId, id: &str) -> StoreResult<bool> {
+        self.within(self.inner.remove_device(user, id)).await
+    }
+
+    async fn remove_devices(&self, ids: &[String]) -> StoreResult<()> {
+        self.within(self.inner.remove_devices(ids)).await
+    }
+
+    async fn claim_undecided(
+        &self,
+        stored_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        self.within(
+            self.inner
+                .claim_undecided(stored_before, now, lease_until, limit),
+        )
+        .await
+    }
+
+    async fn mark_decided(&self, room: &RoomId, seq: Seq) -> StoreResult<()> {
+        self.within(self.inner.mark_decided(room, seq)).await
+    }
+
+    async fn enqueue_job(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        kind: JobKind,
+        seq: Seq,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.within(self.inner.enqueue_job(user, room, kind, seq, due_at, now))
+            .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<PushJob>> {
+        self.within(self.inner.claim_jobs(node, now, lease_until, limit))
+            .await
+    }
+
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()> {
+        self.within(self.inner.reschedule_job(job)).await
+    }
+
+    async fn finish_job(&self, id: &str) -> StoreResult<()> {
+        self.within(self.inner.finish_job(id)).await
+    }
+
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>> {
+        self.within(self.inner.record_decisions(entries)).await
+    }
+
+    async fn update_ledger(&self, entries: &[LedgerEntry]) -> StoreResult<()> {
+        self.within(self.inner.update_ledger(entries)).await
+    }
+
+    async fn ledger_entries(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        seqs: &[Seq],
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        self.within(self.inner.ledger_entries(user, room, seqs))
+            .await
+    }
+
+    async fn ledger(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        self.within(self.inner.ledger(user, room, limit)).await
+    }
+
+    async fn notified_between(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        after: Seq,
+        upto: Seq,
+    ) -> StoreResult<bool> {
+        self.within(self.inner.notified_between(user, room, after, upto))
+            .await
+    }
+
+    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.within(self.inner.expire_ledger(before)).await
     }
 }

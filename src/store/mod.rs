@@ -14,11 +14,13 @@ use crate::domain::{EntryKind, Membership, Message, Role, Room, RoomId, Seq, Use
 
 pub mod deadline;
 pub mod mongo;
+pub mod push;
 mod rooms;
 pub mod sqlite;
 
 pub use deadline::DeadlineStore;
 pub use mongo::MongoStore;
+pub use push::PushStore;
 pub use sqlite::SqliteStore;
 
 /// The largest seq a store can hold (both keep it as a signed 64-bit integer). Seqs from
@@ -151,6 +153,9 @@ pub struct NewMessage {
     pub target: Option<Seq>,
     pub reply_to: Option<Seq>,
     pub emoji: Option<String>,
+    /// Stored with the mark that its push notifications are still to be decided
+    /// (see [`push`]).
+    pub notify: bool,
 }
 
 impl NewMessage {
@@ -165,6 +170,7 @@ impl NewMessage {
             target: None,
             reply_to: None,
             emoji: None,
+            notify: false,
         }
     }
 }
@@ -298,7 +304,7 @@ pub struct NewGroup {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PushStore + Send + Sync + 'static {
     /// Stores a message, atomically with respect to every other append to the same room, on
     /// this node or any other:
     /// - if (room, sender, clientMsgId) is already stored, returns that message, `duplicate`;

@@ -19,4 +19,6 @@ mod messaging;
 mod ops;
 mod partition;
 mod proxy;
+mod push;
+mod push_receivers;
 mod rooms;

@@ -37,6 +37,12 @@ pub enum ErrorCode {
     Unauthorized,
     TokenExpired,
     TooManyConnections,
+    /// No device of the caller's has this id.
+    DeviceNotFound,
+    /// The user has `push.max_devices_per_user` devices already.
+    TooManyDevices,
+    /// The deployment sends no notifications of that kind (no VAPID key, or no gateway).
+    PushNotConfigured,
     /// The user is a member of `limits.max_rooms_per_user` rooms already.
     TooManyRooms,
     BadRequest,
@@ -168,7 +174,7 @@ impl CloseReason {
 
 impl ErrorCode {
     /// Every code the server sends, in the order docs/protocol.md lists them.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 28] = [
         ErrorCode::BadJson,
         ErrorCode::UnknownType,
         ErrorCode::BadField,
@@ -186,6 +192,9 @@ impl ErrorCode {
         ErrorCode::Unauthorized,
         ErrorCode::TokenExpired,
         ErrorCode::TooManyConnections,
+        ErrorCode::DeviceNotFound,
+        ErrorCode::TooManyDevices,
+        ErrorCode::PushNotConfigured,
         ErrorCode::TooManyRooms,
         ErrorCode::BadRequest,
         ErrorCode::PayloadTooLarge,
@@ -216,6 +225,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::TokenExpired => "token_expired",
             ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::DeviceNotFound => "device_not_found",
+            ErrorCode::TooManyDevices => "too_many_devices",
+            ErrorCode::PushNotConfigured => "push_not_configured",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::BadRequest => "bad_request",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -236,10 +248,10 @@ impl ErrorCode {
             BadJson | UnknownType | BadField | EmptyText | TextTooLong | BadRequest => 400,
             Unauthorized | TokenExpired => 401,
             Forbidden | EditWindowClosed => 403,
-            RoomNotFound | MessageNotFound | NotFound => 404,
+            RoomNotFound | MessageNotFound | DeviceNotFound | NotFound => 404,
             MethodNotAllowed => 405,
             RequestTimeout => 408,
-            TooManyRooms => 409,
+            TooManyRooms | TooManyDevices | PushNotConfigured => 409,
             PayloadTooLarge => 413,
             RateLimited | TooManyConnections => 429,
             Internal => 500,

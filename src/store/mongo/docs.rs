@@ -80,6 +80,16 @@ pub struct MessageDoc {
     pub emoji: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
+    /// Its push notifications are still to be decided (removed once they are).
+    #[serde(
+        rename = "pushPending",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub push_pending: Option<bool>,
+    /// Until when a node deciding them holds it (epoch: nobody).
+    #[serde(rename = "pushLease", default, skip_serializing_if = "Option::is_none")]
+    pub push_lease: Option<bson::DateTime>,
 }
 
 pub fn corrupt(what: &str) -> StoreError {
@@ -144,7 +154,8 @@ impl RoomDoc {
 }
 
 impl MessageDoc {
-    pub fn from_message(m: &Message) -> Self {
+    /// The document of a stored message; `notify`: marked for its push decision.
+    pub fn from_message(m: &Message, notify: bool) -> Self {
         Self {
             id: m.id.clone(),
             room_id: m.room.to_string(),
@@ -158,6 +169,8 @@ impl MessageDoc {
             reply_to: m.reply_to.map(seq_to_i64),
             emoji: m.emoji.clone(),
             deleted: m.deleted,
+            push_pending: notify.then_some(true),
+            push_lease: notify.then(|| bson::DateTime::from_millis(0)),
         }
     }
 

@@ -43,6 +43,7 @@ use crate::domain::{EntryKind, Membership, Message, Role, Room, RoomId, Seq, Use
 mod collections;
 mod docs;
 mod errors;
+mod push;
 
 use collections::{collect, insert_once, within};
 use docs::{MemberDoc, MessageDoc, RoomDoc, from_bson_time, member_id, to_bson_time};
@@ -65,6 +66,7 @@ pub struct MongoStore {
     settings: Collection<mongodb::bson::Document>,
     /// One document per user whose tokens were revoked: `{_id: user, before}`.
     revocations: Collection<mongodb::bson::Document>,
+    push: push::PushCollections,
     append_locks: Vec<Mutex<()>>,
 }
 
@@ -91,12 +93,14 @@ impl MongoStore {
             messages: db.collection("messages"),
             settings: db.collection("user_settings"),
             revocations: db.collection("revocations"),
+            push: push::PushCollections::new(&db),
             database: database.to_owned(),
             client,
             append_locks: (0..APPEND_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         };
         store.ping().await?;
         collections::create_indexes(&store.messages, &store.members).await?;
+        store.push.create_indexes(&store.messages).await?;
         Ok(store)
     }
 
@@ -125,7 +129,7 @@ impl MongoStore {
             );
             match self
                 .messages
-                .insert_one(MessageDoc::from_message(&message))
+                .insert_one(MessageDoc::from_message(&message, new.notify))
                 .await
             {
                 Ok(_) => {

@@ -24,6 +24,7 @@ use crate::{
     domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, Seq, UserId},
 };
 
+mod push;
 mod rows;
 mod schema;
 mod writer;
@@ -116,7 +117,7 @@ impl Store for SqliteStore {
                 }
                 _ => {}
             }
-            rows::insert_message(conn, &message)?;
+            rows::insert_message(conn, &message, new.notify)?;
             if let (EntryKind::Delete, Some(target)) = (message.kind, message.target) {
                 // In the same transaction: the text is gone once the delete is stored.
                 rows::scrub(conn, &new.room, target)?;

@@ -171,10 +171,11 @@ pub fn set_role(conn: &Connection, room: &RoomId, user: &UserId, role: Role) -> 
         .map_err(sql_err)
 }
 
-pub fn insert_message(conn: &Connection, message: &Message) -> StoreResult<()> {
+/// Inserts a stored message; `notify`: with the mark that its notifications are to be decided.
+pub fn insert_message(conn: &Connection, message: &Message, notify: bool) -> StoreResult<()> {
     conn.prepare_cached(&format!(
-        "INSERT INTO messages ({MESSAGE_COLUMNS})
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+        "INSERT INTO messages ({MESSAGE_COLUMNS}, push_pending)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -189,7 +190,8 @@ pub fn insert_message(conn: &Connection, message: &Message) -> StoreResult<()> {
             message.target.map(seq_to_i64),
             message.reply_to.map(seq_to_i64),
             message.emoji,
-            message.deleted
+            message.deleted,
+            notify.then_some(1)
         ])
     })
     .map_err(sql_err)?;

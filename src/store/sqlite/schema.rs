@@ -13,7 +13,7 @@ use crate::{
 };
 
 /// Bumped with every schema change; `migrate` brings older files forward.
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA_V1: &str = "
 CREATE TABLE rooms (
@@ -84,6 +84,51 @@ UPDATE members SET role = 'owner' WHERE (room_id, user_id) IN (
       AND NOT EXISTS (SELECT 1 FROM members o WHERE o.room_id = r.id AND o.role = 'owner'));
 ";
 
+/// Push notifications: the mark on messages whose notifications are still to be decided
+/// (with the lease of the node deciding them), devices, jobs and the ledger.
+const SCHEMA_V4: &str = "
+ALTER TABLE messages ADD COLUMN push_pending INTEGER;
+ALTER TABLE messages ADD COLUMN push_lease INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_push_pending ON messages (created_at) WHERE push_pending = 1;
+CREATE TABLE devices (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    key         TEXT NOT NULL UNIQUE,
+    name        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    target      TEXT NOT NULL
+);
+CREATE INDEX devices_by_user ON devices (user_id, created_at);
+CREATE TABLE push_jobs (
+    id          TEXT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    room_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    open        INTEGER NOT NULL,
+    seqs        TEXT NOT NULL,
+    due_at      INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    done        TEXT NOT NULL DEFAULT '[]',
+    lease_node  TEXT,
+    lease_until INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX push_jobs_open ON push_jobs (user_id, room_id, kind) WHERE open = 1;
+CREATE INDEX push_jobs_due ON push_jobs (due_at);
+CREATE TABLE push_ledger (
+    user_id     TEXT NOT NULL,
+    room_id     TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    outcome     TEXT NOT NULL,
+    decided_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL,
+    entry       TEXT NOT NULL,
+    PRIMARY KEY (user_id, room_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX push_ledger_recent ON push_ledger (user_id, decided_at);
+CREATE INDEX push_ledger_age ON push_ledger (updated_at);
+";
+
 const READ_POOL_SIZE: u32 = 4;
 
 /// Opens (creating if missing) the database file and its directory, in WAL mode, and
@@ -132,7 +177,12 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
         )));
     }
     // Each step in its own transaction, so a file is always at one version or the next.
-    for (to, step) in [(1, SCHEMA_V1), (2, SCHEMA_V2), (3, SCHEMA_V3)] {
+    for (to, step) in [
+        (1, SCHEMA_V1),
+        (2, SCHEMA_V2),
+        (3, SCHEMA_V3),
+        (4, SCHEMA_V4),
+    ] {
         if version < to {
             let tx = conn.transaction().map_err(sql_err)?;
             tx.execute_batch(step).map_err(sql_err)?;

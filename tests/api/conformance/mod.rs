@@ -3,6 +3,7 @@
 
 pub mod bus;
 pub mod presence;
+pub mod push_store;
 pub mod store;
 
 mod local_presence {

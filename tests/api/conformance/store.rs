@@ -17,6 +17,8 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::helpers::new_message;
 
+pub use super::push_store::*;
+
 #[async_trait::async_trait]
 pub trait StoreFactory: Send + Sync {
     /// `n` handles on one new, empty store (its own file or database): like `n` nodes.
@@ -51,7 +53,11 @@ macro_rules! store_conformance {
             seqs_at_the_top_of_the_range_do_not_wrap,
             changes_are_entries_and_a_delete_removes_text,
             roles_and_the_last_owner_handing_on,
-            revocations_only_move_forward
+            revocations_only_move_forward,
+            devices_belong_to_one_user_and_are_capped,
+            undecided_messages_are_claimed_once_until_decided,
+            jobs_collapse_until_claimed_and_are_leased,
+            the_ledger_keeps_first_decisions_and_answers_by_room_and_seq
         );
     };
     (@tests $($name:ident),*) => {
@@ -70,7 +76,7 @@ fn user(name: &str) -> UserId {
 }
 
 /// A direct room of alice and bob in `store`.
-async fn room(store: &dyn Store) -> RoomId {
+pub(super) async fn room(store: &dyn Store) -> RoomId {
     store
         .ensure_direct_room(&user("alice"), &user("bob"), Utc::now())
         .await
@@ -78,7 +84,7 @@ async fn room(store: &dyn Store) -> RoomId {
         .id
 }
 
-fn now() -> DateTime<Utc> {
+pub(super) fn now() -> DateTime<Utc> {
     chatd::clock::truncate_to_millis(Utc::now())
 }
 

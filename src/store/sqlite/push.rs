@@ -1,0 +1,489 @@
+//! Devices, notification jobs and the ledger in the SQLite file (schema v4). Structured
+//! parts (a device's target, a job's seqs, a ledger entry) are JSON in one column: they are
+//! read whole, never queried inside.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    SqliteStore, rows::MESSAGE_COLUMNS, rows::bad_column, rows::message_from_row, sql_err,
+};
+use crate::{
+    domain::{Message, RoomId, Seq, UserId, timestamp::from_millis},
+    store::{
+        StoreError, StoreResult,
+        push::{Device, JobKind, LedgerEntry, PushJob, PushStore, Registered},
+        seq_to_i64,
+    },
+};
+
+const DEVICE_COLUMNS: &str = "id, user_id, name, created_at, target";
+const JOB_COLUMNS: &str = "id, user_id, room_id, kind, seqs, due_at, created_at, attempts, done";
+
+fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("json: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(i: usize, s: &str) -> rusqlite::Result<T> {
+    serde_json::from_str(s).map_err(|e| bad_column(i, e))
+}
+
+fn device_from_row(row: &Row<'_>) -> rusqlite::Result<Device> {
+    let user: String = row.get(1)?;
+    let target: String = row.get(4)?;
+    Ok(Device {
+        id: row.get(0)?,
+        user: UserId::from_stored(&user).map_err(|e| bad_column(1, e))?,
+        name: row.get(2)?,
+        created_at: from_millis(row.get(3)?),
+        target: from_json(4, &target)?,
+    })
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<PushJob> {
+    let user: String = row.get(1)?;
+    let room: String = row.get(2)?;
+    let kind: String = row.get(3)?;
+    let seqs: String = row.get(4)?;
+    let done: String = row.get(8)?;
+    Ok(PushJob {
+        id: row.get(0)?,
+        user: UserId::from_stored(&user).map_err(|e| bad_column(1, e))?,
+        room: RoomId::parse(&room).map_err(|e| bad_column(2, e))?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| bad_column(3, std::io::Error::other(format!("job kind {kind:?}"))))?,
+        seqs: from_json(4, &seqs)?,
+        due_at: from_millis(row.get(5)?),
+        created_at: from_millis(row.get(6)?),
+        attempts: row.get(7)?,
+        done_devices: from_json(8, &done)?,
+    })
+}
+
+fn device_by_key(conn: &Connection, key: &str) -> StoreResult<Option<Device>> {
+    conn.prepare_cached(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices WHERE key = ?1"
+    ))
+    .and_then(|mut s| s.query_row([key], device_from_row).optional())
+    .map_err(sql_err)
+}
+
+fn write_ledger(conn: &Connection, entry: &LedgerEntry, replace: bool) -> StoreResult<bool> {
+    let verb = if replace {
+        "INSERT OR REPLACE"
+    } else {
+        "INSERT OR IGNORE"
+    };
+    conn.prepare_cached(&format!(
+        "{verb} INTO push_ledger (user_id, room_id, seq, outcome, decided_at, updated_at, entry)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    ))
+    .and_then(|mut s| {
+        s.execute(params![
+            entry.user.as_str(),
+            entry.room.as_str(),
+            seq_to_i64(entry.seq),
+            entry.outcome.as_str(),
+            entry.decided_at.timestamp_millis(),
+            entry.updated_at.timestamp_millis(),
+            json(entry).map_err(|e| bad_column(6, e))?,
+        ])
+    })
+    .map(|n| n == 1)
+    .map_err(sql_err)
+}
+
+#[async_trait]
+impl PushStore for SqliteStore {
+    async fn register_device(
+        &self,
+        device: Device,
+        max_per_user: usize,
+    ) -> StoreResult<Registered> {
+        // One write job: the lookup, the cap and the write are atomic.
+        self.write(move |conn| {
+            let key = device.target.key();
+            let target = json(&device.target)?;
+            match device_by_key(conn, &key)? {
+                Some(mut mine) if mine.user == device.user => {
+                    conn.prepare_cached("UPDATE devices SET name = ?2, target = ?3 WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![mine.id, device.name, target]))
+                        .map_err(sql_err)?;
+                    mine.name = device.name;
+                    mine.target = device.target;
+                    return Ok(Registered::Existing(mine));
+                }
+                Some(theirs) => {
+                    conn.prepare_cached("DELETE FROM devices WHERE id = ?1")
+                        .and_then(|mut s| s.execute([theirs.id]))
+                        .map_err(sql_err)?;
+                }
+                None => {}
+            }
+            let count: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM devices WHERE user_id = ?1")
+                .and_then(|mut s| s.query_row([device.user.as_str()], |r| r.get(0)))
+                .map_err(sql_err)?;
+            if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_user {
+                return Ok(Registered::TooMany);
+            }
+            conn.prepare_cached(&format!(
+                "INSERT INTO devices ({DEVICE_COLUMNS}, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+            ))
+            .and_then(|mut s| {
+                s.execute(params![
+                    device.id,
+                    device.user.as_str(),
+                    device.name,
+                    device.created_at.timestamp_millis(),
+                    target,
+                    key
+                ])
+            })
+            .map_err(sql_err)?;
+            Ok(Registered::Created(device))
+        })
+        .await
+    }
+
+    async fn devices(&self, users: &[UserId]) -> StoreResult<Vec<Device>> {
+        let users = users.to_vec();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE user_id = ?1 ORDER BY created_at, id"
+                ))
+                .map_err(sql_err)?;
+            let mut all = Vec::new();
+            for user in &users {
+                let rows = stmt
+                    .query_map([user.as_str()], device_from_row)
+                    .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                    .map_err(sql_err)?;
+                all.extend(rows);
+            }
+            Ok(all)
+        })
+        .await
+    }
+
+    async fn remove_device(&self, user: &UserId, id: &str) -> StoreResult<bool> {
+        let (user, id) = (user.clone(), id.to_owned());
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM devices WHERE id = ?1 AND user_id = ?2")
+                .and_then(|mut s| s.execute([id.as_str(), user.as_str()]))
+                .map(|n| n == 1)
+                .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn remove_devices(&self, ids: &[String]) -> StoreResult<()> {
+        let ids = ids.to_vec();
+        self.write(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("DELETE FROM devices WHERE id = ?1")
+                .map_err(sql_err)?;
+            for id in &ids {
+                stmt.execute([id]).map_err(sql_err)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_undecided(
+        &self,
+        stored_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<Message>> {
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "UPDATE messages SET push_lease = ?3 WHERE rowid IN (
+                     SELECT rowid FROM messages
+                     WHERE push_pending = 1 AND created_at < ?1 AND push_lease < ?2
+                     ORDER BY created_at LIMIT ?4)
+                 RETURNING {MESSAGE_COLUMNS}"
+            ))
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        stored_before.timestamp_millis(),
+                        now.timestamp_millis(),
+                        lease_until.timestamp_millis(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    message_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn mark_decided(&self, room: &RoomId, seq: Seq) -> StoreResult<()> {
+        let room = room.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE messages SET push_pending = NULL, push_lease = 0
+                 WHERE room_id = ?1 AND seq = ?2",
+            )
+            .and_then(|mut s| s.execute(params![room.as_str(), seq_to_i64(seq)]))
+            .map(|_| ())
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn enqueue_job(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        kind: JobKind,
+        seq: Seq,
+        due_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        let (user, room) = (user.clone(), room.clone());
+        self.write(move |conn| {
+            let open = conn
+                .prepare_cached(
+                    "SELECT id, seqs FROM push_jobs
+                     WHERE user_id = ?1 AND room_id = ?2 AND kind = ?3 AND open = 1",
+                )
+                .and_then(|mut s| {
+                    s.query_row(params![user.as_str(), room.as_str(), kind.as_str()], |r| {
+                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                    })
+                    .optional()
+                })
+                .map_err(sql_err)?;
+            match open {
+                Some((id, seqs)) => {
+                    let mut seqs: Vec<Seq> = from_json(1, &seqs).map_err(sql_err)?;
+                    match kind {
+                        // A badge carries the newest read position only.
+                        JobKind::Badge => seqs = vec![seq.max(seqs.first().copied().unwrap_or(0))],
+                        JobKind::Message if !seqs.contains(&seq) => {
+                            seqs.push(seq);
+                            seqs.sort_unstable();
+                        }
+                        JobKind::Message => return Ok(()),
+                    }
+                    conn.prepare_cached("UPDATE push_jobs SET seqs = ?2 WHERE id = ?1")
+                        .and_then(|mut s| s.execute(params![id, json(&seqs).map_err(|e| bad_column(1, e))?]))
+                        .map_err(sql_err)?;
+                }
+                None => {
+                    conn.prepare_cached(
+                        "INSERT INTO push_jobs (id, user_id, room_id, kind, open, seqs, due_at, created_at)
+                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                    )
+                    .and_then(|mut s| {
+                        s.execute(params![
+                            uuid::Uuid::now_v7().to_string(),
+                            user.as_str(),
+                            room.as_str(),
+                            kind.as_str(),
+                            json(&[seq]).map_err(|e| bad_column(5, e))?,
+                            due_at.timestamp_millis(),
+                            now.timestamp_millis()
+                        ])
+                    })
+                    .map_err(sql_err)?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn claim_jobs(
+        &self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> StoreResult<Vec<PushJob>> {
+        let node = node.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached(&format!(
+                "UPDATE push_jobs SET open = 0, lease_node = ?2, lease_until = ?3 WHERE id IN (
+                     SELECT id FROM push_jobs WHERE due_at <= ?1 AND lease_until < ?1
+                     ORDER BY due_at LIMIT ?4)
+                 RETURNING {JOB_COLUMNS}"
+            ))
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        now.timestamp_millis(),
+                        node,
+                        lease_until.timestamp_millis(),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    job_from_row,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()> {
+        let job = job.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "UPDATE push_jobs SET due_at = ?2, attempts = ?3, done = ?4, lease_node = NULL,
+                     lease_until = 0 WHERE id = ?1",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    job.id,
+                    job.due_at.timestamp_millis(),
+                    job.attempts,
+                    json(&job.done_devices).map_err(|e| bad_column(3, e))?
+                ])
+            })
+            .map(|_| ())
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn finish_job(&self, id: &str) -> StoreResult<()> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM push_jobs WHERE id = ?1")
+                .and_then(|mut s| s.execute([id]))
+                .map(|_| ())
+                .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>> {
+        let entries = entries.to_vec();
+        self.write(move |conn| {
+            entries
+                .iter()
+                .map(|e| write_ledger(conn, e, false))
+                .collect()
+        })
+        .await
+    }
+
+    async fn update_ledger(&self, entries: &[LedgerEntry]) -> StoreResult<()> {
+        let entries = entries.to_vec();
+        self.write(move |conn| {
+            for entry in &entries {
+                write_ledger(conn, entry, true)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ledger_entries(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        seqs: &[Seq],
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let (user, room, mut seqs) = (user.clone(), room.clone(), seqs.to_vec());
+        seqs.sort_unstable();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT entry FROM push_ledger WHERE user_id = ?1 AND room_id = ?2 AND seq = ?3",
+                )
+                .map_err(sql_err)?;
+            let mut found = Vec::new();
+            for seq in seqs {
+                let entry = stmt
+                    .query_row(params![user.as_str(), room.as_str(), seq_to_i64(seq)], |r| {
+                        from_json::<LedgerEntry>(0, &r.get::<_, String>(0)?)
+                    })
+                    .optional()
+                    .map_err(sql_err)?;
+                found.extend(entry);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn ledger(
+        &self,
+        user: &UserId,
+        room: Option<&RoomId>,
+        limit: usize,
+    ) -> StoreResult<Vec<LedgerEntry>> {
+        let (user, room) = (user.clone(), room.cloned());
+        self.read(move |conn| {
+            // An empty room matches every room.
+            conn.prepare_cached(
+                "SELECT entry FROM push_ledger
+                 WHERE user_id = ?1 AND (?2 = '' OR room_id = ?2)
+                 ORDER BY decided_at DESC, seq DESC LIMIT ?3",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![
+                        user.as_str(),
+                        room.as_ref().map_or("", |r| r.as_str()),
+                        i64::try_from(limit).unwrap_or(i64::MAX)
+                    ],
+                    |r| from_json::<LedgerEntry>(0, &r.get::<_, String>(0)?),
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn notified_between(
+        &self,
+        user: &UserId,
+        room: &RoomId,
+        after: Seq,
+        upto: Seq,
+    ) -> StoreResult<bool> {
+        let (user, room) = (user.clone(), room.clone());
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM push_ledger
+                 WHERE user_id = ?1 AND room_id = ?2 AND seq > ?3 AND seq <= ?4
+                   AND outcome IN ('sent', 'collapsed'))",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        user.as_str(),
+                        room.as_str(),
+                        seq_to_i64(after),
+                        seq_to_i64(upto)
+                    ],
+                    |r| r.get::<_, bool>(0),
+                )
+            })
+            .map_err(sql_err)
+        })
+        .await
+    }
+
+    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.write(move |conn| {
+            conn.prepare_cached("DELETE FROM push_ledger WHERE updated_at < ?1")
+                .and_then(|mut s| s.execute([before.timestamp_millis()]))
+                .map(|n| n as u64)
+                .map_err(sql_err)
+        })
+        .await
+    }
+}
