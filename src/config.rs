@@ -342,6 +342,13 @@ impl Settings {
                 "retry_initial_ms must be above 0 and at most retry_max_ms",
             );
         }
+        // A queued entry must outlive its retries, or its job finds nothing left to send.
+        if push.ledger_ttl_ms <= push.give_up_after_ms.saturating_add(push.retry_max_ms) {
+            return fail(
+                "ledger_ttl_ms",
+                "must be longer than give_up_after_ms + retry_max_ms",
+            );
+        }
         // A job outlives its slowest request and store calls, or two nodes would both send it.
         if push.lease_ms < 2 * push.request_timeout_ms + 2 * self.store.timeout_ms {
             return fail(

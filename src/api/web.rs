@@ -1,5 +1,5 @@
 //! The web app and the JS SDK, compiled into the binary so a node serves them from any
-//! directory, with no CDN: `/`, `/app.js`, `/app.css`, and the SDK's package at `/sdk/`.
+//! directory, with no CDN: `/`, `/app.js`, `/app.css`, `/sw.js`, and the SDK's package at `/sdk/`.
 
 use axum::{
     Router,
@@ -29,13 +29,15 @@ const JS: &str = "text/javascript; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Every file served: its path, its type and its contents (compiled in).
-const FILES: [(&str, &str, &str); 11] = [
+const FILES: [(&str, &str, &str); 12] = [
     (
         "/",
         "text/html; charset=utf-8",
         include_str!("../../web/index.html"),
     ),
     ("/app.js", JS, include_str!("../../web/app.js")),
+    // The service worker that shows push notifications (scope: the whole app).
+    ("/sw.js", JS, include_str!("../../web/sw.js")),
     (
         "/app.css",
         "text/css; charset=utf-8",

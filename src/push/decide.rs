@@ -55,9 +55,11 @@ impl Push {
                 LedgerEntry::decided(message, user, outcome, reason, now)
             })
             .collect();
-        self.store.record_decisions(&entries).await?;
+        // What the ledger holds decides: a decision made again (after a crash) follows the
+        // first one, and a queued entry whose job was never made gets it now.
+        let stored = self.store.record_decisions(&entries).await?;
         let due = now + ms(self.settings.collapse_ms);
-        for entry in entries.iter().filter(|e| e.outcome == Outcome::Queued) {
+        for entry in stored.iter().filter(|e| e.outcome == Outcome::Queued) {
             self.store
                 .enqueue_job(
                     &entry.user,
@@ -69,7 +71,7 @@ impl Push {
                 )
                 .await?;
         }
-        for entry in &entries {
+        for entry in &stored {
             let decision = entry.reason.map_or(entry.outcome.as_str(), Reason::as_str);
             metrics::counter!("chatd_push_decisions_total", "decision" => decision).increment(1);
         }

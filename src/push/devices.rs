@@ -187,11 +187,11 @@ impl Push {
                 if self.webpush.is_none() {
                     return Err(not_offered("Web Push"));
                 }
-                self.check_endpoint(&subscription.endpoint)?;
+                let endpoint = self.check_endpoint(&subscription.endpoint)?;
                 let keys = subscription.keys;
                 webpush::parse_keys(&keys.p256dh, &keys.auth).map_err(bad)?;
                 let target = DeviceTarget::Webpush {
-                    endpoint: subscription.endpoint,
+                    endpoint,
                     p256dh: keys.p256dh,
                     auth: keys.auth,
                 };
@@ -228,7 +228,8 @@ impl Push {
         }
     }
 
-    fn check_endpoint(&self, endpoint: &str) -> ChatResult<()> {
+    /// The endpoint as it will be requested (normalized), if this node may send to it.
+    fn check_endpoint(&self, endpoint: &str) -> ChatResult<String> {
         let url = reqwest::Url::parse(endpoint)
             .ok()
             .filter(|_| endpoint.len() <= MAX_ENDPOINT)
@@ -250,7 +251,11 @@ impl Push {
         if !url.username().is_empty() || url.password().is_some() {
             return Err(bad("subscription.endpoint must not carry credentials"));
         }
-        Ok(())
+        let normalized = url.as_str().to_owned();
+        if normalized.parse::<http::Uri>().is_err() {
+            return Err(bad("subscription.endpoint must be a URL"));
+        }
+        Ok(normalized)
     }
 }
 

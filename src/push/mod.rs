@@ -172,8 +172,9 @@ impl Push {
         }
     }
 
-    /// The worker: decides what it is handed, sweeps for messages left undecided by dead
-    /// nodes, claims due jobs and sends them, at most `push.concurrency` of each at once;
+    /// The worker: decides what it is handed (one task), and every `push.poll_ms` sweeps for
+    /// messages left undecided by dead nodes and claims due jobs (another task, so a full
+    /// queue never holds up sending); at most `push.concurrency` decisions and sends at once;
     /// and forgets old ledger entries. Until `shutdown`.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken, tasks: TaskTracker) {
         let Some(mut inbox) = self.inbox.lock().expect("push inbox").take() else {
@@ -184,20 +185,39 @@ impl Push {
         }
         let deciding = Arc::new(Semaphore::new(self.settings.concurrency));
         let sending = Arc::new(Semaphore::new(self.settings.concurrency));
+        let (push, stop, spawner, permits) = (
+            self.clone(),
+            shutdown.clone(),
+            tasks.clone(),
+            deciding.clone(),
+        );
+        tasks.spawn(async move {
+            loop {
+                let work = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    work = inbox.recv() => match work { Some(work) => work, None => return },
+                };
+                // Waiting here is the queue's back-pressure: new work is dropped meanwhile.
+                let permit = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    permit = permits.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => return,
+                    },
+                };
+                let push = push.clone();
+                spawner.spawn(async move {
+                    push.handle(work).await;
+                    drop(permit);
+                });
+            }
+        });
         let mut tick = tokio::time::interval(Duration::from_millis(self.settings.poll_ms));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut expire = tokio::time::interval(Duration::from_secs(600));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                Some(work) = inbox.recv() => {
-                    let Ok(permit) = deciding.clone().acquire_owned().await else { return };
-                    let push = self.clone();
-                    tasks.spawn(async move {
-                        push.handle(work).await;
-                        drop(permit);
-                    });
-                }
                 _ = tick.tick() => {
                     self.sweep(&deciding, &tasks).await;
                     self.claim(&sending, &tasks).await;
@@ -279,18 +299,30 @@ impl Push {
             };
             let push = self.clone();
             tasks.spawn(async move {
-                if let Err(e) = push.execute(job).await {
-                    tracing::warn!(error = %e, "push job failed; its lease runs out");
+                if let Err(e) = push.execute(job.clone()).await {
+                    tracing::warn!(error = %e, job = %job.id, "push attempt failed");
+                    if let Err(e) = push.attempt_failed(job).await {
+                        tracing::warn!(error = %e, "push job not rescheduled; its lease runs out");
+                    }
                 }
                 drop(permit);
             });
         }
     }
 
+    /// In chunks, each its own store call: the store's other work goes on in between.
     async fn expire_ledger(&self) {
+        const CHUNK: usize = 2000;
         let before = self.clock.now() - ms(self.settings.ledger_ttl_ms);
-        if let Err(e) = self.store.expire_ledger(before).await {
-            tracing::warn!(error = %e, "push ledger not expired");
+        loop {
+            match self.store.expire_ledger(before, CHUNK).await {
+                Ok(n) if n as usize >= CHUNK => tokio::task::yield_now().await,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "push ledger not expired");
+                    return;
+                }
+            }
         }
     }
 }

@@ -11,7 +11,8 @@ use crate::domain::{RoomId, Seq, UserId};
 pub enum Notice {
     Messages {
         room: RoomId,
-        room_name: String,
+        /// The group's name, or the sender for a direct room; none without text.
+        room_name: Option<String>,
         /// The newest message covered.
         seq: Seq,
         message_id: String,
@@ -36,8 +37,8 @@ impl Notice {
         }
     }
 
-    /// The decrypted Web Push payload.
-    pub fn webpush_payload(&self) -> Vec<u8> {
+    /// The decrypted Web Push payload; `id` is the job's, the same on every resend.
+    pub fn webpush_payload(&self, id: &str) -> Vec<u8> {
         let value = match self {
             Notice::Messages {
                 room,
@@ -51,17 +52,20 @@ impl Notice {
                 unread,
             } => {
                 let mut v = json!({
-                    "type": "message", "room": room, "roomName": room_name, "seq": seq,
+                    "type": "message", "id": id, "room": room, "seq": seq,
                     "messageId": message_id, "sender": sender, "senders": senders,
                     "count": count, "unread": unread,
                 });
+                if let Some(name) = room_name {
+                    v["roomName"] = Value::from(name.as_str());
+                }
                 if let Some(text) = text {
                     v["text"] = Value::from(text.as_str());
                 }
                 v
             }
             Notice::Badge { room, unread } => {
-                json!({"type": "badge", "room": room, "unread": unread})
+                json!({"type": "badge", "id": id, "room": room, "unread": unread})
             }
         };
         serde_json::to_vec(&value).expect("JSON values serialize")
@@ -83,10 +87,13 @@ impl Notice {
             } => {
                 let mut v = json!({
                     "event_id": message_id, "room_id": room, "type": "m.room.message",
-                    "sender": sender, "room_name": room_name, "prio": "high",
+                    "sender": sender, "prio": "high",
                     "counts": {"unread": unread},
                     "chatd": {"type": "message", "seq": seq, "count": count, "senders": senders},
                 });
+                if let Some(name) = room_name {
+                    v["room_name"] = Value::from(name.as_str());
+                }
                 if let Some(text) = text {
                     v["content"] = json!({"msgtype": "m.text", "body": text});
                 }

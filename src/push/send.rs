@@ -76,29 +76,29 @@ impl Push {
     /// New messages of a room for one member.
     async fn notify(&self, mut job: PushJob) -> Result<(), StoreError> {
         let (user, room) = (job.user.clone(), job.room.clone());
-        // Only what the ledger still has as queued: a job made twice sends once.
+        // Only what the ledger still has as queued and no other job owns: a message that got
+        // into two jobs (a decision made again after a crash) is sent once.
         let mut pending: Pending = self
             .store
-            .ledger_entries(&user, &room, &job.seqs)
+            .claim_ledger(&user, &room, &job.seqs, &job.id)
             .await?
             .into_iter()
-            .filter(|e| e.outcome == Outcome::Queued)
             .map(|e| (e.seq, e))
             .collect();
         if pending.is_empty() {
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         }
         let Some(membership) = self.store.membership(&room, &user).await? else {
             self.settle(pending.into_values(), Outcome::Skipped, Some(Reason::Left))
                 .await?;
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         };
         let unread = pending.split_off(&(membership.read_seq + 1));
         self.settle(pending.into_values(), Outcome::Skipped, Some(Reason::Read))
             .await?;
         let mut pending = unread;
         if pending.is_empty() {
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         }
         let live = self
             .presence
@@ -112,7 +112,7 @@ impl Push {
                 Some(Reason::Online),
             )
             .await?;
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         }
         // The messages as they stand now: current text, deleted or not.
         let seqs: Vec<Seq> = pending.keys().copied().collect();
@@ -139,7 +139,7 @@ impl Push {
         self.settle(gone, Outcome::Skipped, Some(Reason::Deleted))
             .await?;
         let Some(newest) = standing.last() else {
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         };
         let devices: Vec<Device> = self
             .store
@@ -155,11 +155,13 @@ impl Push {
                 Some(Reason::NoDevice),
             )
             .await?;
-            return self.store.finish_job(&job.id).await;
+            return self.finish(&job).await;
         }
+        // A group's name is the users' words too: ids only means none.
         let room_name = match self.store.room(&room).await? {
-            Some(r) if r.kind == RoomKind::Group => r.name.unwrap_or_default(),
-            _ => newest.message.sender.to_string(),
+            _ if !self.settings.include_text => None,
+            Some(r) if r.kind == RoomKind::Group => r.name,
+            _ => Some(newest.message.sender.to_string()),
         };
         let mut senders = Vec::new();
         for state in &standing {
@@ -181,6 +183,7 @@ impl Push {
             count: standing.len(),
             unread: self.unread_total(&user).await?,
         };
+        self.lease_left(&job)?;
         let results = self.deliver(&job, &devices, &notice).await;
         let newest_seq = newest.message.seq;
         let now = self.clock.now();
@@ -230,7 +233,7 @@ impl Push {
                 .collect();
             self.store.update_ledger(&waiting).await?;
             metrics::counter!("chatd_push_retries_total").increment(1);
-            return self.store.reschedule_job(&job).await;
+            return self.reschedule(&job).await;
         }
         let (outcome, reason) = if !job.done_devices.is_empty() {
             (Outcome::Sent, None)
@@ -255,7 +258,16 @@ impl Push {
             self.settle(pending.into_values(), outcome, reason).await?;
         }
         self.settle(newest_entry, outcome, reason).await?;
-        self.store.finish_job(&job.id).await
+        self.finish(&job).await?;
+        // A read that came while this was being sent found nothing notified yet: the badge
+        // it would have cleared is cleared now.
+        if outcome == Outcome::Sent {
+            let read = self.store.membership(&room, &user).await?;
+            if read.is_some_and(|m| m.read_seq >= newest_seq) {
+                self.clear_badges(&user, &room, 0, newest_seq).await?;
+            }
+        }
+        Ok(())
     }
 
     /// A badge update for one room: to every device of the user, whatever their presence.
@@ -271,6 +283,7 @@ impl Push {
             room: job.room.clone(),
             unread: self.unread_total(&job.user).await?,
         };
+        self.lease_left(&job)?;
         let results = self.deliver(&job, &devices, &notice).await;
         let mut retry = false;
         for (device, delivery) in &results {
@@ -284,9 +297,53 @@ impl Push {
         let now = self.clock.now();
         if retry && now - job.created_at < super::ms(self.settings.give_up_after_ms) {
             job.due_at = now + self.backoff(job.attempts);
-            return self.store.reschedule_job(&job).await;
+            return self.reschedule(&job).await;
         }
-        self.store.finish_job(&job.id).await
+        self.finish(&job).await
+    }
+
+    /// Sending must be over (one request deadline) before the lease is: else another node
+    /// could take the job while this one still sends it.
+    fn lease_left(&self, job: &PushJob) -> Result<(), StoreError> {
+        let needed = super::ms(self.settings.request_timeout_ms.saturating_mul(2));
+        if self.clock.now() + needed > job.lease_until {
+            return Err(StoreError::Unavailable(
+                "too little of the job's lease is left to send; it is tried again".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn finish(&self, job: &PushJob) -> Result<(), StoreError> {
+        if !self.store.finish_job(job).await? {
+            tracing::warn!(job = %job.id, "push job finished after its lease ran out");
+        }
+        Ok(())
+    }
+
+    async fn reschedule(&self, job: &PushJob) -> Result<(), StoreError> {
+        if !self.store.reschedule_job(job).await? {
+            tracing::warn!(job = %job.id, "push job not rescheduled: its lease ran out");
+        }
+        Ok(())
+    }
+
+    /// An attempt that failed before it could settle (the store, the presence registry, too
+    /// little lease): counted like a failed send, so it backs off and gives up in time.
+    pub(super) async fn attempt_failed(&self, mut job: PushJob) -> Result<(), StoreError> {
+        job.attempts += 1;
+        let now = self.clock.now();
+        if now - job.created_at >= super::ms(self.settings.give_up_after_ms) {
+            let owned = self
+                .store
+                .claim_ledger(&job.user, &job.room, &job.seqs, &job.id)
+                .await?;
+            self.settle(owned, Outcome::Failed, Some(Reason::GaveUp))
+                .await?;
+            return self.finish(&job).await;
+        }
+        job.due_at = now + self.backoff(job.attempts);
+        self.reschedule(&job).await
     }
 
     async fn unread_total(&self, user: &crate::domain::UserId) -> Result<u64, StoreError> {
@@ -333,8 +390,8 @@ impl Push {
                 .await
         };
         let (urgency, payload) = match notice {
-            Notice::Messages { .. } => (Urgency::High, notice.webpush_payload()),
-            Notice::Badge { .. } => (Urgency::Low, notice.webpush_payload()),
+            Notice::Messages { .. } => (Urgency::High, notice.webpush_payload(&job.id)),
+            Notice::Badge { .. } => (Urgency::Low, notice.webpush_payload(&job.id)),
         };
         let topic = topic(&job.user, notice.room());
         let browsers_sent = join_all(browsers.iter().map(|d| async {

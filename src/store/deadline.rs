@@ -249,15 +249,15 @@ impl PushStore for DeadlineStore {
             .await
     }
 
-    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()> {
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<bool> {
         self.within(self.inner.reschedule_job(job)).await
     }
 
-    async fn finish_job(&self, id: &str) -> StoreResult<()> {
-        self.within(self.inner.finish_job(id)).await
+    async fn finish_job(&self, job: &PushJob) -> StoreResult<bool> {
+        self.within(self.inner.finish_job(job)).await
     }
 
-    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>> {
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<LedgerEntry>> {
         self.within(self.inner.record_decisions(entries)).await
     }
 
@@ -265,13 +265,14 @@ impl PushStore for DeadlineStore {
         self.within(self.inner.update_ledger(entries)).await
     }
 
-    async fn ledger_entries(
+    async fn claim_ledger(
         &self,
         user: &UserId,
         room: &RoomId,
         seqs: &[Seq],
+        owner: &str,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        self.within(self.inner.ledger_entries(user, room, seqs))
+        self.within(self.inner.claim_ledger(user, room, seqs, owner))
             .await
     }
 
@@ -295,7 +296,7 @@ impl PushStore for DeadlineStore {
             .await
     }
 
-    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64> {
-        self.within(self.inner.expire_ledger(before)).await
+    async fn expire_ledger(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        self.within(self.inner.expire_ledger(before, limit)).await
     }
 }

@@ -133,7 +133,15 @@ pub struct PushJob {
     pub attempts: u32,
     /// Devices already sent to (a retry skips them).
     pub done_devices: Vec<String>,
+    /// This claim of the job (a new one each time it is claimed): a node whose lease ran
+    /// out can no longer reschedule or finish it.
+    pub lease: String,
+    pub lease_until: DateTime<Utc>,
 }
+
+/// The most messages one job covers; later ones start a new job (a stalled sender must not
+/// grow one without bound).
+pub const MAX_JOB_SEQS: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -260,7 +268,7 @@ pub trait PushStore: Send + Sync {
     async fn register_device(&self, device: Device, max_per_user: usize)
     -> StoreResult<Registered>;
 
-    /// The devices of these users, by user, oldest first.
+    /// The devices of these users, by user id, then oldest first.
     async fn devices(&self, users: &[UserId]) -> StoreResult<Vec<Device>>;
 
     /// Removes the user's device; false if they have none with this id.
@@ -284,7 +292,9 @@ pub trait PushStore: Send + Sync {
     async fn mark_decided(&self, room: &RoomId, seq: Seq) -> StoreResult<()>;
 
     /// Adds message `seq` to the open job of (user, room, kind), or makes one due at
-    /// `due_at`: messages collapse until the job is first claimed.
+    /// `due_at`: messages collapse until the job is first claimed (or holds
+    /// [`MAX_JOB_SEQS`]); one open job per (user, room, kind), however many nodes enqueue
+    /// at once. A badge job keeps the furthest position given.
     async fn enqueue_job(
         &self,
         user: &UserId,
@@ -295,7 +305,8 @@ pub trait PushStore: Send + Sync {
         now: DateTime<Utc>,
     ) -> StoreResult<()>;
 
-    /// Claims up to `limit` jobs due by `now` that no node holds: `node`'s until `lease_until`.
+    /// Claims up to `limit` jobs due by `now` that no node holds: `node`'s until
+    /// `lease_until`, each under a new [`PushJob::lease`].
     async fn claim_jobs(
         &self,
         node: &str,
@@ -305,25 +316,29 @@ pub trait PushStore: Send + Sync {
     ) -> StoreResult<Vec<PushJob>>;
 
     /// Gives the job back for another attempt at `job.due_at` (with its attempts and done
-    /// devices as they are now).
-    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()>;
+    /// devices as they are now), if `job.lease` still holds it; false if it does not.
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<bool>;
 
-    /// The job is done (sent, skipped or given up).
-    async fn finish_job(&self, id: &str) -> StoreResult<()>;
+    /// The job is done (sent, skipped or given up), if `job.lease` still holds it; false if
+    /// it does not.
+    async fn finish_job(&self, job: &PushJob) -> StoreResult<bool>;
 
     /// Writes the entries that are not in the ledger yet (by user, room and seq); returns
-    /// for each whether it was written.
-    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>>;
+    /// the ledger's entry for each, in their order: the first decision stands.
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<LedgerEntry>>;
 
     /// Writes the entries, replacing what the ledger had for them.
     async fn update_ledger(&self, entries: &[LedgerEntry]) -> StoreResult<()>;
 
-    /// The user's ledger entries of these messages of the room (those that exist), by seq.
-    async fn ledger_entries(
+    /// Makes job `owner` the one that settles these entries of the user in the room: those
+    /// still `queued` and owned by no job or by it. Returns them, by seq. (A message that
+    /// got into two jobs is sent by one.)
+    async fn claim_ledger(
         &self,
         user: &UserId,
         room: &RoomId,
         seqs: &[Seq],
+        owner: &str,
     ) -> StoreResult<Vec<LedgerEntry>>;
 
     /// The user's ledger, newest decision first (optionally of one room).
@@ -344,6 +359,7 @@ pub trait PushStore: Send + Sync {
         upto: Seq,
     ) -> StoreResult<bool>;
 
-    /// Forgets ledger entries last updated before `before`; returns how many.
-    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+    /// Forgets up to `limit` ledger entries last updated before `before`; returns how many
+    /// (call again while it returns `limit`).
+    async fn expire_ledger(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64>;
 }

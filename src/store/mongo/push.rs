@@ -15,7 +15,7 @@ use mongodb::{
 
 use super::{
     MongoStore,
-    collections::{collect, insert_once},
+    collections::collect,
     docs::{MessageDoc, corrupt, from_bson_time, to_bson_time},
     errors::{is_duplicate_key, store_err},
 };
@@ -23,7 +23,9 @@ use crate::{
     domain::{Message, RoomId, Seq, UserId},
     store::{
         StoreError, StoreResult,
-        push::{Device, JobKind, LedgerEntry, Outcome, PushJob, PushStore, Registered},
+        push::{
+            Device, JobKind, LedgerEntry, MAX_JOB_SEQS, Outcome, PushJob, PushStore, Registered,
+        },
         seq_from_i64, seq_to_i64,
     },
 };
@@ -73,15 +75,19 @@ impl PushCollections {
             ])
             .await
             .map_err(store_err)?;
+        // One open job per (user, room, kind): only open jobs carry `openKey`.
+        let open_key = IndexModel::builder()
+            .keys(doc! {"openKey": 1})
+            .options(
+                IndexOptions::builder()
+                    .name("open_key".to_owned())
+                    .unique(true)
+                    .sparse(true)
+                    .build(),
+            )
+            .build();
         self.jobs
-            .create_indexes([
-                index(
-                    doc! {"userId": 1, "roomId": 1, "kind": 1, "open": 1},
-                    "open_job",
-                    false,
-                ),
-                index(doc! {"dueAt": 1}, "due", false),
-            ])
+            .create_indexes([open_key, index(doc! {"dueAt": 1}, "due", false)])
             .await
             .map_err(store_err)?;
         self.ledger
@@ -169,6 +175,8 @@ fn job_from_doc(doc: &Document) -> StoreResult<PushJob> {
         attempts: u32::try_from(doc.get_i64("attempts").map_err(|_| corrupt("attempts"))?)
             .unwrap_or(u32::MAX),
         done_devices: done,
+        lease: doc.get_str("lease").unwrap_or_default().to_owned(),
+        lease_until: time(doc, "leaseUntil")?,
     })
 }
 
@@ -204,6 +212,13 @@ impl PushStore for MongoStore {
                 .find_one(doc! {"key": &key})
                 .await
                 .map_err(store_err)?;
+            // Counted before another user's device is taken, so a refusal changes nothing.
+            // (Concurrent registrations of one user may pass the cap by the number racing.)
+            let count = devices
+                .count_documents(doc! {"userId": device.user.as_str()})
+                .await
+                .map_err(store_err)?;
+            let full = usize::try_from(count).unwrap_or(usize::MAX) >= max_per_user;
             if let Some(found) = found {
                 let mut stored = device_from_doc(&found)?;
                 if stored.user == device.user {
@@ -216,16 +231,15 @@ impl PushStore for MongoStore {
                     stored.target = device.target;
                     return Ok(Registered::Existing(stored));
                 }
+                if full {
+                    return Ok(Registered::TooMany);
+                }
                 devices
                     .delete_one(doc! {"_id": &stored.id})
                     .await
                     .map_err(store_err)?;
             }
-            let count = devices
-                .count_documents(doc! {"userId": device.user.as_str()})
-                .await
-                .map_err(store_err)?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_user {
+            if full {
                 return Ok(Registered::TooMany);
             }
             match devices.insert_one(device_doc(&device)?).await {
@@ -326,45 +340,53 @@ impl PushStore for MongoStore {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        let filter = doc! {
-            "userId": user.as_str(), "roomId": room.as_str(), "kind": kind.as_str(), "open": true,
-        };
-        let on_insert = doc! {
-            "_id": uuid::Uuid::now_v7().to_string(),
-            "dueAt": to_bson_time(due_at),
-            "createdAt": to_bson_time(now),
-            "attempts": 0_i64,
-            "done": Bson::Array(Vec::new()),
-            "leaseUntil": bson::DateTime::from_millis(0),
-        };
+        let open_key = format!("{user}|{room}|{}", kind.as_str());
         let seq = seq_to_i64(seq);
-        // Messages collect in the open job; a badge keeps the furthest read position only.
-        let update = match kind {
-            JobKind::Message => doc! {"$addToSet": {"seqs": seq}, "$setOnInsert": on_insert},
-            JobKind::Badge => doc! {"$max": {"readSeq": seq}, "$setOnInsert": on_insert},
-        };
-        if let Err(e) = self
-            .push
-            .jobs
-            .update_one(filter.clone(), update)
-            .upsert(true)
-            .await
-        {
-            if !is_duplicate_key(&e) {
-                return Err(store_err(e));
-            }
-            // A racing upsert made the open job: join it.
-            let update = match kind {
-                JobKind::Message => doc! {"$addToSet": {"seqs": seq}},
-                JobKind::Badge => doc! {"$max": {"readSeq": seq}},
+        // Three rounds at most: a racing upsert made the open job (join it), or the open
+        // job is full (close it, start another).
+        for _ in 0..3 {
+            let on_insert = doc! {
+                "_id": uuid::Uuid::now_v7().to_string(),
+                "userId": user.as_str(),
+                "roomId": room.as_str(),
+                "kind": kind.as_str(),
+                "dueAt": to_bson_time(due_at),
+                "createdAt": to_bson_time(now),
+                "attempts": 0_i64,
+                "done": Bson::Array(Vec::new()),
+                "lease": "",
+                "leaseUntil": bson::DateTime::from_millis(0),
             };
-            self.push
-                .jobs
-                .update_one(filter, update)
-                .await
-                .map_err(store_err)?;
+            let (filter, update) = match kind {
+                JobKind::Message => (
+                    doc! {"openKey": &open_key, format!("seqs.{}", MAX_JOB_SEQS - 1): {"$exists": false}},
+                    doc! {"$addToSet": {"seqs": seq}, "$setOnInsert": on_insert},
+                ),
+                JobKind::Badge => (
+                    doc! {"openKey": &open_key},
+                    doc! {"$max": {"readSeq": seq}, "$setOnInsert": on_insert},
+                ),
+            };
+            match self.push.jobs.update_one(filter, update).upsert(true).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate_key(&e) => {
+                    // Either way the open job exists now; if it is full, it goes as it is.
+                    let full = doc! {
+                        "openKey": &open_key,
+                        format!("seqs.{}", MAX_JOB_SEQS - 1): {"$exists": true},
+                    };
+                    self.push
+                        .jobs
+                        .update_one(full, doc! {"$unset": {"openKey": ""}})
+                        .await
+                        .map_err(store_err)?;
+                }
+                Err(e) => return Err(store_err(e)),
+            }
         }
-        Ok(())
+        Err(StoreError::Unavailable(
+            "push job enqueue raced; retry".into(),
+        ))
     }
 
     async fn claim_jobs(
@@ -380,9 +402,14 @@ impl PushStore for MongoStore {
                 "dueAt": {"$lte": to_bson_time(now)},
                 "leaseUntil": {"$lt": to_bson_time(now)},
             };
-            let claim = doc! {"$set": {
-                "open": false, "leaseNode": node, "leaseUntil": to_bson_time(lease_until),
-            }};
+            let claim = doc! {
+                "$set": {
+                    "leaseNode": node,
+                    "lease": uuid::Uuid::new_v4().to_string(),
+                    "leaseUntil": to_bson_time(lease_until),
+                },
+                "$unset": {"openKey": ""},
+            };
             let found = self
                 .push
                 .jobs
@@ -403,45 +430,74 @@ impl PushStore for MongoStore {
         Ok(claimed)
     }
 
-    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()> {
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<bool> {
         let set = doc! {
             "dueAt": to_bson_time(job.due_at),
             "attempts": i64::from(job.attempts),
             "done": &job.done_devices,
             "leaseNode": Bson::Null,
+            "lease": "",
             "leaseUntil": bson::DateTime::from_millis(0),
         };
-        self.push
+        let updated = self
+            .push
             .jobs
-            .update_one(doc! {"_id": &job.id}, doc! {"$set": set})
+            .update_one(
+                doc! {"_id": &job.id, "lease": &job.lease},
+                doc! {"$set": set},
+            )
             .await
             .map_err(store_err)?;
-        Ok(())
+        Ok(updated.matched_count == 1)
     }
 
-    async fn finish_job(&self, id: &str) -> StoreResult<()> {
-        self.push
+    async fn finish_job(&self, job: &PushJob) -> StoreResult<bool> {
+        let deleted = self
+            .push
             .jobs
-            .delete_one(doc! {"_id": id})
+            .delete_one(doc! {"_id": &job.id, "lease": &job.lease})
             .await
             .map_err(store_err)?;
-        Ok(())
+        Ok(deleted.deleted_count == 1)
     }
 
-    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>> {
-        let mut written = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let doc = ledger_doc(entry)?;
-            written.push(insert_once(&self.push.ledger, &ledger_id(entry), &doc).await?);
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<LedgerEntry>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
         }
-        Ok(written)
+        let docs = entries
+            .iter()
+            .map(ledger_doc)
+            .collect::<StoreResult<Vec<_>>>()?;
+        // One round trip for the whole group; entries decided before are left as they are.
+        match self.push.ledger.insert_many(docs).ordered(false).await {
+            Ok(_) => return Ok(entries.to_vec()),
+            Err(e) if is_duplicate_key(&e) => {}
+            Err(e) => return Err(store_err(e)),
+        }
+        let ids: Vec<String> = entries.iter().map(ledger_id).collect();
+        let stored = collect(self.push.ledger.find(doc! {"_id": {"$in": &ids}})).await?;
+        let mut by_id = std::collections::HashMap::new();
+        for doc in &stored {
+            by_id.insert(
+                field(doc, "_id")?.to_owned(),
+                from_json::<LedgerEntry>("entry", field(doc, "entry")?)?,
+            );
+        }
+        Ok(entries
+            .iter()
+            .map(|e| by_id.remove(&ledger_id(e)).unwrap_or_else(|| e.clone()))
+            .collect())
     }
 
     async fn update_ledger(&self, entries: &[LedgerEntry]) -> StoreResult<()> {
         for entry in entries {
+            // Field by field, so the entry's owner stays.
+            let mut fields = ledger_doc(entry)?;
+            fields.remove("_id");
             self.push
                 .ledger
-                .replace_one(doc! {"_id": ledger_id(entry)}, ledger_doc(entry)?)
+                .update_one(doc! {"_id": ledger_id(entry)}, doc! {"$set": fields})
                 .upsert(true)
                 .await
                 .map_err(store_err)?;
@@ -449,18 +505,32 @@ impl PushStore for MongoStore {
         Ok(())
     }
 
-    async fn ledger_entries(
+    async fn claim_ledger(
         &self,
         user: &UserId,
         room: &RoomId,
         seqs: &[Seq],
+        owner: &str,
     ) -> StoreResult<Vec<LedgerEntry>> {
         if seqs.is_empty() {
             return Ok(Vec::new());
         }
         let seqs: Vec<i64> = seqs.iter().map(|&s| seq_to_i64(s)).collect();
-        let filter = doc! {"userId": user.as_str(), "roomId": room.as_str(), "seq": {"$in": seqs}};
-        let find = self.push.ledger.find(filter).sort(doc! {"seq": 1});
+        let queued = Outcome::Queued.as_str();
+        let free = doc! {
+            "userId": user.as_str(), "roomId": room.as_str(), "seq": {"$in": &seqs},
+            "outcome": queued, "owner": {"$in": [Bson::Null, Bson::from(owner)]},
+        };
+        self.push
+            .ledger
+            .update_many(free, doc! {"$set": {"owner": owner}})
+            .await
+            .map_err(store_err)?;
+        let mine = doc! {
+            "userId": user.as_str(), "roomId": room.as_str(), "seq": {"$in": &seqs},
+            "outcome": queued, "owner": owner,
+        };
+        let find = self.push.ledger.find(mine).sort(doc! {"seq": 1});
         collect(find)
             .await?
             .iter()
@@ -508,11 +578,25 @@ impl PushStore for MongoStore {
         Ok(found.is_some())
     }
 
-    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    async fn expire_ledger(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
+        let old = self
+            .push
+            .ledger
+            .find(doc! {"updatedAt": {"$lt": to_bson_time(before)}})
+            .projection(doc! {"_id": 1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX));
+        let ids: Vec<Bson> = collect(old)
+            .await?
+            .into_iter()
+            .filter_map(|d| d.get("_id").cloned())
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
         let deleted = self
             .push
             .ledger
-            .delete_many(doc! {"updatedAt": {"$lt": to_bson_time(before)}})
+            .delete_many(doc! {"_id": {"$in": ids}})
             .await
             .map_err(store_err)?;
         Ok(deleted.deleted_count)

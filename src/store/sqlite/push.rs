@@ -13,13 +13,14 @@ use crate::{
     domain::{Message, RoomId, Seq, UserId, timestamp::from_millis},
     store::{
         StoreError, StoreResult,
-        push::{Device, JobKind, LedgerEntry, PushJob, PushStore, Registered},
+        push::{Device, JobKind, LedgerEntry, MAX_JOB_SEQS, PushJob, PushStore, Registered},
         seq_to_i64,
     },
 };
 
 const DEVICE_COLUMNS: &str = "id, user_id, name, created_at, target";
-const JOB_COLUMNS: &str = "id, user_id, room_id, kind, seqs, due_at, created_at, attempts, done";
+const JOB_COLUMNS: &str =
+    "id, user_id, room_id, kind, seqs, due_at, created_at, attempts, done, lease, lease_until";
 
 fn json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
     serde_json::to_string(value).map_err(|e| StoreError::Internal(format!("json: {e}")))
@@ -58,6 +59,8 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<PushJob> {
         created_at: from_millis(row.get(6)?),
         attempts: row.get(7)?,
         done_devices: from_json(8, &done)?,
+        lease: row.get(9)?,
+        lease_until: from_millis(row.get(10)?),
     })
 }
 
@@ -69,15 +72,19 @@ fn device_by_key(conn: &Connection, key: &str) -> StoreResult<Option<Device>> {
     .map_err(sql_err)
 }
 
+/// Writes `entry`: with `replace`, over what the ledger has (its owner stays); else only if
+/// the ledger has nothing for it.
 fn write_ledger(conn: &Connection, entry: &LedgerEntry, replace: bool) -> StoreResult<bool> {
-    let verb = if replace {
-        "INSERT OR REPLACE"
+    let on_conflict = if replace {
+        "DO UPDATE SET outcome = excluded.outcome, updated_at = excluded.updated_at,
+             entry = excluded.entry"
     } else {
-        "INSERT OR IGNORE"
+        "DO NOTHING"
     };
     conn.prepare_cached(&format!(
-        "{verb} INTO push_ledger (user_id, room_id, seq, outcome, decided_at, updated_at, entry)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        "INSERT INTO push_ledger (user_id, room_id, seq, outcome, decided_at, updated_at, entry)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT (user_id, room_id, seq) {on_conflict}"
     ))
     .and_then(|mut s| {
         s.execute(params![
@@ -94,6 +101,25 @@ fn write_ledger(conn: &Connection, entry: &LedgerEntry, replace: bool) -> StoreR
     .map_err(sql_err)
 }
 
+fn ledger_entry(
+    conn: &Connection,
+    user: &UserId,
+    room: &RoomId,
+    seq: Seq,
+) -> StoreResult<Option<LedgerEntry>> {
+    conn.prepare_cached(
+        "SELECT entry FROM push_ledger WHERE user_id = ?1 AND room_id = ?2 AND seq = ?3",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![user.as_str(), room.as_str(), seq_to_i64(seq)],
+            |r| from_json::<LedgerEntry>(0, &r.get::<_, String>(0)?),
+        )
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
 #[async_trait]
 impl PushStore for SqliteStore {
     async fn register_device(
@@ -105,6 +131,11 @@ impl PushStore for SqliteStore {
         self.write(move |conn| {
             let key = device.target.key();
             let target = json(&device.target)?;
+            let count: i64 = conn
+                .prepare_cached("SELECT COUNT(*) FROM devices WHERE user_id = ?1")
+                .and_then(|mut s| s.query_row([device.user.as_str()], |r| r.get(0)))
+                .map_err(sql_err)?;
+            let full = usize::try_from(count).unwrap_or(usize::MAX) >= max_per_user;
             match device_by_key(conn, &key)? {
                 Some(mut mine) if mine.user == device.user => {
                     conn.prepare_cached("UPDATE devices SET name = ?2, target = ?3 WHERE id = ?1")
@@ -114,19 +145,14 @@ impl PushStore for SqliteStore {
                     mine.target = device.target;
                     return Ok(Registered::Existing(mine));
                 }
+                // Checked before another user's device is taken: a refusal changes nothing.
+                _ if full => return Ok(Registered::TooMany),
                 Some(theirs) => {
                     conn.prepare_cached("DELETE FROM devices WHERE id = ?1")
                         .and_then(|mut s| s.execute([theirs.id]))
                         .map_err(sql_err)?;
                 }
                 None => {}
-            }
-            let count: i64 = conn
-                .prepare_cached("SELECT COUNT(*) FROM devices WHERE user_id = ?1")
-                .and_then(|mut s| s.query_row([device.user.as_str()], |r| r.get(0)))
-                .map_err(sql_err)?;
-            if usize::try_from(count).unwrap_or(usize::MAX) >= max_per_user {
-                return Ok(Registered::TooMany);
             }
             conn.prepare_cached(&format!(
                 "INSERT INTO devices ({DEVICE_COLUMNS}, key) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
@@ -148,7 +174,9 @@ impl PushStore for SqliteStore {
     }
 
     async fn devices(&self, users: &[UserId]) -> StoreResult<Vec<Device>> {
-        let users = users.to_vec();
+        let mut users = users.to_vec();
+        users.sort();
+        users.dedup();
         self.read(move |conn| {
             let mut stmt = conn
                 .prepare_cached(&format!(
@@ -262,7 +290,33 @@ impl PushStore for SqliteStore {
                     .optional()
                 })
                 .map_err(sql_err)?;
+            let insert_new = |conn: &Connection| {
+                conn.prepare_cached(
+                    "INSERT INTO push_jobs (id, user_id, room_id, kind, open, seqs, due_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        uuid::Uuid::now_v7().to_string(),
+                        user.as_str(),
+                        room.as_str(),
+                        kind.as_str(),
+                        json(&[seq]).map_err(|e| bad_column(5, e))?,
+                        due_at.timestamp_millis(),
+                        now.timestamp_millis()
+                    ])
+                })
+                .map(|_| ())
+                .map_err(sql_err)
+            };
             match open {
+                Some((id, seqs)) if from_json::<Vec<Seq>>(1, &seqs).map_err(sql_err)?.len() >= MAX_JOB_SEQS => {
+                    // Full: it goes as it is, the next messages start a new job.
+                    conn.prepare_cached("UPDATE push_jobs SET open = 0 WHERE id = ?1")
+                        .and_then(|mut s| s.execute([id]))
+                        .map_err(sql_err)?;
+                    insert_new(conn)?;
+                }
                 Some((id, seqs)) => {
                     let mut seqs: Vec<Seq> = from_json(1, &seqs).map_err(sql_err)?;
                     match kind {
@@ -278,24 +332,7 @@ impl PushStore for SqliteStore {
                         .and_then(|mut s| s.execute(params![id, json(&seqs).map_err(|e| bad_column(1, e))?]))
                         .map_err(sql_err)?;
                 }
-                None => {
-                    conn.prepare_cached(
-                        "INSERT INTO push_jobs (id, user_id, room_id, kind, open, seqs, due_at, created_at)
-                         VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6, ?7)",
-                    )
-                    .and_then(|mut s| {
-                        s.execute(params![
-                            uuid::Uuid::now_v7().to_string(),
-                            user.as_str(),
-                            room.as_str(),
-                            kind.as_str(),
-                            json(&[seq]).map_err(|e| bad_column(5, e))?,
-                            due_at.timestamp_millis(),
-                            now.timestamp_millis()
-                        ])
-                    })
-                    .map_err(sql_err)?;
-                }
+                None => insert_new(conn)?,
             }
             Ok(())
         })
@@ -310,9 +347,11 @@ impl PushStore for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<PushJob>> {
         let node = node.to_owned();
+        let lease = uuid::Uuid::new_v4().to_string();
         self.write(move |conn| {
             conn.prepare_cached(&format!(
-                "UPDATE push_jobs SET open = 0, lease_node = ?2, lease_until = ?3 WHERE id IN (
+                "UPDATE push_jobs SET open = 0, lease_node = ?2, lease_until = ?3, lease = ?5
+                 WHERE id IN (
                      SELECT id FROM push_jobs WHERE due_at <= ?1 AND lease_until < ?1
                      ORDER BY due_at LIMIT ?4)
                  RETURNING {JOB_COLUMNS}"
@@ -323,7 +362,8 @@ impl PushStore for SqliteStore {
                         now.timestamp_millis(),
                         node,
                         lease_until.timestamp_millis(),
-                        i64::try_from(limit).unwrap_or(i64::MAX)
+                        i64::try_from(limit).unwrap_or(i64::MAX),
+                        lease
                     ],
                     job_from_row,
                 )?
@@ -334,44 +374,48 @@ impl PushStore for SqliteStore {
         .await
     }
 
-    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<()> {
+    async fn reschedule_job(&self, job: &PushJob) -> StoreResult<bool> {
         let job = job.clone();
         self.write(move |conn| {
             conn.prepare_cached(
                 "UPDATE push_jobs SET due_at = ?2, attempts = ?3, done = ?4, lease_node = NULL,
-                     lease_until = 0 WHERE id = ?1",
+                     lease_until = 0, lease = '' WHERE id = ?1 AND lease = ?5",
             )
             .and_then(|mut s| {
                 s.execute(params![
                     job.id,
                     job.due_at.timestamp_millis(),
                     job.attempts,
-                    json(&job.done_devices).map_err(|e| bad_column(3, e))?
+                    json(&job.done_devices).map_err(|e| bad_column(3, e))?,
+                    job.lease
                 ])
             })
-            .map(|_| ())
+            .map(|n| n == 1)
             .map_err(sql_err)
         })
         .await
     }
 
-    async fn finish_job(&self, id: &str) -> StoreResult<()> {
-        let id = id.to_owned();
+    async fn finish_job(&self, job: &PushJob) -> StoreResult<bool> {
+        let (id, lease) = (job.id.clone(), job.lease.clone());
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM push_jobs WHERE id = ?1")
-                .and_then(|mut s| s.execute([id]))
-                .map(|_| ())
+            conn.prepare_cached("DELETE FROM push_jobs WHERE id = ?1 AND lease = ?2")
+                .and_then(|mut s| s.execute([id, lease]))
+                .map(|n| n == 1)
                 .map_err(sql_err)
         })
         .await
     }
 
-    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<bool>> {
+    async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<LedgerEntry>> {
         let entries = entries.to_vec();
         self.write(move |conn| {
             entries
                 .iter()
-                .map(|e| write_ledger(conn, e, false))
+                .map(|e| {
+                    write_ledger(conn, e, false)?;
+                    Ok(ledger_entry(conn, &e.user, &e.room, e.seq)?.unwrap_or_else(|| e.clone()))
+                })
                 .collect()
         })
         .await
@@ -388,31 +432,38 @@ impl PushStore for SqliteStore {
         .await
     }
 
-    async fn ledger_entries(
+    async fn claim_ledger(
         &self,
         user: &UserId,
         room: &RoomId,
         seqs: &[Seq],
+        owner: &str,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        let (user, room, mut seqs) = (user.clone(), room.clone(), seqs.to_vec());
+        let (user, room, owner, mut seqs) =
+            (user.clone(), room.clone(), owner.to_owned(), seqs.to_vec());
         seqs.sort_unstable();
-        self.read(move |conn| {
+        seqs.dedup();
+        self.write(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
-                    "SELECT entry FROM push_ledger WHERE user_id = ?1 AND room_id = ?2 AND seq = ?3",
+                    "UPDATE push_ledger SET owner = ?4
+                     WHERE user_id = ?1 AND room_id = ?2 AND seq = ?3 AND outcome = 'queued'
+                       AND (owner IS NULL OR owner = ?4)
+                     RETURNING entry",
                 )
                 .map_err(sql_err)?;
-            let mut found = Vec::new();
+            let mut owned = Vec::new();
             for seq in seqs {
                 let entry = stmt
-                    .query_row(params![user.as_str(), room.as_str(), seq_to_i64(seq)], |r| {
-                        from_json::<LedgerEntry>(0, &r.get::<_, String>(0)?)
-                    })
+                    .query_row(
+                        params![user.as_str(), room.as_str(), seq_to_i64(seq), owner],
+                        |r| from_json::<LedgerEntry>(0, &r.get::<_, String>(0)?),
+                    )
                     .optional()
                     .map_err(sql_err)?;
-                found.extend(entry);
+                owned.extend(entry);
             }
-            Ok(found)
+            Ok(owned)
         })
         .await
     }
@@ -477,12 +528,20 @@ impl PushStore for SqliteStore {
         .await
     }
 
-    async fn expire_ledger(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+    async fn expire_ledger(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
         self.write(move |conn| {
-            conn.prepare_cached("DELETE FROM push_ledger WHERE updated_at < ?1")
-                .and_then(|mut s| s.execute([before.timestamp_millis()]))
-                .map(|n| n as u64)
-                .map_err(sql_err)
+            conn.prepare_cached(
+                "DELETE FROM push_ledger WHERE (user_id, room_id, seq) IN (
+                     SELECT user_id, room_id, seq FROM push_ledger WHERE updated_at < ?1 LIMIT ?2)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![
+                    before.timestamp_millis(),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ])
+            })
+            .map(|n| n as u64)
+            .map_err(sql_err)
         })
         .await
     }

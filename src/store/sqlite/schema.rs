@@ -111,6 +111,7 @@ CREATE TABLE push_jobs (
     attempts    INTEGER NOT NULL DEFAULT 0,
     done        TEXT NOT NULL DEFAULT '[]',
     lease_node  TEXT,
+    lease       TEXT NOT NULL DEFAULT '',
     lease_until INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX push_jobs_open ON push_jobs (user_id, room_id, kind) WHERE open = 1;
@@ -122,6 +123,7 @@ CREATE TABLE push_ledger (
     outcome     TEXT NOT NULL,
     decided_at  INTEGER NOT NULL,
     updated_at  INTEGER NOT NULL,
+    owner       TEXT,
     entry       TEXT NOT NULL,
     PRIMARY KEY (user_id, room_id, seq)
 ) WITHOUT ROWID;

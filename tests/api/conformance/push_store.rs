@@ -67,6 +67,25 @@ pub async fn devices_belong_to_one_user_and_are_capped(f: &impl StoreFactory) {
             .unwrap(),
         Registered::TooMany
     );
+    // A user at the cap cannot take another's device either, and its owner keeps it.
+    let carols = gateway_device("carol", "kc", "carol's");
+    assert!(matches!(
+        store.register_device(carols.clone(), 2).await.unwrap(),
+        Registered::Created(_)
+    ));
+    let grab = gateway_device("alice", "kc", "grab");
+    assert_eq!(
+        store.register_device(grab, 2).await.unwrap(),
+        Registered::TooMany
+    );
+    assert_eq!(
+        store.devices(&[user("carol")]).await.unwrap(),
+        std::slice::from_ref(&carols)
+    );
+    store
+        .remove_devices(std::slice::from_ref(&carols.id))
+        .await
+        .unwrap();
     // Bob registers alice's phone: it is his now.
     let taken = gateway_device("bob", "k1", "bob's");
     assert!(matches!(
@@ -126,19 +145,13 @@ pub async fn undecided_messages_are_claimed_once_until_decided(f: &impl StoreFac
                 .unwrap()
         }
     };
+    let too_recent = store.claim_undecided(t, later, lease, 10).await.unwrap();
+    assert!(too_recent.is_empty(), "stored too recently");
     let first: Vec<u64> = claim(later, lease).await.iter().map(|m| m.seq).collect();
     assert_eq!(first, [1, 3], "only marked messages, oldest first");
     assert!(
         claim(later, lease).await.is_empty(),
         "held until the lease runs out"
-    );
-    assert!(
-        store
-            .claim_undecided(t, later, lease, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "stored too recently"
     );
     let after = lease + Duration::seconds(1);
     assert_eq!(
@@ -211,7 +224,11 @@ pub async fn jobs_collapse_until_claimed_and_are_leased(f: &impl StoreFactory) {
     job.attempts = 1;
     job.done_devices = vec!["d1".into()];
     job.due_at = due + Duration::seconds(2);
-    store.reschedule_job(&job).await.unwrap();
+    assert!(store.reschedule_job(&job).await.unwrap());
+    assert!(
+        !store.reschedule_job(&job).await.unwrap(),
+        "that lease was given back"
+    );
     assert!(
         store
             .claim_jobs(
@@ -237,8 +254,11 @@ pub async fn jobs_collapse_until_claimed_and_are_leased(f: &impl StoreFactory) {
         ),
         (job.id.as_str(), 1, vec!["d1".to_owned()])
     );
-    store.finish_job(&job.id).await.unwrap();
-    store.finish_job(&newer[0].id).await.unwrap();
+    // The first claim's holder comes back late: it can neither finish nor reschedule it.
+    assert!(!store.finish_job(&job).await.unwrap());
+    assert!(!store.reschedule_job(&job).await.unwrap());
+    assert!(store.finish_job(&retried[0]).await.unwrap());
+    assert!(store.finish_job(&newer[0]).await.unwrap());
     let far = due + Duration::minutes(5);
     assert!(
         store
@@ -266,6 +286,33 @@ pub async fn jobs_collapse_until_claimed_and_are_leased(f: &impl StoreFactory) {
             .collect::<Vec<_>>(),
         [(JobKind::Badge, vec![5])]
     );
+}
+
+/// Enqueues racing from several nodes make one open job per (user, room).
+pub async fn concurrent_enqueues_make_one_job(f: &impl StoreFactory) {
+    let nodes = f.nodes(4).await;
+    let room = room(&*nodes[0]).await;
+    let (bob, t) = (user("bob"), now());
+    let enqueues: Vec<_> = (1..=40u64)
+        .map(|seq| {
+            let (store, room, bob) = (nodes[seq as usize % 4].clone(), room.clone(), bob.clone());
+            tokio::spawn(async move {
+                store
+                    .enqueue_job(&bob, &room, JobKind::Message, seq, t, t)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    for e in enqueues {
+        e.await.unwrap();
+    }
+    let jobs = nodes[0]
+        .claim_jobs("n", t, t + Duration::seconds(5), 10)
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].seqs, (1..=40).collect::<Vec<_>>());
 }
 
 /// The first decision about a message and member stands; later writes replace it only
@@ -297,17 +344,50 @@ pub async fn the_ledger_keeps_first_decisions_and_answers_by_room_and_seq(f: &im
             t + Duration::seconds(1),
         ),
     ];
-    assert_eq!(store.record_decisions(&first).await.unwrap(), [true, true]);
+    assert_eq!(store.record_decisions(&first).await.unwrap(), first);
     let late = [
         entry(0, Outcome::Skipped, Some(Reason::NoDevice), t),
         entry(2, Outcome::Queued, None, t + Duration::seconds(2)),
     ];
-    assert_eq!(store.record_decisions(&late).await.unwrap(), [false, true]);
-    let got = store.ledger_entries(&bob, &room, &[3, 1, 9]).await.unwrap();
+    let stored = store.record_decisions(&late).await.unwrap();
+    assert_eq!(
+        stored,
+        [first[0].clone(), late[1].clone()],
+        "the first decision stands"
+    );
+    // One job owns a queued entry until it settles it; skipped ones are nobody's.
+    let got = store
+        .claim_ledger(&bob, &room, &[3, 1, 9, 2], "job-a")
+        .await
+        .unwrap();
     assert_eq!(
         got.iter().map(|e| (e.seq, e.outcome)).collect::<Vec<_>>(),
         [(1, Outcome::Queued), (3, Outcome::Queued)]
     );
+    let theirs = store
+        .claim_ledger(&bob, &room, &[1, 3], "job-b")
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "owned by job-a");
+    assert_eq!(
+        store
+            .claim_ledger(&bob, &room, &[1], "job-a")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    let mut retrying = late[1].clone();
+    retrying.attempts = 2;
+    store
+        .update_ledger(std::slice::from_ref(&retrying))
+        .await
+        .unwrap();
+    let theirs = store
+        .claim_ledger(&bob, &room, &[3], "job-b")
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "an update keeps the owner");
     assert!(!store.notified_between(&bob, &room, 0, 3).await.unwrap());
     let mut sent = first[0].clone();
     sent.outcome = Outcome::Sent;
@@ -333,7 +413,7 @@ pub async fn the_ledger_keeps_first_decisions_and_answers_by_room_and_seq(f: &im
     );
     let cutoff = t + Duration::milliseconds(1500);
     assert_eq!(
-        store.expire_ledger(cutoff).await.unwrap(),
+        store.expire_ledger(cutoff, 10).await.unwrap(),
         1,
         "only m2 was last updated before"
     );

@@ -57,6 +57,7 @@ macro_rules! store_conformance {
             devices_belong_to_one_user_and_are_capped,
             undecided_messages_are_claimed_once_until_decided,
             jobs_collapse_until_claimed_and_are_leased,
+            concurrent_enqueues_make_one_job,
             the_ledger_keeps_first_decisions_and_answers_by_room_and_seq
         );
     };
