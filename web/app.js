@@ -3,7 +3,9 @@
 // replies), roles, presence, typing, receipts and unread counts (and reports delivered, read
 // and active by itself). This file only renders what the SDK holds: the room list, and the
 // open Room's messages, who is typing and how far own messages got; and it turns clicks and
-// keys into the Room's calls (send, edit, delete, react, setRole, leave).
+// keys into the Room's calls (send, edit, delete, react, setRole, leave). Notifications:
+// the SDK turns Web Push on and off; the service worker (/sw.js) shows them, and a click on
+// one comes back here as `?room=` or an "open-room" message.
 
 import { ChatClient, devLogin } from "/sdk/chatd.js";
 
@@ -67,6 +69,16 @@ function describe(error) {
       return "That message is no longer there (it may have been deleted).";
     case "edit_window_closed":
       return "It is too late to edit that message.";
+    case "push_not_configured":
+      return "This server does not send notifications.";
+    case "too_many_devices":
+      return "Notifications are on in too many of your browsers and apps; turn them off in one first.";
+    case "permission_denied":
+      return "Notifications are blocked for this site: allow them in the browser's site settings.";
+    case "unsupported":
+      return "This browser cannot receive notifications.";
+    case "subscribe_failed":
+      return `The browser could not turn notifications on (${error.message}).`;
     default:
       return error.message || "Something went wrong.";
   }
@@ -84,6 +96,7 @@ function showLogin(message = "") {
   $("#chat-view").hidden = true;
   $("#logout").hidden = true;
   $("#hide-presence-field").hidden = true;
+  $("#push-field").hidden = true;
   $("#login-view").hidden = false;
   $("#login-error").textContent = message;
   $("#login-name").focus();
@@ -110,6 +123,8 @@ $("#login-form").addEventListener("submit", async (event) => {
 $("#logout").addEventListener("click", () => {
   sessionStorage.removeItem(TOKEN_KEY);
   closeRoom();
+  // This browser no longer gets the user's notifications (whoever signs in next would see them).
+  client?.disableWebPush().catch(() => {});
   client?.stop();
   client = null;
   location.hash = "";
@@ -164,7 +179,8 @@ async function start(token) {
   await client.start();
   showChat();
   loadSettings(own);
-  const wanted = roomFromHash();
+  loadPush(own);
+  const wanted = roomFromQuery() ?? roomFromHash();
   const room = wanted && client.room(wanted);
   // Opening the fragment's room may fail (network, a room just left): report it, stay signed in.
   if (room) await openRoom(room).catch((error) => toast(describe(error)));
@@ -188,6 +204,18 @@ function roomFromHash() {
     history.replaceState(history.state, "", location.pathname + location.search);
     return null;
   }
+}
+
+/** The room a notification's click opened the app on (`/?room=<id>`), or null; the query is
+ * cleared (the fragment names the open room from then on). */
+function roomFromQuery() {
+  const params = new URLSearchParams(location.search);
+  const room = params.get("room");
+  if (room === null) return null;
+  params.delete("room");
+  const query = params.toString();
+  history.replaceState(history.state, "", location.pathname + (query ? `?${query}` : "") + location.hash);
+  return room || null;
 }
 
 function roomName(room) {
@@ -815,6 +843,65 @@ $("#hide-presence").addEventListener("change", async (event) => {
     box.disabled = false;
   }
 });
+
+// ---- notifications --------------------------------------------------------------------------
+
+/** Per state of webPushState(): the note beside the checkbox, and its tooltip. */
+const PUSH_STATES = {
+  on: ["", "You get notifications of new messages while chatd is closed"],
+  off: ["", "Get notifications of new messages while chatd is closed"],
+  blocked: ["blocked in this browser", "Allow notifications for this site in the browser's settings, then reload"],
+  unsupported: ["not supported by this browser", ""],
+  not_offered: ["not offered by this server", ""],
+};
+
+/** Shows where Web Push stands (an older server without push: no control at all). */
+async function loadPush(own) {
+  try {
+    const state = await own.webPushState();
+    if (client === own) renderPush(state);
+  } catch {
+    $("#push-field").hidden = true;
+  }
+}
+
+function renderPush(state) {
+  const field = $("#push-field");
+  const box = $("#push-enabled");
+  field.hidden = false;
+  field.dataset.state = state;
+  box.checked = state === "on";
+  box.disabled = state !== "on" && state !== "off";
+  const [note, title] = PUSH_STATES[state] ?? ["", ""];
+  $("#push-note").textContent = note;
+  field.title = title;
+}
+
+$("#push-enabled").addEventListener("change", async (event) => {
+  const box = event.target;
+  const own = client;
+  box.disabled = true;
+  $("#push-note").textContent = box.checked ? "turning on…" : "turning off…";
+  try {
+    if (box.checked) await own.enableWebPush({ name: `chatd web app (${navigator.userAgentData?.platform || navigator.platform || "browser"})` });
+    else await own.disableWebPush();
+  } catch (error) {
+    toast(describe(error));
+  }
+  await loadPush(own); // what the browser and the server say now
+});
+
+// A click on a notification while the app is open: the service worker asks for the room.
+navigator.serviceWorker?.addEventListener("message", async (event) => {
+  if (event.data?.type !== "open-room" || !client) return;
+  const own = client;
+  let room = own.room(event.data.room);
+  if (!room) room = (await own.refreshRooms().catch(() => [])).find((r) => r.id === event.data.room); // joined since
+  if (client !== own) return;
+  if (room) await openRoom(room).catch((error) => toast(describe(error)));
+  else toast(describe({ code: "room_not_found" }));
+});
+navigator.serviceWorker?.startMessages();
 
 // ---- boot ------------------------------------------------------------------------------
 

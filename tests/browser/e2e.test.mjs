@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
-import { ROOT, startChatd, startRedis, startMongo, startNginx, clusterEnv, eventually } from "../support/servers.mjs";
+import { ROOT, startChatd, startRedis, startMongo, startNginx, clusterEnv, eventually, vapidKeys } from "../support/servers.mjs";
 
 const ARTIFACTS = join(ROOT, "target/test-artifacts");
 mkdirSync(ARTIFACTS, { recursive: true });
@@ -23,9 +23,10 @@ after(async () => {
   await browser?.close();
 });
 
-/** A fresh browser context (its own storage: a separate user) signed in as `user`. */
-async function signIn(base, user, viewport = { width: 1100, height: 720 }) {
-  const context = await browser.newContext({ viewport });
+/** A fresh browser context (its own storage: a separate user) signed in as `user`;
+ * `permissions` are granted to every page of it (e.g. "notifications"). */
+async function signIn(base, user, viewport = { width: 1100, height: 720 }, permissions = []) {
+  const context = await browser.newContext({ viewport, permissions });
   return signInPage(await context.newPage(), base, user);
 }
 
@@ -402,6 +403,96 @@ test("group settings: the owner makes an admin, the admin removes a member, the 
     await ben.locator('#group-dialog [data-testid="member"][data-user="ben"][data-role="owner"]').waitFor();
     await member(ben, "ann").waitFor({ state: "detached" });
   } finally {
+    await node.proc.kill();
+  }
+});
+
+/** The notifications the page's service worker shows: {title, body, tag, data}. */
+async function notificationsShown(page) {
+  return page.evaluate(async () => {
+    const registration = await navigator.serviceWorker.getRegistration();
+    const shown = registration ? await registration.getNotifications() : [];
+    return shown.map((n) => ({ title: n.title, body: n.body, tag: n.tag, data: n.data }));
+  });
+}
+
+// Chromium's Playwright contexts are incognito, where Chromium has no Push API: subscribing
+// fails at once (and with a profile of its own it waits forever for a push service this
+// machine cannot reach). So pushes come from DevTools (ServiceWorker.deliverPushMessage), with
+// the payloads chatd sends.
+test("notifications: the control, the service worker from /sw.js, one notification per room, closed by a badge update, a click opens the room", async () => {
+  const plain = await startChatd("e2e-no-push");
+  const node = await startChatd("e2e-push", { CHATD__PUSH__VAPID_PRIVATE_KEY: vapidKeys().privateKey });
+  try {
+    const elsewhere = await signIn(plain.base, "alice", undefined, ["notifications"]);
+    await elsewhere.waitForSelector('[data-testid="push"][data-state="not_offered"]');
+    assert.equal(await elsewhere.locator('[data-testid="push-note"]').textContent(), "not offered by this server");
+    assert.ok(await elsewhere.getByLabel("Notifications").isDisabled());
+    await elsewhere.context().close();
+
+    const alice = await signIn(node.base, "alice", undefined, ["notifications"]);
+    const context = alice.context();
+    await alice.waitForSelector('[data-testid="push"][data-state="off"]');
+    await openDirect(alice, "bob");
+    const room = await alice.getAttribute('[data-testid="room"][aria-current="true"]', "data-room-id");
+    await openDirect(alice, "carol"); // another room is open when bob's notification is clicked
+
+    // Turning notifications on registers the service worker; subscribing fails here, and says so.
+    const registered = context.serviceWorkers().length ? Promise.resolve(context.serviceWorkers()[0]) : context.waitForEvent("serviceworker");
+    await alice.getByLabel("Notifications").click();
+    const worker = await registered;
+    assert.equal(worker.url(), `${node.base}/sw.js`);
+    await alice.locator(".toast", { hasText: "could not turn notifications on" }).waitFor();
+    await alice.waitForSelector('[data-testid="push"][data-state="off"]');
+    assert.equal(await alice.getByLabel("Notifications").isChecked(), false);
+    assert.equal(await alice.evaluate(async () => (await navigator.serviceWorker.getRegistration())?.scope), `${node.base}/`);
+
+    const cdp = await context.newCDPSession(alice);
+    const registrations = [];
+    cdp.on("ServiceWorker.workerRegistrationUpdated", (event) => registrations.push(...event.registrations));
+    await cdp.send("ServiceWorker.enable");
+    const registrationId = await eventually(() => registrations.find((r) => !r.isDeleted && r.scopeURL === `${node.base}/`)?.registrationId, 15000, "the registration");
+    const push = (payload) => cdp.send("ServiceWorker.deliverPushMessage", { origin: node.base, registrationId, data: JSON.stringify(payload) });
+    const message = { type: "message", room, roomName: "bob", messageId: "m1", sender: "bob", senders: ["bob"] };
+
+    await push({ ...message, seq: 1, text: "Are you there?", count: 1, unread: 1 });
+    const one = { title: "bob", body: "Are you there?", tag: room, data: { room, seq: 1 } };
+    await eventually(async () => JSON.stringify(await notificationsShown(alice)) === JSON.stringify([one]), 15000, "bob's notification");
+    // More messages of the room replace it; another room (a group: who wrote it) has its own.
+    await push({ ...message, id: "job-2", seq: 3, text: "Hello?", count: 2, unread: 2 });
+    await push({ type: "message", room: "group-room", roomName: "Trip", seq: 7, messageId: "m7", sender: "cat", senders: ["cat"], text: "Mountains!", count: 1, unread: 3 });
+    const two = { title: "bob", body: "2 new messages from bob\nHello?", tag: room, data: { id: "job-2", room, seq: 3 } };
+    const group = { title: "Trip", body: "cat: Mountains!", tag: "group-room", data: { room: "group-room", seq: 7 } };
+    const byTag = async () => (await notificationsShown(alice)).sort((a, b) => a.tag.localeCompare(b.tag));
+    const expected = [two, group].sort((a, b) => a.tag.localeCompare(b.tag));
+    await eventually(async () => JSON.stringify(await byTag()) === JSON.stringify(expected), 15000, "one notification per room");
+    // The same notification again (a node took its job over): nothing changes.
+    await push({ ...message, id: "job-2", seq: 3, text: "resent", count: 2, unread: 2 });
+    await push({ type: "message", room: "marker-room", roomName: "eve", seq: 1, messageId: "m9", sender: "eve", senders: ["eve"], text: "after", count: 1, unread: 5 });
+    await eventually(async () => (await notificationsShown(alice)).some((n) => n.tag === "marker-room"), 15000, "the marker");
+    assert.deepEqual((await notificationsShown(alice)).find((n) => n.tag === room), two);
+    // Without text (push.include_text = false): what came, not what it said.
+    await push({ type: "message", room: "quiet-room", roomName: "dan", seq: 2, messageId: "m2", sender: "dan", senders: ["dan"], count: 1, unread: 4 });
+    await eventually(async () => (await notificationsShown(alice)).some((n) => n.tag === "quiet-room" && n.body === "New message"), 15000, "a notification without text");
+
+    // The room was read elsewhere: its badge update closes its notification, not the others'.
+    await push({ type: "badge", room, unread: 1 });
+    await eventually(async () => JSON.stringify((await notificationsShown(alice)).map((n) => n.tag).sort()) === JSON.stringify(["group-room", "marker-room", "quiet-room"]), 15000, "bob's notification closed");
+
+    // A click on a notification: the open app is asked to show the room (the worker's click
+    // handler, called directly: DevTools cannot click a notification).
+    await worker.evaluate((room) => openRoom(room), room);
+    await alice.waitForSelector(`[data-testid="room"][data-room-id="${room}"][aria-current="true"]`);
+    assert.equal(await alice.locator("#room-title").textContent(), "bob");
+    // Or it opens the app at /?room=: the room is shown, the query gives way to the fragment.
+    await openRoomNamed(alice, "carol");
+    await alice.goto(`${node.base}/?room=${encodeURIComponent(room)}`);
+    await alice.waitForSelector(`[data-testid="room"][data-room-id="${room}"][aria-current="true"]`);
+    const url = new URL(alice.url());
+    assert.equal(url.search, "");
+    assert.equal(url.hash, `#${room}`);
+  } finally {
+    await plain.proc.kill();
     await node.proc.kill();
   }
 });

@@ -19,6 +19,7 @@ export const implementations: {
   isRetryable: rules.isRetryable,
   ChatError: errors.ChatError,
   devLogin: rest.devLogin,
+  base64UrlToBytes: rest.base64UrlToBytes,
   RoomLog: rooms.RoomLog,
   RoomState: rooms.RoomLog,
   Outbox: rooms.Outbox,
@@ -29,3 +30,15 @@ export const implementations: {
 
 // A Room, as implemented, is what chatd.d.ts calls a Room.
 export const room: (r: rooms.Room) => Declared.Room = (r) => r;
+
+// What the push routes answer, as implemented, is what chatd.d.ts declares.
+export const pushRoutes: (r: rest.RestClient) => Pick<Declared.ChatClient, "pushConfig" | "devices" | "registerDevice" | "removeDevice" | "notifications"> = (r) => ({
+  pushConfig: () => r.pushConfig(),
+  devices: () => r.devices(),
+  registerDevice: (registration) => r.registerDevice(registration),
+  removeDevice: (id) => r.removeDevice(id),
+  notifications: (query) => r.notifications(query),
+});
+
+// A service worker can tell the two payloads apart by `type`.
+export const payloadText = (p: Declared.PushPayload): string => (p.type === "message" ? (p.text ?? `${p.count} new`) : String(p.unread));

@@ -10,7 +10,7 @@ import { createServer, connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { randomUUID } from "node:crypto";
+import { generateKeyPairSync, randomUUID } from "node:crypto";
 
 export const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "../..");
 export const CHATD = process.env.CHATD_BIN ?? join(ROOT, "target/debug/chatd");
@@ -210,6 +210,15 @@ export async function startNginx(ports) {
     return new Proc(`js-nginx-${port}`, "nginx", ["-p", dir, "-c", join(dir, "nginx.conf")]);
   });
   return { proc, port, base: `http://127.0.0.1:${port}` };
+}
+
+/** A new VAPID key pair for `push.vapid_private_key` (base64url: the 32-byte private scalar,
+ * and the uncompressed public point that `GET /v1/push` should announce). */
+export function vapidKeys() {
+  const { privateKey } = generateKeyPairSync("ec", { namedCurve: "prime256v1" });
+  const { d, x, y } = privateKey.export({ format: "jwk" });
+  const publicKey = Buffer.concat([Buffer.from([4]), Buffer.from(x, "base64url"), Buffer.from(y, "base64url")]).toString("base64url");
+  return { privateKey: d, publicKey };
 }
 
 /** A token from a node's dev login. */

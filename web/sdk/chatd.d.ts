@@ -157,6 +157,110 @@ export interface UserSettings {
   hidePresence: boolean;
 }
 
+/** `GET /v1/push`: what push notifications this deployment offers. */
+export interface PushConfig {
+  /** Web Push, with the key `pushManager.subscribe` takes as `applicationServerKey`
+   * (base64url: see base64UrlToBytes); null when the server sends none. */
+  webPush: { vapidPublicKey: string } | null;
+  /** Whether the server notifies apps through a push gateway. */
+  gateway: boolean;
+  /** false: notifications carry ids only (no text). */
+  includeText: boolean;
+}
+
+/** What every device is: one browser push subscription or one app install. */
+interface DeviceBase {
+  id: string;
+  name?: string | null;
+  createdAt: string;
+}
+
+export interface WebPushDevice extends DeviceBase {
+  kind: "webpush";
+  endpoint: string;
+}
+
+export interface GatewayDevice extends DeviceBase {
+  kind: "gateway";
+  appId: string;
+  pushKey: string;
+  /** Passed to the gateway as it is. */
+  data?: Record<string, unknown> | null;
+}
+
+/** A device of `GET /v1/me/devices` (docs/protocol.md, "Devices"). */
+export type Device = WebPushDevice | GatewayDevice;
+
+/** The body of `POST /v1/me/devices`: a browser's `PushSubscription.toJSON()`, or an app's
+ * push key (`appId` 1-64 printable ASCII, `pushKey` 1-512, `data` at most 1 KiB). `name`: at
+ * most 100 characters. */
+export type DeviceRegistration =
+  | { kind: "webpush"; subscription: { endpoint: string; keys: { p256dh: string; auth: string }; expirationTime?: number | null }; name?: string }
+  | { kind: "gateway"; appId: string; pushKey: string; data?: Record<string, unknown>; name?: string };
+
+export interface NotificationQuery {
+  /** 1-200 (the server's default: 50). */
+  limit?: number;
+  /** Only this room's. */
+  room?: string;
+}
+
+export type NotificationOutcome = "queued" | "sent" | "collapsed" | "skipped" | "failed";
+
+/** One decision of the ledger (`GET /v1/me/notifications`): why a message was notified, or
+ * not. Reasons: skipped "online" | "read" | "deleted" | "no_device" | "left", failed
+ * "rejected" | "gave_up" | "refused". */
+export interface NotificationRecord {
+  room: string;
+  seq: number;
+  messageId: string;
+  sender: string;
+  outcome: NotificationOutcome;
+  reason?: string | null;
+  /** collapsed: the later seq of the room whose notification covered this one. */
+  collapsedInto?: number | null;
+  attempts: number;
+  /** Per device: "sent", or "rejected" by its push service; `error` while being retried. */
+  devices: { device: string; kind: Device["kind"]; status: string; at?: string | null; error?: string | null }[];
+  decidedAt: string;
+  updatedAt: string;
+}
+
+/** The decrypted payload of chatd's Web Push messages (what a service worker reads). */
+export type PushPayload =
+  | {
+      type: "message";
+      /** The notification's id: the same when a resend follows a node's crash. */
+      id: string;
+      room: string;
+      /** The group's name, or the sender for a direct room; absent with ids only. */
+      roomName?: string;
+      /** The newest message covered. */
+      seq: number;
+      messageId: string;
+      sender: string;
+      senders: string[];
+      /** Absent when the server sends ids only (includeText false); cut to its max_text_chars. */
+      text?: string;
+      /** How many messages the notification covers. */
+      count: number;
+      /** The user's unread total over all rooms (the badge). */
+      unread: number;
+    }
+  | { type: "badge"; id: string; room: string; unread: number };
+
+export interface WebPushOptions {
+  /** The service worker's script (default "/sw.js", the one chatd serves). */
+  serviceWorker?: string;
+  /** The device's name, shown in the user's device list (enableWebPush). */
+  name?: string;
+}
+
+/** Web Push in this browser, for this user: "on" (subscribed, and the subscription is one of
+ * the user's devices), "off", "blocked" (notifications denied), "unsupported" (by the browser),
+ * "not_offered" (by the server). */
+export type WebPushState = "on" | "off" | "blocked" | "unsupported" | "not_offered";
+
 /** The page the client watches in a browser (the `document`): input reports `active`; the
  * open room is read while it is visible. */
 export interface PageLike {
@@ -184,7 +288,9 @@ export declare class ChatError extends Error {
    * ...), or the SDK's own:
    *   "stopped":   stop() was called before a send was confirmed, or before start() went online;
    *   "closed":    the server closed the connection asking the app to act first (4400-4499);
-   *   "discarded": discard() dropped a message that was still on its way.
+   *   "discarded": discard() dropped a message that was still on its way;
+   *   "unsupported", "permission_denied", "subscribe_failed": enableWebPush() could not
+   *                subscribe (no Push API here, notifications denied, the push service refused).
    */
   code: string;
   /** HTTP status, for REST errors. */
@@ -440,6 +546,29 @@ export declare class ChatClient {
   /** Gives a member of a group a role (owners only). */
   setRole(roomId: string, user: string, role: Role): Promise<RoomInfo>;
   presence(roomId: string): Promise<RoomPresence>;
+  /** `GET /v1/push`: what push this deployment offers. */
+  pushConfig(): Promise<PushConfig>;
+  /** The user's devices, oldest first. */
+  devices(): Promise<{ devices: Device[] }>;
+  /** `POST /v1/me/devices`; `created` is false when the user had registered it already
+   * (updated, same id). Refusals: too_many_devices, push_not_configured, bad_field. */
+  registerDevice(registration: DeviceRegistration): Promise<{ device: Device; created: boolean }>;
+  /** `DELETE /v1/me/devices/{id}`; rejects with device_not_found for an unknown id. */
+  removeDevice(id: string): Promise<null>;
+  /** The notification ledger, newest first: why notifications came or did not. */
+  notifications(query?: NotificationQuery): Promise<{ notifications: NotificationRecord[] }>;
+  /**
+   * Browsers: turns Web Push on (asks for the permission if needed, registers the service
+   * worker, subscribes with the server's VAPID key, registers the subscription); resolves
+   * with the device. Rejects with ChatError "push_not_configured", "unsupported",
+   * "permission_denied" or "subscribe_failed".
+   */
+  enableWebPush(options?: WebPushOptions): Promise<Device>;
+  /** Browsers: removes this browser's subscription from the user's devices and unsubscribes
+   * (nothing happens when it is no device of the user's). */
+  disableWebPush(options?: WebPushOptions): Promise<void>;
+  /** Where Web Push stands in this browser for this user. */
+  webPushState(options?: WebPushOptions): Promise<WebPushState>;
   /** Any REST call with the client's token; throws ChatError with the server's code. */
   api<T = unknown>(method: string, path: string, body?: unknown): Promise<T>;
 }
@@ -568,5 +697,7 @@ export declare function backoffDelay(attempt: number, options?: { baseMs?: numbe
 /** Whether a retry can cure the error (docs/protocol-rules.json, "errors"): store_unavailable,
  * bus_unavailable, rate_limited, internal, request_timeout, overloaded. */
 export declare function isRetryable(code: string | undefined): boolean;
+/** The bytes of a base64url text, e.g. PushConfig's vapidPublicKey for `pushManager.subscribe`. */
+export declare function base64UrlToBytes(text: string): Uint8Array;
 /** Development only: a token from the server's dev login. */
 export declare function devLogin(baseUrl: string, user: string, fetchImpl?: typeof fetch): Promise<string>;

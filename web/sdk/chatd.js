@@ -11,19 +11,42 @@
 //   - group roles, kept from room objects and `members` frames;
 //   - presence, typing, delivered and read receipts, unread counts (rooms.js too): held as
 //     state, and the user's own reported by themselves: `delivered` when messages arrive,
-//     `read` while a room is open in a visible page, `active` on input, typing paced.
+//     `read` while a room is open in a visible page, `active` on input, typing paced;
+//   - push notifications: the user's devices and the notification ledger over REST, and in
+//     a browser Web Push turned on and off (the service worker, the subscription, its device).
 // The UI renders `client.rooms()` and each Room's `messages()`, and listens to events.
 //
 // Protocol reference: docs/protocol.md; its rules as data: docs/protocol-rules.json.
 
 import { ChatError } from "./errors.js";
-import { Credentials, RestClient } from "./rest.js";
+import { Credentials, RestClient, base64UrlToBytes } from "./rest.js";
 import { Emitter, Outbox, PositionReporter, PresenceBook, Room, TypingBoard, TypingReporter } from "./rooms.js";
 import { backoffDelay, isRetryable } from "./rules.js";
 import { Transport } from "./transport.js";
 
+/** How long enableWebPush waits for the browser's push service. */
+const SUBSCRIBE_TIMEOUT_MS = 30_000;
+
+/**
+ * `promise`, or a rejection with `message` after `ms`.
+ * @template T
+ * @param {Promise<T>} promise
+ * @param {number} ms
+ * @param {string} message
+ * @returns {Promise<T>}
+ */
+function withTimeout(promise, ms, message) {
+  /** @type {ReturnType<typeof setTimeout> | undefined} */
+  let timer;
+  /** @type {Promise<never>} */
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
 export { ChatError } from "./errors.js";
-export { devLogin } from "./rest.js";
+export { base64UrlToBytes, devLogin } from "./rest.js";
 export { MessageFold, Outbox, RoomLog, RoomLog as RoomState } from "./rooms.js";
 export { PROTOCOL, PROTOCOL_VERSION, backoffDelay, closeAction, isRetryable } from "./rules.js";
 
@@ -39,12 +62,19 @@ export { PROTOCOL, PROTOCOL_VERSION, backoffDelay, closeAction, isRetryable } fr
  * @typedef {import("./chatd.js").ReadOptions} ReadOptions
  * @typedef {import("./chatd.js").SendOptions} SendOptions
  * @typedef {import("./chatd.js").Role} Role
+ * @typedef {import("./chatd.js").DeviceRegistration} DeviceRegistration
+ * @typedef {import("./chatd.js").NotificationQuery} NotificationQuery
+ * @typedef {import("./chatd.js").WebPushOptions} WebPushOptions
+ * @typedef {import("./chatd.js").WebPushState} WebPushState
  * @typedef {import("./chatd.js").ChatClient} DeclaredChatClient  the contract ChatClient implements
  * @typedef {Required<Omit<ChatClientOptions, "token" | "getToken" | "backoff">> & { backoff: { baseMs?: number, maxMs?: number } }} Settings
  */
 
 /** Events on the page that mean the user is there (each may report `active`). */
 const INPUT_EVENTS = ["keydown", "input", "pointerdown"];
+
+/** The service worker enableWebPush registers by default (chatd serves the app's at /sw.js). */
+const SERVICE_WORKER = "/sw.js";
 
 /** Sorts rooms most recently active first: by the last message, else by creation. */
 const byActivity = (/** @type {Room} */ a, /** @type {Room} */ b) => {
@@ -838,6 +868,120 @@ export class ChatClient {
     return this.#rest.updateSettings(settings);
   }
 
+  // ---- push notifications --------------------------------------------------------------
+
+  /** What push this deployment offers: `webPush` (null: none), `gateway`, `includeText`. */
+  pushConfig() {
+    return this.#rest.pushConfig();
+  }
+
+  /** The user's devices, oldest first. */
+  devices() {
+    return this.#rest.devices();
+  }
+
+  /**
+   * Registers a browser push subscription or an app install with a gateway; resolves with
+   * the device and whether it is new (false: registered already, updated).
+   * @param {DeviceRegistration} registration
+   */
+  registerDevice(registration) {
+    return this.#rest.registerDevice(registration);
+  }
+
+  /** @param {string} id */
+  removeDevice(id) {
+    return this.#rest.removeDevice(id);
+  }
+
+  /**
+   * Why (or why not) notifications came: the decision per message, newest first.
+   * @param {NotificationQuery} [query]
+   */
+  notifications(query) {
+    return this.#rest.notifications(query);
+  }
+
+  /**
+   * Turns Web Push on in this browser: asks for the notification permission if needed,
+   * registers the service worker, subscribes with the server's VAPID key and registers the
+   * subscription as a device of the user. Resolves with the device; rejects with ChatError
+   * "push_not_configured" (the server offers no Web Push), "unsupported" (no service worker
+   * or Push API here), "permission_denied", or "subscribe_failed" (the push service refused).
+   * @param {WebPushOptions} [options]
+   */
+  async enableWebPush({ serviceWorker = SERVICE_WORKER, name } = {}) {
+    const config = await this.pushConfig();
+    if (!config.webPush) throw new ChatError("push_not_configured", "this server does not offer Web Push notifications");
+    const container = webPushContainer();
+    if (!container) throw new ChatError("unsupported", "this browser cannot receive Web Push notifications");
+    if (Notification.permission !== "granted" && (await Notification.requestPermission()) !== "granted") {
+      throw new ChatError("permission_denied", "notifications are not allowed for this site");
+    }
+    const registration = await activated(await container.register(serviceWorker));
+    const key = base64UrlToBytes(config.webPush.vapidPublicKey);
+    let subscription = await registration.pushManager.getSubscription();
+    // One made with another key (the server's was replaced) cannot be used, nor one that is no
+    // device of the user's (chatd removed it when its push service said it is gone, or it is
+    // another user's of this browser, who loses it to this one anyway): a new one is made.
+    if (subscription && !(sameBytes(subscription.options.applicationServerKey, key) && (await this.#webPushDevice(subscription)))) {
+      await subscription.unsubscribe();
+      subscription = null;
+    }
+    try {
+      // A browser that cannot reach its push service may never answer: give up after 30 s.
+      subscription ??= await withTimeout(
+        registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key }),
+        SUBSCRIBE_TIMEOUT_MS,
+        "the browser's push service did not answer within 30 s",
+      );
+    } catch (error) {
+      const denied = error instanceof DOMException && error.name === "NotAllowedError";
+      throw new ChatError(denied ? "permission_denied" : "subscribe_failed", error instanceof Error ? error.message : String(error));
+    }
+    const json = /** @type {{ endpoint: string, keys: { p256dh: string, auth: string } }} */ (subscription.toJSON());
+    const registered = await this.registerDevice({ kind: "webpush", subscription: json, ...(name === undefined ? {} : { name }) });
+    return registered.device;
+  }
+
+  /**
+   * Turns Web Push off in this browser: removes the subscription's device and unsubscribes.
+   * Nothing happens where it was not on for this user (a subscription another user of the
+   * browser registered since stays theirs).
+   * @param {WebPushOptions} [options]  serviceWorker: the script enableWebPush registered
+   */
+  async disableWebPush({ serviceWorker = SERVICE_WORKER } = {}) {
+    const subscription = await webPushSubscription(serviceWorker);
+    const device = subscription && (await this.#webPushDevice(subscription));
+    if (!subscription || !device) return;
+    await this.removeDevice(device.id).catch((error) => {
+      if (error.code !== "device_not_found") throw error; // removed meanwhile: as wanted
+    });
+    await subscription.unsubscribe();
+  }
+
+  /**
+   * Where Web Push stands in this browser for this user: "on", "off", "blocked" (the user
+   * denied notifications), "unsupported" (by the browser) or "not_offered" (by the server).
+   * "on" needs the browser's subscription to be one of the user's devices: chatd removes
+   * devices their push service rejects, and moves a subscription to whoever registers it.
+   * @param {WebPushOptions} [options]  serviceWorker: the script enableWebPush registered
+   * @returns {Promise<WebPushState>}
+   */
+  async webPushState({ serviceWorker = SERVICE_WORKER } = {}) {
+    if (!(await this.pushConfig()).webPush) return "not_offered";
+    if (!webPushContainer()) return "unsupported";
+    if (Notification.permission === "denied") return "blocked";
+    const subscription = await webPushSubscription(serviceWorker);
+    return subscription && (await this.#webPushDevice(subscription)) ? "on" : "off";
+  }
+
+  /** @param {PushSubscription} subscription */
+  async #webPushDevice(subscription) {
+    const { devices } = await this.devices();
+    return devices.find((d) => d.kind === "webpush" && d.endpoint === subscription.endpoint);
+  }
+
   /**
    * Any REST call with the client's token; throws ChatError with the server's code.
    * @param {string} method
@@ -847,4 +991,50 @@ export class ChatClient {
   api(method, path, body) {
     return this.#rest.request(method, path, body);
   }
+}
+
+// ---- Web Push in a browser ---------------------------------------------------------------
+
+/** The page's service worker container, where Web Push can work (else null). */
+function webPushContainer() {
+  const container = globalThis.navigator?.serviceWorker;
+  return container && "PushManager" in globalThis && "Notification" in globalThis ? container : null;
+}
+
+/**
+ * This browser's push subscription of the service worker `script`, if any.
+ * @param {string} script
+ */
+async function webPushSubscription(script) {
+  const container = webPushContainer();
+  if (!container) return null;
+  const url = new URL(script, globalThis.location?.href).href;
+  const registrations = await container.getRegistrations();
+  const registration = registrations.find((r) => (r.active ?? r.waiting ?? r.installing)?.scriptURL === url);
+  return registration ? registration.pushManager.getSubscription() : null;
+}
+
+/**
+ * Resolves once the registration has an active worker (subscribing needs one).
+ * @param {ServiceWorkerRegistration} registration
+ * @returns {Promise<ServiceWorkerRegistration>}
+ */
+function activated(registration) {
+  const worker = registration.installing ?? registration.waiting;
+  if (registration.active || !worker) return Promise.resolve(registration);
+  return new Promise((resolve, reject) => {
+    worker.addEventListener("statechange", () => {
+      if (worker.state === "activated") resolve(registration);
+      else if (worker.state === "redundant") reject(new ChatError("unsupported", "the service worker failed to install"));
+    });
+  });
+}
+
+/**
+ * @param {ArrayBuffer | null} buffer
+ * @param {Uint8Array} bytes
+ */
+function sameBytes(buffer, bytes) {
+  const other = buffer ? new Uint8Array(buffer) : new Uint8Array();
+  return other.length === bytes.length && other.every((b, i) => b === bytes[i]);
 }

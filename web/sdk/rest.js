@@ -1,6 +1,6 @@
 // rest.js: the REST half of the protocol (docs/protocol.md, "REST API"): the token every
-// request carries, error bodies turned into ChatError, and the paged room list followed to
-// its end.
+// request carries, error bodies turned into ChatError, the paged room list followed to its
+// end, and the push routes (devices, the notification ledger).
 
 import { ChatError } from "./errors.js";
 
@@ -14,6 +14,11 @@ import { ChatError } from "./errors.js";
  * @typedef {import("./chatd.js").UserSettings} UserSettings
  * @typedef {{ messages: Message[], more: boolean }} MessagePage
  * @typedef {import("./chatd.js").Role} Role
+ * @typedef {import("./chatd.js").PushConfig} PushConfig
+ * @typedef {import("./chatd.js").Device} Device
+ * @typedef {import("./chatd.js").DeviceRegistration} DeviceRegistration
+ * @typedef {import("./chatd.js").NotificationQuery} NotificationQuery
+ * @typedef {import("./chatd.js").NotificationRecord} NotificationRecord
  * @typedef {{ after?: number, before?: number, limit?: number, order?: "asc" | "desc", view?: "log" | "state" }} HistoryQuery
  *   view: "log" (the server's default, and what the SDK reads: every entry, seqs without
  *   holes) or "state" (messages only, each as it stands)
@@ -83,6 +88,18 @@ export class RestClient {
    * @returns {Promise<any>}
    */
   async request(method, path, body) {
+    return (await this.#exchange(method, path, body)).data;
+  }
+
+  /**
+   * One request, with the HTTP status of its success (some answers mean two things: 201
+   * created, 200 there already).
+   * @param {string} method
+   * @param {string} path
+   * @param {unknown} [body]
+   * @returns {Promise<{ status: number, data: any }>}
+   */
+  async #exchange(method, path, body) {
     const token = await this.#credentials.ensure();
     const response = await this.#fetch(this.#baseUrl + path, {
       method,
@@ -92,10 +109,10 @@ export class RestClient {
       },
       body: body === undefined ? undefined : JSON.stringify(body),
     });
-    if (response.status === 204) return null;
+    if (response.status === 204) return { status: 204, data: null };
     const data = await response.json().catch(() => null);
     if (!response.ok) throw ChatError.fromResponse(response.status, data);
-    return data;
+    return { status: response.status, data };
   }
 
   /** @returns {Promise<{ user: string }>} */
@@ -225,6 +242,59 @@ export class RestClient {
   updateSettings(settings) {
     return this.request("PUT", "/v1/me/settings", settings);
   }
+
+  /** @returns {Promise<PushConfig>} */
+  pushConfig() {
+    return this.request("GET", "/v1/push");
+  }
+
+  /** @returns {Promise<{ devices: Device[] }>} */
+  devices() {
+    return this.request("GET", "/v1/me/devices");
+  }
+
+  /**
+   * Registers a browser subscription or an app install; `created` is false when the caller
+   * had registered it already (the same device, updated).
+   * @param {DeviceRegistration} registration
+   * @returns {Promise<{ device: Device, created: boolean }>}
+   */
+  async registerDevice(registration) {
+    const { status, data } = await this.#exchange("POST", "/v1/me/devices", registration);
+    return { device: data, created: status === 201 };
+  }
+
+  /**
+   * @param {string} id
+   * @returns {Promise<null>}
+   */
+  removeDevice(id) {
+    return this.request("DELETE", `/v1/me/devices/${encodeURIComponent(id)}`);
+  }
+
+  /**
+   * The notification ledger, newest first.
+   * @param {NotificationQuery} [query]
+   * @returns {Promise<{ notifications: NotificationRecord[] }>}
+   */
+  notifications({ limit, room } = {}) {
+    const params = new URLSearchParams();
+    if (limit !== undefined) params.set("limit", String(limit));
+    if (room !== undefined) params.set("room", room);
+    const query = params.toString();
+    return this.request("GET", `/v1/me/notifications${query ? `?${query}` : ""}`);
+  }
+}
+
+/**
+ * The bytes of a base64url text (with or without padding), e.g. the VAPID public key of
+ * `GET /v1/push`, which `pushManager.subscribe` takes as its `applicationServerKey`.
+ * @param {string} text
+ * @returns {Uint8Array<ArrayBuffer>}
+ */
+export function base64UrlToBytes(text) {
+  const base64 = text.replace(/-/g, "+").replace(/_/g, "/").replace(/=+$/, "");
+  return Uint8Array.from(atob(base64.padEnd(Math.ceil(base64.length / 4) * 4, "=")), (c) => c.charCodeAt(0));
 }
 
 /** @param {string} roomId */
