@@ -330,6 +330,10 @@ impl Settings {
                 );
             }
         }
+        if !push.enabled() {
+            // Nothing is queued or sent: the timing settings below do not apply.
+            return Ok(());
+        }
         if push.concurrency == 0 || push.queue == 0 || push.poll_ms == 0 {
             return fail(
                 "concurrency",
@@ -662,6 +666,9 @@ mod tests {
             !Settings::defaults().push.enabled(),
             "off unless a sender is configured"
         );
+        // Off, its timings do not matter: long store deadlines start as before.
+        let off = load(&[("CHATD__STORE__TIMEOUT_MS", "60000")]);
+        assert!(off.is_ok(), "{off:?}");
     }
 
     #[test]
