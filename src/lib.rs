@@ -14,6 +14,7 @@ pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod hub;
+pub mod membership;
 pub mod nodes;
 pub mod origins;
 pub mod presence;

@@ -205,6 +205,7 @@ impl Application {
                 limits: settings.limits.clone(),
                 presence_settings: settings.presence.clone(),
                 node: id.clone(),
+                memberships: hub.memberships.clone(),
             },
         );
         let addr = format!("{}:{}", settings.server.host, settings.server.port);

@@ -181,6 +181,13 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         ],
     ),
     (
+        "chatd_mongodb_commands_total",
+        Kind::Counter,
+        Unit::Count,
+        "Commands this node sent to MongoDB, by name (command monitoring): round trips to the store.",
+        &[&[("command", "insert")], &[("command", "find")]],
+    ),
+    (
         "chatd_push_decisions_total",
         Kind::Counter,
         Unit::Count,

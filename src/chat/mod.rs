@@ -157,6 +157,8 @@ pub struct Chat {
     pub(super) presence_settings: PresenceSettings,
     /// This node's id (in trace logs).
     pub(super) node: String,
+    /// Memberships trusted without the store (see `crate::membership`).
+    pub(super) memberships: Arc<crate::membership::MembershipCache>,
 }
 
 /// What a [`Chat`] is built from besides the store and bus.
@@ -169,6 +171,7 @@ pub struct ChatParts {
     pub limits: Limits,
     pub presence_settings: PresenceSettings,
     pub node: String,
+    pub memberships: Arc<crate::membership::MembershipCache>,
 }
 
 impl Chat {
@@ -182,6 +185,7 @@ impl Chat {
             limits,
             presence_settings,
             node,
+            memberships,
         } = parts;
         Self {
             store,
@@ -194,6 +198,7 @@ impl Chat {
             limits,
             presence_settings,
             node,
+            memberships,
         }
     }
 
@@ -292,8 +297,14 @@ impl Chat {
     }
 
     pub(super) async fn require_member(&self, room: &RoomId, user: &UserId) -> ChatResult<()> {
+        if self.memberships.is_member(room, user) {
+            return Ok(());
+        }
         match self.store.membership(room, user).await? {
-            Some(_) => Ok(()),
+            Some(_) => {
+                self.memberships.remember(room, user);
+                Ok(())
+            }
             None => Err(ChatError::RoomNotFound),
         }
     }
@@ -313,7 +324,10 @@ impl Chat {
         }
     }
 
+    /// Tells the room's members, and every node that follows it, who its members are now.
+    /// This node forgets what it knew of them at once; the others when the event arrives.
     pub(super) async fn announce_members(&self, room: &Room) {
+        self.memberships.forget_room(&room.id);
         let event = BusEvent::Members {
             room: room.id.clone(),
             members: room.members.clone(),

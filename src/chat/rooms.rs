@@ -137,6 +137,7 @@ impl Chat {
             ));
         }
         if self.store.remove_member(&room.id, &target).await? {
+            self.memberships.forget_room(&room.id);
             let event = BusEvent::RoomRemoved {
                 room: room.id.clone(),
             };

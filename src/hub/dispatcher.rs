@@ -144,6 +144,7 @@ async fn route(
                 tracing::info!("bus resynced; catching up from the store");
                 metrics::counter!("chatd_bus_resyncs_total").increment(1);
                 // Membership, presence and revocation events may have been lost too.
+                hub.memberships.forget_all();
                 hub.recheck_all_memberships();
                 hub.refresh_all_presence();
                 hub.recheck_revocations(&tracker);
@@ -186,6 +187,7 @@ async fn route(
                 hub.typing.apply(&room, &user, typing, Instant::now());
             }
             (Topic::Room(room), BusEvent::Members { members, roles, .. }) => {
+                hub.memberships.forget_room(&room);
                 // In small groups members see each other's presence: their contacts changed
                 // (also when the group just outgrew the size).
                 if hub.resized(&room, members.len()) {
@@ -224,7 +226,14 @@ async fn route(
             }
             // Each connection re-reads the user's memberships and reconciles (in its own task,
             // so that events arriving in any order, or lost, still end in the right state).
-            (Topic::User(user), BusEvent::RoomAdded { .. } | BusEvent::RoomRemoved { .. }) => {
+            (
+                Topic::User(user),
+                event @ (BusEvent::RoomAdded { .. } | BusEvent::RoomRemoved { .. }),
+            ) => {
+                if let BusEvent::RoomRemoved { room } = &event {
+                    // Before the room's members event, maybe: the user is out either way.
+                    hub.memberships.forget_room(room);
+                }
                 for conn in hub.connections_of(&user) {
                     conn.memberships_changed();
                 }

@@ -63,6 +63,8 @@ pub struct Hub {
     pub traces: Traces,
     /// Revoked tokens, as this node knows them (the bus tells it of new ones).
     pub revocations: crate::revocation::Revocations,
+    /// Memberships this node may trust without the store (it follows their rooms).
+    pub memberships: Arc<crate::membership::MembershipCache>,
     /// Member counts of rooms whose member list changed, as last heard (see `resized`).
     room_sizes: DashMap<RoomId, usize>,
     settings: HubSettings,
@@ -140,6 +142,7 @@ impl Hub {
         let (shards, inboxes) = dispatcher::shards();
         let hub = Arc::new(Self {
             revocations: crate::revocation::Revocations::new(store.clone()),
+            memberships: Arc::default(),
             traces: Traces::default(),
             rooms: DashMap::new(),
             users: DashMap::new(),
@@ -350,6 +353,8 @@ impl Hub {
                 .entry(room.clone())
                 .or_default()
                 .push(conn.clone());
+            // Its topic is subscribed: the room's members events reach this node.
+            self.memberships.follow(room);
         });
         if !entered {
             self.subscriptions.release(&topic);
@@ -366,6 +371,9 @@ impl Hub {
 
     fn remove_from_room(&self, conn: &ConnHandle, room: &RoomId) {
         remove_conn(&self.rooms, room, conn);
+        if !self.rooms.contains_key(room) {
+            self.memberships.unfollow(room);
+        }
     }
 
     /// Offers `item` to every local connection in `room`; never waits.

@@ -12,6 +12,7 @@ mod changes;
 mod cluster;
 mod conformance;
 mod edges;
+mod fastpath;
 mod fuzz;
 mod hostile;
 mod idp;

@@ -26,7 +26,7 @@ async fn health_and_readiness() {
 }
 
 /// A node's Prometheus text as series (name with labels) and values.
-async fn scrape(base: &str) -> BTreeMap<String, f64> {
+pub(crate) async fn scrape(base: &str) -> BTreeMap<String, f64> {
     let text = reqwest::get(format!("{base}/metrics"))
         .await
         .unwrap()

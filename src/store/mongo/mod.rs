@@ -4,9 +4,12 @@
 //! `messages` (indexed {chatRoomId, createdAt}; unique {chatRoomId, seq}; unique
 //! {chatRoomId, sender, clientMsgId}). Indexes are created at start-up.
 //!
-//! How `append` orders concurrent senders on many nodes without a lock server: read the
-//! room's newest message, insert the next seq, and let the unique {chatRoomId, seq} index
-//! decide between racing nodes; the loser reads again and takes the next seq. A seq exists
+//! How `append` orders concurrent senders on many nodes without a lock server: insert the
+//! seq after the room's newest message, and let the unique {chatRoomId, seq} index decide
+//! between racing nodes; the loser reads the newest again and takes the next seq. The node
+//! remembers each room's newest seq and createdAt from its own appends, so in the common case
+//! (no other node wrote to the room since) an append is one insert, one round trip; a stale
+//! memory only costs the loser's re-read. A seq exists
 //! only if its message was inserted, so there are never holes, even if a node dies midway,
 //! and createdAt is derived from the previous message, so it never decreases with seq however
 //! skewed the nodes' clocks are. Senders on the same node take turns per room (a striped
@@ -30,6 +33,9 @@ use mongodb::{
     bson::{Bson, doc},
     options::{ClientOptions, ReturnDocument},
 };
+use std::collections::HashMap;
+
+use mongodb::event::{EventHandler, command::CommandEvent};
 use tokio::sync::Mutex;
 
 use super::{
@@ -68,7 +74,13 @@ pub struct MongoStore {
     revocations: Collection<mongodb::bson::Document>,
     push: push::PushCollections,
     append_locks: Vec<Mutex<()>>,
+    /// Each room's newest (seq, createdAt) as this node last stored or read it: never ahead
+    /// of the store (a seq is remembered only once its message is stored).
+    newest_known: std::sync::Mutex<HashMap<RoomId, (Seq, DateTime<Utc>)>>,
 }
+
+/// Rooms whose newest seq a node remembers; past it the memory starts over.
+const MAX_KNOWN_ROOMS: usize = 100_000;
 
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes.
@@ -85,6 +97,13 @@ impl MongoStore {
             options.connect_timeout = Some(SERVER_SELECTION_TIMEOUT);
         }
         options.app_name.get_or_insert_with(|| "chatd".into());
+        // Every command this node sends, by name: what a message costs in round trips.
+        options.command_event_handler = Some(EventHandler::callback(|event| {
+            if let CommandEvent::Started(started) = event {
+                metrics::counter!("chatd_mongodb_commands_total", "command" => started.command_name)
+                    .increment(1);
+            }
+        }));
         let client = Client::with_options(options).map_err(store_err)?;
         let db = client.database(database);
         let store = Self {
@@ -97,6 +116,7 @@ impl MongoStore {
             database: database.to_owned(),
             client,
             append_locks: (0..APPEND_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            newest_known: std::sync::Mutex::default(),
         };
         store.ping().await?;
         collections::create_indexes(&store.messages, &store.members).await?;
@@ -118,21 +138,46 @@ impl MongoStore {
             .map_err(store_err)
     }
 
+    fn known_newest(&self, room: &RoomId) -> Option<(Seq, DateTime<Utc>)> {
+        self.newest_known
+            .lock()
+            .expect("newest lock")
+            .get(room)
+            .copied()
+    }
+
+    fn remember_newest(&self, room: &RoomId, newest: (Seq, DateTime<Utc>)) {
+        let mut known = self.newest_known.lock().expect("newest lock");
+        if known.len() >= MAX_KNOWN_ROOMS {
+            known.clear();
+        }
+        let entry = known.entry(room.clone()).or_insert(newest);
+        if newest.0 >= entry.0 {
+            *entry = newest;
+        }
+    }
+
     /// Inserts `new` under the next seq (see the module's comment), or finds it stored.
     async fn insert_next(&self, new: &NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
         let _turn = self.append_lock(&new.room).lock().await;
+        // The remembered newest first; after a lost race, the store's.
+        let mut previous = self.known_newest(&new.room).map(Some);
         for _ in 0..MAX_APPEND_ROUNDS {
-            let previous = self.newest(&new.room).await?;
-            let message = new.stored_after(
-                previous.map(|p| (seq_from_i64(p.seq), from_bson_time(p.created_at))),
-                now,
-            );
+            let newest = match previous.take() {
+                Some(known) => known,
+                None => self
+                    .newest(&new.room)
+                    .await?
+                    .map(|p| (seq_from_i64(p.seq), from_bson_time(p.created_at))),
+            };
+            let message = new.stored_after(newest, now);
             match self
                 .messages
                 .insert_one(MessageDoc::from_message(&message, new.notify))
                 .await
             {
                 Ok(_) => {
+                    self.remember_newest(&message.room, (message.seq, message.created_at));
                     return Ok(Appended {
                         message,
                         duplicate: false,

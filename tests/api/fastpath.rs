@@ -1,0 +1,164 @@
+//! The send's fast path in a cluster: one database round trip per message in the common
+//! case (counted by the MongoDB driver's command monitoring, `chatd_mongodb_commands_total`),
+//! and what the memberships it trusts without the store may cost: nothing beyond the bus's
+//! reach.
+
+use std::collections::BTreeMap;
+
+use chatd::domain::RoomId;
+use chatd_client::ServerFrame;
+use serde_json::json;
+
+use crate::{
+    alive::{Deployment, Live},
+    helpers::reply,
+    ops::scrape,
+};
+
+/// The node's MongoDB commands so far, by command name.
+async fn commands(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
+    scrape(&d.base(node))
+        .await
+        .into_iter()
+        .filter_map(|(series, n)| {
+            let name = series
+                .strip_prefix("chatd_mongodb_commands_total{command=\"")?
+                .strip_suffix("\"}")?;
+            Some((name.to_owned(), n))
+        })
+        .collect()
+}
+
+fn moved(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0.0)))
+        .filter(|(_, n)| *n != 0.0)
+        .collect()
+}
+
+async fn group(d: &Deployment, node: usize, owner: &str, members: &[&str]) -> RoomId {
+    let client = d.client(node, owner);
+    let members: Vec<String> = members.iter().map(|m| d.user(m)).collect();
+    let r = reply(
+        reqwest::Client::new()
+            .post(format!("{}/v1/rooms", client.base()))
+            .bearer_auth(client.token())
+            .json(&json!({"name": "fast", "members": members})),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    RoomId::parse(r.body["id"].as_str().unwrap()).unwrap()
+}
+
+/// The answer to a send: its seq, or the error code.
+async fn send(live: &mut Live, room: &RoomId, id: &str) -> Result<u64, String> {
+    live.send(json!({"type": "send", "room": room, "clientMsgId": id, "text": id}))
+        .await;
+    let answer = live
+        .next_matching(|f| match f {
+            ServerFrame::Ack { client_msg_id, .. } => client_msg_id == id,
+            ServerFrame::Error(e) => e.client_msg_id.as_deref() == Some(id),
+            _ => false,
+        })
+        .await;
+    match answer {
+        ServerFrame::Ack { seq, .. } => Ok(seq),
+        ServerFrame::Error(e) => Err(e.code.as_str().to_owned()),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// After the first message of a room (which reads the membership and the newest seq), each
+/// message is one insert on its node and nothing on the others: they deliver from the bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_costs_one_database_round_trip_in_the_common_case() {
+    let d = Deployment::cluster(3, &[]);
+    let room = group(&d, 0, "alice", &["bob", "carol"]).await;
+    let mut alice = d.live(0, "alice").await;
+    let mut bob = d.live(1, "bob").await;
+    let _carol = d.live(2, "carol").await;
+    let first = send(&mut alice, &room, "warm").await.unwrap();
+    bob.next_matching(|f| matches!(f, ServerFrame::Message(m) if m.seq == first))
+        .await;
+    let before: Vec<_> = futures_util::future::join_all((0..3).map(|n| commands(&d, n))).await;
+    const N: u64 = 20;
+    let mut last = first;
+    for i in 0..N {
+        last = send(&mut alice, &room, &format!("m{i}")).await.unwrap();
+    }
+    assert_eq!(last, first + N);
+    bob.next_matching(|f| matches!(f, ServerFrame::Message(m) if m.seq == last))
+        .await;
+    let after: Vec<_> = futures_util::future::join_all((0..3).map(|n| commands(&d, n))).await;
+    let sender = moved(&before[0], &after[0]);
+    assert_eq!(
+        sender,
+        BTreeMap::from([("insert".to_owned(), N as f64)]),
+        "one insert per message, nothing else"
+    );
+    for n in 1..3 {
+        assert_eq!(
+            moved(&before[n], &after[n]),
+            BTreeMap::new(),
+            "node {n} needs no store to deliver"
+        );
+    }
+}
+
+/// Two nodes writing to one room: each sometimes finds its remembered seq taken and reads
+/// the newest again; every message still gets its own seq, with none missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_remember_stale_seqs_still_number_without_gaps() {
+    let d = Deployment::cluster(2, &[]);
+    let room = group(&d, 0, "alice", &["bob"]).await;
+    let mut alice = d.live(0, "alice").await;
+    let mut bob = d.live(1, "bob").await;
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        seqs.push(send(&mut alice, &room, &format!("a{i}")).await.unwrap());
+        seqs.push(send(&mut bob, &room, &format!("b{i}")).await.unwrap());
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+}
+
+/// A member removed on one node can no longer send on another once that node hears of it;
+/// until then at most what delivery to them allows (docs: ARCHITECTURE.md, the fast path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_member_cannot_send_once_their_node_hears_of_it() {
+    let d = Deployment::cluster(2, &[]);
+    let room = group(&d, 0, "alice", &["bob"]).await;
+    let mut bob = d.live(1, "bob").await;
+    // Bob's node now trusts his membership without the store.
+    send(&mut bob, &room, "before").await.unwrap();
+    let alice = d.client(0, "alice");
+    let removed = reply(
+        reqwest::Client::new()
+            .delete(format!(
+                "{}/v1/rooms/{room}/members/{}",
+                alice.base(),
+                d.user("bob")
+            ))
+            .bearer_auth(alice.token()),
+    )
+    .await;
+    assert_eq!(removed.status, 204, "{:?}", removed.body);
+    // His node hears of it: his room list loses the room.
+    bob.next_matching(|f| matches!(f, ServerFrame::RoomRemoved { room: r } if *r == room))
+        .await;
+    assert_eq!(
+        send(&mut bob, &room, "after").await,
+        Err("room_not_found".to_owned())
+    );
+    let history = d
+        .get(0, "alice", &format!("/v1/rooms/{room}/messages"))
+        .await;
+    let texts: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, ["before"]);
+}
