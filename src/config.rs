@@ -110,6 +110,7 @@ pub struct StoreSettings {
     pub sqlite_synchronous: SqliteSynchronous,
     pub mongodb_uri: String,
     pub mongodb_database: String,
+    pub mongodb_count_commands: bool,
     pub timeout_ms: u64,
 }
 

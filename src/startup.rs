@@ -57,9 +57,10 @@ pub async fn connect_backends(
             Arc::new(store)
         }
         StoreKind::Mongodb => Arc::new(
-            store::MongoStore::connect(
+            store::MongoStore::connect_counting(
                 &settings.store.mongodb_uri,
                 &settings.store.mongodb_database,
+                settings.store.mongodb_count_commands,
             )
             .await
             .context("connecting to MongoDB (store.mongodb_uri)")?,

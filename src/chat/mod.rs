@@ -300,9 +300,10 @@ impl Chat {
         if self.memberships.is_member(room, user) {
             return Ok(());
         }
+        let ticket = self.memberships.ticket();
         match self.store.membership(room, user).await? {
             Some(_) => {
-                self.memberships.remember(room, user);
+                self.memberships.remember(room, user, ticket);
                 Ok(())
             }
             None => Err(ChatError::RoomNotFound),

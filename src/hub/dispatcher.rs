@@ -99,6 +99,7 @@ pub fn start(
     }
     tasks.spawn(route(
         hub.clone(),
+        store,
         shards,
         deliveries,
         tasks.clone(),
@@ -125,6 +126,7 @@ async fn flush_typing(hub: Arc<Hub>, shutdown: CancellationToken) {
 /// Reads the bus and hands each event to whoever needs it.
 async fn route(
     hub: Arc<Hub>,
+    store: Arc<dyn Store>,
     shards: Arc<Shards>,
     mut deliveries: mpsc::Receiver<Delivery>,
     tracker: TaskTracker,
@@ -164,6 +166,8 @@ async fn route(
                 if let Some(trace) = trace {
                     hub.traces.note(&message, trace);
                 }
+                // Another node's append: this node's next one in the room need not find out.
+                store.observed(&message);
                 shards.tell(&room, Input::Message(message)).await;
             }
             (

@@ -182,6 +182,10 @@ impl Store for DeadlineStore {
     async fn ping(&self) -> StoreResult<()> {
         self.within(self.inner.ping()).await
     }
+
+    fn observed(&self, message: &Message) {
+        self.inner.observed(message);
+    }
 }
 
 #[async_trait]

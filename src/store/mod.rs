@@ -419,4 +419,9 @@ pub trait Store: PushStore + Send + Sync + 'static {
 
     /// Cheap round trip, for readiness checks.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// A message this node saw stored (on the bus): a store that remembers rooms' newest
+    /// seqs may take it (it was stored, so it is never ahead of the store). The default
+    /// ignores it.
+    fn observed(&self, _message: &Message) {}
 }

@@ -73,7 +73,7 @@ async fn send(live: &mut Live, room: &RoomId, id: &str) -> Result<u64, String> {
 /// message is one insert on its node and nothing on the others: they deliver from the bus.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_costs_one_database_round_trip_in_the_common_case() {
-    let d = Deployment::cluster(3, &[]);
+    let d = Deployment::cluster(3, &[("CHATD__STORE__MONGODB_COUNT_COMMANDS", "true")]);
     let room = group(&d, 0, "alice", &["bob", "carol"]).await;
     let mut alice = d.live(0, "alice").await;
     let mut bob = d.live(1, "bob").await;
@@ -121,36 +121,85 @@ async fn nodes_that_remember_stale_seqs_still_number_without_gaps() {
     }
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+    let history = d
+        .get(0, "alice", &format!("/v1/rooms/{room}/messages"))
+        .await;
+    let times: Vec<&str> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["createdAt"].as_str().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] <= w[1]),
+        "createdAt never decreases with seq: {times:?}"
+    );
 }
 
-/// A member removed on one node can no longer send on another once that node hears of it;
-/// until then at most what delivery to them allows (docs: ARCHITECTURE.md, the fast path).
+/// A member removed on one node can no longer send (or read) on another once that node hears
+/// of it: here bob uses REST only on a node that follows the room through carol's connection,
+/// so only the room's members event can tell that node (docs: ARCHITECTURE.md, the fast path).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_member_cannot_send_once_their_node_hears_of_it() {
     let d = Deployment::cluster(2, &[]);
-    let room = group(&d, 0, "alice", &["bob"]).await;
-    let mut bob = d.live(1, "bob").await;
+    let room = group(&d, 0, "alice", &["bob", "carol"]).await;
+    let mut carol = d.live(1, "carol").await;
+    let rest = |node: usize,
+                user: &str,
+                method: reqwest::Method,
+                path: String,
+                body: Option<serde_json::Value>| {
+        let client = d.client(node, user);
+        let request = reqwest::Client::new()
+            .request(method, format!("{}{path}", client.base()))
+            .bearer_auth(client.token());
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        reply(request)
+    };
+    let post = |id: &str| {
+        rest(
+            1,
+            "bob",
+            reqwest::Method::POST,
+            format!("/v1/rooms/{room}/messages"),
+            Some(json!({"clientMsgId": id, "text": id})),
+        )
+    };
     // Bob's node now trusts his membership without the store.
-    send(&mut bob, &room, "before").await.unwrap();
-    let alice = d.client(0, "alice");
-    let removed = reply(
-        reqwest::Client::new()
-            .delete(format!(
-                "{}/v1/rooms/{room}/members/{}",
-                alice.base(),
-                d.user("bob")
-            ))
-            .bearer_auth(alice.token()),
+    assert_eq!(post("before").await.status, 201);
+    assert_eq!(post("again").await.status, 201);
+    let removed = rest(
+        0,
+        "alice",
+        reqwest::Method::DELETE,
+        format!("/v1/rooms/{room}/members/{}", d.user("bob")),
+        None,
     )
     .await;
     assert_eq!(removed.status, 204, "{:?}", removed.body);
-    // His node hears of it: his room list loses the room.
-    bob.next_matching(|f| matches!(f, ServerFrame::RoomRemoved { room: r } if *r == room))
+    // Bob's node hears of it: carol is told the new members.
+    carol
+        .next_matching(|f| matches!(f, ServerFrame::Members { room: r, members, .. } if *r == room && members.len() == 2))
         .await;
+    let after = post("after").await;
     assert_eq!(
-        send(&mut bob, &room, "after").await,
-        Err("room_not_found".to_owned())
+        (after.status, after.code()),
+        (404, "room_not_found"),
+        "{:?}",
+        after.body
     );
+    let read = rest(
+        1,
+        "bob",
+        reqwest::Method::GET,
+        format!("/v1/rooms/{room}/messages"),
+        None,
+    )
+    .await;
+    assert_eq!(read.status, 404);
     let history = d
         .get(0, "alice", &format!("/v1/rooms/{room}/messages"))
         .await;
@@ -160,5 +209,5 @@ async fn a_removed_member_cannot_send_once_their_node_hears_of_it() {
         .iter()
         .map(|m| m["text"].as_str().unwrap())
         .collect();
-    assert_eq!(texts, ["before"]);
+    assert_eq!(texts, ["before", "again"]);
 }

@@ -452,32 +452,45 @@ test("notifications: the control, the service worker from /sw.js, one notificati
     cdp.on("ServiceWorker.workerRegistrationUpdated", (event) => registrations.push(...event.registrations));
     await cdp.send("ServiceWorker.enable");
     const registrationId = await eventually(() => registrations.find((r) => !r.isDeleted && r.scopeURL === `${node.base}/`)?.registrationId, 15000, "the registration");
-    const push = (payload) => cdp.send("ServiceWorker.deliverPushMessage", { origin: node.base, registrationId, data: JSON.stringify(payload) });
+    // A push reaches only an activated worker.
+    const activated = () => alice.evaluate(async () => (await navigator.serviceWorker.getRegistration())?.active?.state === "activated");
+    await eventually(activated, 15000, "the worker activated");
+    const deliver = (payload) => cdp.send("ServiceWorker.deliverPushMessage", { origin: node.base, registrationId, data: JSON.stringify(payload) });
+    // DevTools' delivery can be dropped while the worker (re)starts on a loaded machine: a
+    // push service delivers again what was not acknowledged, so this does too, until `shown`
+    // (the worker shows a resend of one notification once: see its id handling).
+    let redelivered = 0;
+    const push = async (payload, shown, what) => {
+      for (let attempt = 0; attempt < 5; attempt++) {
+        if (attempt > 0) redelivered++;
+        await deliver(payload);
+        try {
+          return await eventually(shown, 3000, what);
+        } catch {}
+      }
+      throw new Error(`timed out waiting for ${what} (delivered 5 times)`);
+    };
     const message = { type: "message", room, roomName: "bob", messageId: "m1", sender: "bob", senders: ["bob"] };
 
-    await push({ ...message, seq: 1, text: "Are you there?", count: 1, unread: 1 });
-    const one = { title: "bob", body: "Are you there?", tag: room, data: { room, seq: 1 } };
-    await eventually(async () => JSON.stringify(await notificationsShown(alice)) === JSON.stringify([one]), 15000, "bob's notification");
+    const one = { title: "bob", body: "Are you there?", tag: room, data: { id: "job-1", room, seq: 1 } };
+    await push({ ...message, id: "job-1", seq: 1, text: "Are you there?", count: 1, unread: 1 }, async () => JSON.stringify(await notificationsShown(alice)) === JSON.stringify([one]), "bob's notification");
     // More messages of the room replace it; another room (a group: who wrote it) has its own.
-    await push({ ...message, id: "job-2", seq: 3, text: "Hello?", count: 2, unread: 2 });
-    await push({ type: "message", room: "group-room", roomName: "Trip", seq: 7, messageId: "m7", sender: "cat", senders: ["cat"], text: "Mountains!", count: 1, unread: 3 });
     const two = { title: "bob", body: "2 new messages from bob\nHello?", tag: room, data: { id: "job-2", room, seq: 3 } };
-    const group = { title: "Trip", body: "cat: Mountains!", tag: "group-room", data: { room: "group-room", seq: 7 } };
-    const byTag = async () => (await notificationsShown(alice)).sort((a, b) => a.tag.localeCompare(b.tag));
-    const expected = [two, group].sort((a, b) => a.tag.localeCompare(b.tag));
-    await eventually(async () => JSON.stringify(await byTag()) === JSON.stringify(expected), 15000, "one notification per room");
+    const group = { title: "Trip", body: "cat: Mountains!", tag: "group-room", data: { id: "job-7", room: "group-room", seq: 7 } };
+    const tagged = async (tag) => (await notificationsShown(alice)).find((n) => n.tag === tag);
+    await push({ ...message, id: "job-2", seq: 3, text: "Hello?", count: 2, unread: 2 }, async () => JSON.stringify(await tagged(room)) === JSON.stringify(two), "bob's second notification");
+    await push({ type: "message", id: "job-7", room: "group-room", roomName: "Trip", seq: 7, messageId: "m7", sender: "cat", senders: ["cat"], text: "Mountains!", count: 1, unread: 3 }, async () => JSON.stringify(await tagged("group-room")) === JSON.stringify(group), "the group's notification");
+    assert.equal((await notificationsShown(alice)).length, 2, "one notification per room");
     // The same notification again (a node took its job over): nothing changes.
-    await push({ ...message, id: "job-2", seq: 3, text: "resent", count: 2, unread: 2 });
-    await push({ type: "message", room: "marker-room", roomName: "eve", seq: 1, messageId: "m9", sender: "eve", senders: ["eve"], text: "after", count: 1, unread: 5 });
-    await eventually(async () => (await notificationsShown(alice)).some((n) => n.tag === "marker-room"), 15000, "the marker");
-    assert.deepEqual((await notificationsShown(alice)).find((n) => n.tag === room), two);
+    await deliver({ ...message, id: "job-2", seq: 3, text: "resent", count: 2, unread: 2 });
+    await push({ type: "message", id: "job-9", room: "marker-room", roomName: "eve", seq: 1, messageId: "m9", sender: "eve", senders: ["eve"], text: "after", count: 1, unread: 5 }, async () => Boolean(await tagged("marker-room")), "the marker");
+    assert.deepEqual(await tagged(room), two);
     // Without text (push.include_text = false): what came, not what it said.
-    await push({ type: "message", room: "quiet-room", roomName: "dan", seq: 2, messageId: "m2", sender: "dan", senders: ["dan"], count: 1, unread: 4 });
-    await eventually(async () => (await notificationsShown(alice)).some((n) => n.tag === "quiet-room" && n.body === "New message"), 15000, "a notification without text");
+    await push({ type: "message", id: "job-3", room: "quiet-room", roomName: "dan", seq: 2, messageId: "m2", sender: "dan", senders: ["dan"], count: 1, unread: 4 }, async () => (await tagged("quiet-room"))?.body === "New message", "a notification without text");
 
     // The room was read elsewhere: its badge update closes its notification, not the others'.
-    await push({ type: "badge", room, unread: 1 });
-    await eventually(async () => JSON.stringify((await notificationsShown(alice)).map((n) => n.tag).sort()) === JSON.stringify(["group-room", "marker-room", "quiet-room"]), 15000, "bob's notification closed");
+    await push({ type: "badge", id: "job-4", room, unread: 1 }, async () => JSON.stringify((await notificationsShown(alice)).map((n) => n.tag).sort()) === JSON.stringify(["group-room", "marker-room", "quiet-room"]), "bob's notification closed");
+    if (redelivered > 0) console.error(`# DevTools pushes delivered again: ${redelivered}`);
 
     // A click on a notification: the open app is asked to show the room (the worker's click
     // handler, called directly: DevTools cannot click a notification).

@@ -85,6 +85,17 @@ const MAX_KNOWN_ROOMS: usize = 100_000;
 impl MongoStore {
     /// Connects, checks the server answers, and creates the indexes.
     pub async fn connect(uri: &str, database: &str) -> StoreResult<Self> {
+        Self::connect_counting(uri, database, false).await
+    }
+
+    /// As [`connect`](Self::connect); with `count_commands`, every command this node sends
+    /// is counted by name (`chatd_mongodb_commands_total`: the driver's command monitoring,
+    /// which copies every command and reply, so it is off unless asked for).
+    pub async fn connect_counting(
+        uri: &str,
+        database: &str,
+        count_commands: bool,
+    ) -> StoreResult<Self> {
         let mut options = ClientOptions::parse(uri)
             .await
             .map_err(|e| StoreError::Unavailable(format!("mongodb_uri: {e}")))?;
@@ -98,12 +109,14 @@ impl MongoStore {
         }
         options.app_name.get_or_insert_with(|| "chatd".into());
         // Every command this node sends, by name: what a message costs in round trips.
-        options.command_event_handler = Some(EventHandler::callback(|event| {
-            if let CommandEvent::Started(started) = event {
-                metrics::counter!("chatd_mongodb_commands_total", "command" => started.command_name)
-                    .increment(1);
-            }
-        }));
+        if count_commands {
+            options.command_event_handler = Some(EventHandler::callback(|event| {
+                if let CommandEvent::Started(started) = event {
+                    metrics::counter!("chatd_mongodb_commands_total", "command" => started.command_name)
+                        .increment(1);
+                }
+            }));
+        }
         let client = Client::with_options(options).map_err(store_err)?;
         let db = client.database(database);
         let store = Self {
@@ -138,6 +151,36 @@ impl MongoStore {
             .map_err(store_err)
     }
 
+    /// When a group's last owner left: its successor owns it.
+    async fn hand_on_ownership(&self, room: &RoomId) -> StoreResult<()> {
+        let Some(group) = self
+            .rooms
+            .find_one(doc! {"_id": room.as_str(), "kind": "group"})
+            .await
+            .map_err(store_err)?
+        else {
+            return Ok(());
+        };
+        let members = collect(self.members.find(doc! {"roomId": room.as_str()})).await?;
+        let ranked = group.ranked(&members)?;
+        if let Some(heir) = successor(&ranked) {
+            self.store_role(room, &heir, Role::Owner).await?;
+        }
+        Ok(())
+    }
+
+    async fn store_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
+        let result = self
+            .members
+            .update_one(
+                doc! {"_id": member_id(room, user)},
+                doc! {"$set": {"role": role.as_str()}},
+            )
+            .await
+            .map_err(store_err)?;
+        Ok(result.matched_count == 1)
+    }
+
     fn known_newest(&self, room: &RoomId) -> Option<(Seq, DateTime<Utc>)> {
         self.newest_known
             .lock()
@@ -146,14 +189,23 @@ impl MongoStore {
             .copied()
     }
 
-    fn remember_newest(&self, room: &RoomId, newest: (Seq, DateTime<Utc>)) {
+    /// `newest` stored in `room`, if it is newer than what this node remembers. With `add`,
+    /// a room it does not remember yet is added (its own appends); without, only rooms it
+    /// already remembers move (what it sees other nodes store: no growth from rooms it only
+    /// reads).
+    fn remember_newest(&self, room: &RoomId, newest: (Seq, DateTime<Utc>), add: bool) {
         let mut known = self.newest_known.lock().expect("newest lock");
-        if known.len() >= MAX_KNOWN_ROOMS {
-            known.clear();
+        if let Some(entry) = known.get_mut(room) {
+            if newest.0 > entry.0 {
+                *entry = newest;
+            }
+            return;
         }
-        let entry = known.entry(room.clone()).or_insert(newest);
-        if newest.0 >= entry.0 {
-            *entry = newest;
+        if add {
+            if known.len() >= MAX_KNOWN_ROOMS {
+                known.clear();
+            }
+            known.insert(room.clone(), newest);
         }
     }
 
@@ -177,7 +229,7 @@ impl MongoStore {
                 .await
             {
                 Ok(_) => {
-                    self.remember_newest(&message.room, (message.seq, message.created_at));
+                    self.remember_newest(&message.room, (message.seq, message.created_at), true);
                     return Ok(Appended {
                         message,
                         duplicate: false,
@@ -456,38 +508,21 @@ impl Store for MongoStore {
             .delete_one(doc! {"_id": member_id(room, user)})
             .await
             .map_err(store_err)?;
-        let removed = result.deleted_count == 1;
+        if result.deleted_count != 1 {
+            return Ok(false);
+        }
         // After the removal, not atomically with it: two owners leaving at once both see
         // no owner left and promote the same successor (the rule is deterministic); if this
-        // is cut short, rooms read with that successor as owner all the same (`group_roles`).
-        let Some(group) = self
-            .rooms
-            .find_one(doc! {"_id": room.as_str(), "kind": "group"})
-            .await
-            .map_err(store_err)?
-        else {
-            return Ok(removed);
-        };
-        if removed {
-            let members = collect(self.members.find(doc! {"roomId": room.as_str()})).await?;
-            let ranked = group.ranked(&members)?;
-            if let Some(heir) = successor(&ranked) {
-                self.set_role(room, &heir, Role::Owner).await?;
-            }
+        // is cut short, rooms read with that successor as owner all the same (`group_roles`),
+        // so a failure here must not hide that the member is gone (the caller announces it).
+        if let Err(e) = self.hand_on_ownership(room).await {
+            tracing::warn!(error = %e, "ownership not handed on; rooms read name the successor");
         }
-        Ok(removed)
+        Ok(true)
     }
 
     async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
-        let result = self
-            .members
-            .update_one(
-                doc! {"_id": member_id(room, user)},
-                doc! {"$set": {"role": role.as_str()}},
-            )
-            .await
-            .map_err(store_err)?;
-        Ok(result.matched_count == 1)
+        self.store_role(room, user, role).await
     }
 
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {
@@ -675,6 +710,10 @@ impl Store for MongoStore {
         Ok(found
             .and_then(|d| d.get_datetime("before").ok().copied())
             .map(from_bson_time))
+    }
+
+    fn observed(&self, message: &Message) {
+        self.remember_newest(&message.room, (message.seq, message.created_at), false);
     }
 
     async fn ping(&self) -> StoreResult<()> {
