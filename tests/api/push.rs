@@ -299,10 +299,23 @@ async fn offline_members_are_notified_once_per_message_across_three_nodes() {
     let all = gateway.requests_for(room.as_str());
     let keys: std::collections::HashSet<_> = all.iter().map(|r| r.key.clone()).collect();
     assert_eq!(keys.len(), all.len(), "a notification was sent twice");
+    // Messages: m1, the burst, the last. A read that races the sending of a notification may
+    // clear the badge twice (once for the read, once when that notification settles).
+    let kinds: Vec<_> = all
+        .iter()
+        .map(|r| {
+            r.notification()["chatd"]["type"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .collect();
+    let messages = kinds.iter().filter(|k| *k == "message").count();
+    let badges = kinds.iter().filter(|k| *k == "badge").count();
     assert_eq!(
-        all.len(),
-        4,
-        "m1, the burst, the badge, the last: {:?}",
+        (messages, (1..=2).contains(&badges)),
+        (3, true),
+        "{:?}",
         all.iter()
             .map(|r| r.notification().clone())
             .collect::<Vec<_>>()
