@@ -15,23 +15,25 @@ use super::{
 };
 use crate::store::{StoreError, StoreResult};
 
+/// An index named `name` on `keys`.
+pub fn index(keys: Document, name: &str, unique: bool) -> IndexModel {
+    IndexModel::builder()
+        .keys(keys)
+        .options(
+            IndexOptions::builder()
+                .name(name.to_owned())
+                .unique(unique)
+                .build(),
+        )
+        .build()
+}
+
 /// The indexes the queries rely on, the unique ones the invariants (one message per seq, one
 /// per clientMsgId, one membership per room and user). Creating existing ones changes nothing.
 pub async fn create_indexes(
     messages: &Collection<MessageDoc>,
     members: &Collection<MemberDoc>,
 ) -> StoreResult<()> {
-    let index = |keys: Document, name: &str, unique: bool| {
-        IndexModel::builder()
-            .keys(keys)
-            .options(
-                IndexOptions::builder()
-                    .name(name.to_owned())
-                    .unique(unique)
-                    .build(),
-            )
-            .build()
-    };
     messages
         .create_indexes([
             index(doc! {"chatRoomId": 1, "createdAt": 1}, "room_time", false),

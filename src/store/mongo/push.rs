@@ -15,7 +15,7 @@ use mongodb::{
 
 use super::{
     MongoStore,
-    collections::collect,
+    collections::{collect, index},
     docs::{MessageDoc, corrupt, from_bson_time, to_bson_time},
     errors::{is_duplicate_key, store_err},
 };
@@ -49,17 +49,6 @@ impl PushCollections {
     /// The indexes the queries below rely on (and the one on messages that finds those still
     /// to be decided). Creating existing ones changes nothing.
     pub async fn create_indexes(&self, messages: &Collection<MessageDoc>) -> StoreResult<()> {
-        let index = |keys: Document, name: &str, unique: bool| {
-            IndexModel::builder()
-                .keys(keys)
-                .options(
-                    IndexOptions::builder()
-                        .name(name.to_owned())
-                        .unique(unique)
-                        .build(),
-                )
-                .build()
-        };
         messages
             .create_index(index(
                 doc! {"pushPending": 1, "createdAt": 1},

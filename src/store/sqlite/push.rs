@@ -285,7 +285,8 @@ impl PushStore for SqliteStore {
                 )
                 .and_then(|mut s| {
                     s.query_row(params![user.as_str(), room.as_str(), kind.as_str()], |r| {
-                        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                        let seqs: Vec<Seq> = from_json(1, &r.get::<_, String>(1)?)?;
+                        Ok((r.get::<_, String>(0)?, seqs))
                     })
                     .optional()
                 })
@@ -310,15 +311,14 @@ impl PushStore for SqliteStore {
                 .map_err(sql_err)
             };
             match open {
-                Some((id, seqs)) if from_json::<Vec<Seq>>(1, &seqs).map_err(sql_err)?.len() >= MAX_JOB_SEQS => {
+                Some((id, seqs)) if seqs.len() >= MAX_JOB_SEQS => {
                     // Full: it goes as it is, the next messages start a new job.
                     conn.prepare_cached("UPDATE push_jobs SET open = 0 WHERE id = ?1")
                         .and_then(|mut s| s.execute([id]))
                         .map_err(sql_err)?;
                     insert_new(conn)?;
                 }
-                Some((id, seqs)) => {
-                    let mut seqs: Vec<Seq> = from_json(1, &seqs).map_err(sql_err)?;
+                Some((id, mut seqs)) => {
                     match kind {
                         // A badge carries the newest read position only.
                         JobKind::Badge => seqs = vec![seq.max(seqs.first().copied().unwrap_or(0))],
