@@ -142,6 +142,13 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         &[&[]],
     ),
     (
+        "chatd_store_calls_total",
+        Kind::Counter,
+        Unit::Count,
+        "Store calls by method (any backend): what a send, a resume or a room list costs.",
+        &[&[("call", "append")], &[("call", "history")]],
+    ),
+    (
         "chatd_http_overloaded_total",
         Kind::Counter,
         Unit::Count,

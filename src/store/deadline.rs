@@ -28,7 +28,14 @@ impl DeadlineStore {
         Self { inner, limit }
     }
 
-    async fn within<T>(&self, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+    /// Counted by name (`chatd_store_calls_total{call}`): what a reconnect or a send costs
+    /// in store calls, whatever the backend.
+    async fn within<T>(
+        &self,
+        name: &'static str,
+        call: impl Future<Output = StoreResult<T>>,
+    ) -> StoreResult<T> {
+        metrics::counter!("chatd_store_calls_total", "call" => name).increment(1);
         match tokio::time::timeout(self.limit, call).await {
             Ok(result) => result,
             Err(_) => {
@@ -45,11 +52,12 @@ impl DeadlineStore {
 #[async_trait]
 impl Store for DeadlineStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
-        self.within(self.inner.append(new, now)).await
+        self.within("append", self.inner.append(new, now)).await
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
-        self.within(self.inner.history(room, query)).await
+        self.within("history", self.inner.history(room, query))
+            .await
     }
 
     async fn entry_by_client_msg_id(
@@ -59,6 +67,7 @@ impl Store for DeadlineStore {
         client_msg_id: &str,
     ) -> StoreResult<Option<Message>> {
         self.within(
+            "entry_by_client_msg_id",
             self.inner
                 .entry_by_client_msg_id(room, sender, client_msg_id),
         )
@@ -66,15 +75,16 @@ impl Store for DeadlineStore {
     }
 
     async fn entries(&self, room: &RoomId, seqs: &[Seq]) -> StoreResult<Vec<Message>> {
-        self.within(self.inner.entries(room, seqs)).await
+        self.within("entries", self.inner.entries(room, seqs)).await
     }
 
     async fn changes(&self, room: &RoomId, targets: &[Seq]) -> StoreResult<Vec<Message>> {
-        self.within(self.inner.changes(room, targets)).await
+        self.within("changes", self.inner.changes(room, targets))
+            .await
     }
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
-        self.within(self.inner.last_seq(room)).await
+        self.within("last_seq", self.inner.last_seq(room)).await
     }
 
     async fn count_unread(
@@ -84,8 +94,11 @@ impl Store for DeadlineStore {
         after_seq: Seq,
         cap: u64,
     ) -> StoreResult<u64> {
-        self.within(self.inner.count_unread(room, user, after_seq, cap))
-            .await
+        self.within(
+            "count_unread",
+            self.inner.count_unread(room, user, after_seq, cap),
+        )
+        .await
     }
 
     async fn ensure_direct_room(
@@ -94,11 +107,16 @@ impl Store for DeadlineStore {
         b: &UserId,
         now: DateTime<Utc>,
     ) -> StoreResult<Room> {
-        self.within(self.inner.ensure_direct_room(a, b, now)).await
+        self.within(
+            "ensure_direct_room",
+            self.inner.ensure_direct_room(a, b, now),
+        )
+        .await
     }
 
     async fn create_group(&self, group: NewGroup, now: DateTime<Utc>) -> StoreResult<Room> {
-        self.within(self.inner.create_group(group, now)).await
+        self.within("create_group", self.inner.create_group(group, now))
+            .await
     }
 
     async fn add_members(
@@ -107,27 +125,32 @@ impl Store for DeadlineStore {
         users: &[UserId],
         now: DateTime<Utc>,
     ) -> StoreResult<Vec<UserId>> {
-        self.within(self.inner.add_members(room, users, now)).await
+        self.within("add_members", self.inner.add_members(room, users, now))
+            .await
     }
 
     async fn remove_member(&self, room: &RoomId, user: &UserId) -> StoreResult<bool> {
-        self.within(self.inner.remove_member(room, user)).await
+        self.within("remove_member", self.inner.remove_member(room, user))
+            .await
     }
 
     async fn set_role(&self, room: &RoomId, user: &UserId, role: Role) -> StoreResult<bool> {
-        self.within(self.inner.set_role(room, user, role)).await
+        self.within("set_role", self.inner.set_role(room, user, role))
+            .await
     }
 
     async fn room(&self, room: &RoomId) -> StoreResult<Option<Room>> {
-        self.within(self.inner.room(room)).await
+        self.within("room", self.inner.room(room)).await
     }
 
     async fn membership(&self, room: &RoomId, user: &UserId) -> StoreResult<Option<Membership>> {
-        self.within(self.inner.membership(room, user)).await
+        self.within("membership", self.inner.membership(room, user))
+            .await
     }
 
     async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>> {
-        self.within(self.inner.memberships_of(user)).await
+        self.within("memberships_of", self.inner.memberships_of(user))
+            .await
     }
 
     async fn memberships_page(
@@ -136,12 +159,16 @@ impl Store for DeadlineStore {
         after: Option<&RoomId>,
         limit: usize,
     ) -> StoreResult<Vec<Membership>> {
-        self.within(self.inner.memberships_page(user, after, limit))
-            .await
+        self.within(
+            "memberships_page",
+            self.inner.memberships_page(user, after, limit),
+        )
+        .await
     }
 
     async fn membership_counts(&self, users: &[UserId]) -> StoreResult<Vec<u64>> {
-        self.within(self.inner.membership_counts(users)).await
+        self.within("membership_counts", self.inner.membership_counts(users))
+            .await
     }
 
     async fn mark(
@@ -151,20 +178,25 @@ impl Store for DeadlineStore {
         mark: Mark,
         seq: Seq,
     ) -> StoreResult<Marked> {
-        self.within(self.inner.mark(room, user, mark, seq)).await
+        self.within("mark", self.inner.mark(room, user, mark, seq))
+            .await
     }
 
     async fn receipts(&self, room: &RoomId) -> StoreResult<Vec<MemberReceipt>> {
-        self.within(self.inner.receipts(room)).await
+        self.within("receipts", self.inner.receipts(room)).await
     }
 
     async fn user_settings(&self, user: &UserId) -> StoreResult<UserSettings> {
-        self.within(self.inner.user_settings(user)).await
+        self.within("user_settings", self.inner.user_settings(user))
+            .await
     }
 
     async fn set_user_settings(&self, user: &UserId, settings: UserSettings) -> StoreResult<()> {
-        self.within(self.inner.set_user_settings(user, settings))
-            .await
+        self.within(
+            "set_user_settings",
+            self.inner.set_user_settings(user, settings),
+        )
+        .await
     }
 
     async fn revoke_tokens(
@@ -172,15 +204,20 @@ impl Store for DeadlineStore {
         user: &UserId,
         before: DateTime<Utc>,
     ) -> StoreResult<DateTime<Utc>> {
-        self.within(self.inner.revoke_tokens(user, before)).await
+        self.within("revoke_tokens", self.inner.revoke_tokens(user, before))
+            .await
     }
 
     async fn tokens_revoked_before(&self, user: &UserId) -> StoreResult<Option<DateTime<Utc>>> {
-        self.within(self.inner.tokens_revoked_before(user)).await
+        self.within(
+            "tokens_revoked_before",
+            self.inner.tokens_revoked_before(user),
+        )
+        .await
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.within(self.inner.ping()).await
+        self.within("ping", self.inner.ping()).await
     }
 
     fn observed(&self, message: &Message) {
@@ -195,20 +232,25 @@ impl PushStore for DeadlineStore {
         device: Device,
         max_per_user: usize,
     ) -> StoreResult<Registered> {
-        self.within(self.inner.register_device(device, max_per_user))
-            .await
+        self.within(
+            "register_device",
+            self.inner.register_device(device, max_per_user),
+        )
+        .await
     }
 
     async fn devices(&self, users: &[UserId]) -> StoreResult<Vec<Device>> {
-        self.within(self.inner.devices(users)).await
+        self.within("devices", self.inner.devices(users)).await
     }
 
     async fn remove_device(&self, user: &UserId, id: &str) -> StoreResult<bool> {
-        self.within(self.inner.remove_device(user, id)).await
+        self.within("remove_device", self.inner.remove_device(user, id))
+            .await
     }
 
     async fn remove_devices(&self, ids: &[String]) -> StoreResult<()> {
-        self.within(self.inner.remove_devices(ids)).await
+        self.within("remove_devices", self.inner.remove_devices(ids))
+            .await
     }
 
     async fn claim_undecided(
@@ -219,6 +261,7 @@ impl PushStore for DeadlineStore {
         limit: usize,
     ) -> StoreResult<Vec<Message>> {
         self.within(
+            "claim_undecided",
             self.inner
                 .claim_undecided(stored_before, now, lease_until, limit),
         )
@@ -226,7 +269,8 @@ impl PushStore for DeadlineStore {
     }
 
     async fn mark_decided(&self, room: &RoomId, seq: Seq) -> StoreResult<()> {
-        self.within(self.inner.mark_decided(room, seq)).await
+        self.within("mark_decided", self.inner.mark_decided(room, seq))
+            .await
     }
 
     async fn enqueue_job(
@@ -238,8 +282,11 @@ impl PushStore for DeadlineStore {
         due_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> StoreResult<()> {
-        self.within(self.inner.enqueue_job(user, room, kind, seq, due_at, now))
-            .await
+        self.within(
+            "enqueue_job",
+            self.inner.enqueue_job(user, room, kind, seq, due_at, now),
+        )
+        .await
     }
 
     async fn claim_jobs(
@@ -249,24 +296,30 @@ impl PushStore for DeadlineStore {
         lease_until: DateTime<Utc>,
         limit: usize,
     ) -> StoreResult<Vec<PushJob>> {
-        self.within(self.inner.claim_jobs(node, now, lease_until, limit))
-            .await
+        self.within(
+            "claim_jobs",
+            self.inner.claim_jobs(node, now, lease_until, limit),
+        )
+        .await
     }
 
     async fn reschedule_job(&self, job: &PushJob) -> StoreResult<bool> {
-        self.within(self.inner.reschedule_job(job)).await
+        self.within("reschedule_job", self.inner.reschedule_job(job))
+            .await
     }
 
     async fn finish_job(&self, job: &PushJob) -> StoreResult<bool> {
-        self.within(self.inner.finish_job(job)).await
+        self.within("finish_job", self.inner.finish_job(job)).await
     }
 
     async fn record_decisions(&self, entries: &[LedgerEntry]) -> StoreResult<Vec<LedgerEntry>> {
-        self.within(self.inner.record_decisions(entries)).await
+        self.within("record_decisions", self.inner.record_decisions(entries))
+            .await
     }
 
     async fn update_ledger(&self, entries: &[LedgerEntry]) -> StoreResult<()> {
-        self.within(self.inner.update_ledger(entries)).await
+        self.within("update_ledger", self.inner.update_ledger(entries))
+            .await
     }
 
     async fn claim_ledger(
@@ -276,8 +329,11 @@ impl PushStore for DeadlineStore {
         seqs: &[Seq],
         owner: &str,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        self.within(self.inner.claim_ledger(user, room, seqs, owner))
-            .await
+        self.within(
+            "claim_ledger",
+            self.inner.claim_ledger(user, room, seqs, owner),
+        )
+        .await
     }
 
     async fn ledger(
@@ -286,7 +342,8 @@ impl PushStore for DeadlineStore {
         room: Option<&RoomId>,
         limit: usize,
     ) -> StoreResult<Vec<LedgerEntry>> {
-        self.within(self.inner.ledger(user, room, limit)).await
+        self.within("ledger", self.inner.ledger(user, room, limit))
+            .await
     }
 
     async fn notified_between(
@@ -296,11 +353,15 @@ impl PushStore for DeadlineStore {
         after: Seq,
         upto: Seq,
     ) -> StoreResult<bool> {
-        self.within(self.inner.notified_between(user, room, after, upto))
-            .await
+        self.within(
+            "notified_between",
+            self.inner.notified_between(user, room, after, upto),
+        )
+        .await
     }
 
     async fn expire_ledger(&self, before: DateTime<Utc>, limit: usize) -> StoreResult<u64> {
-        self.within(self.inner.expire_ledger(before, limit)).await
+        self.within("expire_ledger", self.inner.expire_ledger(before, limit))
+            .await
     }
 }

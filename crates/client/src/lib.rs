@@ -130,6 +130,22 @@ impl Client {
         .await
     }
 
+    /// Sends a message over REST (`POST /v1/rooms/{room}/messages`): the stored message.
+    pub async fn post_message(
+        &self,
+        room: &RoomId,
+        client_msg_id: &str,
+        text: &str,
+    ) -> anyhow::Result<Message> {
+        let url = format!("{}/v1/rooms/{room}/messages", self.base);
+        self.call(
+            self.http
+                .post(url)
+                .json(&json!({"clientMsgId": client_msg_id, "text": text})),
+        )
+        .await
+    }
+
     /// Every room of the user, following the list's pages, most recently active first.
     pub async fn rooms(&self) -> anyhow::Result<Vec<RoomSummary>> {
         #[derive(serde::Deserialize)]

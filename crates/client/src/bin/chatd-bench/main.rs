@@ -1,12 +1,20 @@
-//! Quick load runs against a running node (see scripts/bench and docs/benchmarks.md):
+//! Load runs against a running node or cluster, or the bare broadcast fixture (see
+//! scripts/bench and docs/benchmarks.md). The suite's scenarios are in [`suite`]:
 //!
-//!   chatd-bench idle   --pid P --connections N   server RSS per idle connection
-//!   chatd-bench fanout --members M --messages K  deliveries/s from one sender to a group
+//!   chatd-bench [--bare] fanout --members M --messages K (--window W | --rate R)
+//!   chatd-bench [--bare] pairs --pairs P (--rate R | --window W) --seconds S
+//!   chatd-bench [--bare] idle --pid P --connections N
+//!   chatd-bench history --clients C --seconds S
+//!   chatd-bench storm --clients N --groups G
 //!   chatd-bench group --pid P [--chatter]        a busy group: frames and server CPU, with or
 //!                                                without the SDK's receipts and typing
+//!   chatd-bench slow-reader --pid P              a reader that stops: memory stays flat
 //!
-//! Figures are comparisons within one run on a shared, noisy machine; they are reported,
-//! never asserted by tests.
+//! Each prints one JSON object. `--url` takes several nodes, comma-separated; `--pid` the
+//! server processes whose CPU counts. Figures are comparisons within one run on a shared,
+//! noisy machine; they are reported, never asserted by tests.
+
+mod suite;
 
 use std::{
     collections::BTreeMap,
@@ -18,18 +26,24 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use chatd_client::{Client, Connection, ServerFrame, Session, token};
+use chatd_client::{Client, Connection, ServerFrame, token};
 use chatd_protocol::{DEV_SECRET, model::UserId};
 use clap::{Parser, Subcommand};
 use futures_util::{StreamExt, stream};
-use hdrhistogram::Histogram;
 
 #[derive(Parser)]
 #[command(about = "Quick load runs against a running chatd node")]
 struct Cli {
-    /// The node's base URL.
+    /// The node's base URL; for a cluster, every node's, comma-separated (users are spread
+    /// over them in turn).
     #[arg(long, default_value = "http://127.0.0.1:8080", global = true)]
     url: String,
+    /// Drive the bare broadcast fixture (bare-broadcast) at `--url` instead of chatd.
+    #[arg(long, global = true)]
+    bare: bool,
+    /// The server processes whose CPU time the suite's scenarios report, comma-separated.
+    #[arg(long, global = true, value_delimiter = ',')]
+    pids: Vec<u32>,
     /// The node's auth.jwt_secret (to mint tokens).
     #[arg(long, default_value = DEV_SECRET, global = true)]
     secret: String,
@@ -47,15 +61,45 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         connections: usize,
     },
-    /// One sender, M members: how fast does a node fan messages out?
+    /// One sender, M members: a window of messages in flight, or a fixed rate.
     Fanout {
         #[arg(long, default_value_t = 500)]
         members: usize,
-        #[arg(long, default_value_t = 200)]
-        messages: usize,
-        /// The server's process id, to report its RSS.
+        #[arg(long, default_value_t = 2000)]
+        messages: u64,
+        /// Closed loop: at most this many of the sender's messages not yet echoed back.
+        #[arg(long, conflicts_with = "rate")]
+        window: Option<usize>,
+        /// Open loop: messages per second.
         #[arg(long)]
-        pid: Option<u32>,
+        rate: Option<u64>,
+    },
+    /// P two-member rooms: a fixed total rate, or a window per user (persisted messages/s).
+    Pairs {
+        #[arg(long, default_value_t = 500)]
+        pairs: usize,
+        #[arg(long, conflicts_with = "rate")]
+        window: Option<usize>,
+        #[arg(long)]
+        rate: Option<u64>,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Requests/s for a room's newest 50 messages.
+    History {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// N clients dropped at once reconnect and resume: time until all are live, store calls
+    /// per client.
+    Storm {
+        #[arg(long, default_value_t = 10_000)]
+        clients: usize,
+        /// Shared groups each client is in, besides its direct room.
+        #[arg(long, default_value_t = 0)]
+        groups: usize,
     },
     /// A busy group at a steady rate: frames each way and the server's CPU, with or without
     /// the chatter an SDK adds (delivered and read reports from every member, typing before
@@ -167,22 +211,56 @@ async fn main() -> anyhow::Result<()> {
         secret: cli.secret.clone(),
         run: format!("b{}", &uuid::Uuid::new_v4().simple().to_string()[..6]),
     };
-    match cli.command {
-        Command::Idle { pid, connections } => idle(&bench, pid, connections).await,
+    let target = if cli.bare {
+        suite::Target::Bare {
+            url: cli.url.clone(),
+        }
+    } else {
+        suite::Target::Chatd {
+            urls: cli.url.split(',').map(str::to_owned).collect(),
+            secret: cli.secret.clone(),
+        }
+    };
+    let pace = |window: Option<usize>, rate: Option<u64>| match (window, rate) {
+        (_, Some(rate)) => suite::Pace::Rate(rate),
+        (window, None) => suite::Pace::Window(window.unwrap_or(64)),
+    };
+    let report = match cli.command {
+        Command::Idle { pid, connections } => suite::idle(&target, pid, connections).await?,
         Command::Fanout {
             members,
             messages,
-            pid,
-        } => fanout(&bench, members, messages, pid).await,
-        Command::SlowReader { pid, rate, seconds } => slow_reader(&bench, pid, rate, seconds).await,
+            window,
+            rate,
+        } => suite::fanout(&target, &cli.pids, members, messages, pace(window, rate)).await?,
+        Command::Pairs {
+            pairs,
+            window,
+            rate,
+            seconds,
+        } => suite::pairs(&target, &cli.pids, pairs, pace(window, rate), seconds).await?,
+        Command::History { clients, seconds } => suite::history(&target, clients, seconds).await?,
+        Command::Storm { clients, groups } => suite::storm(&target, clients, groups).await?,
+        Command::SlowReader { pid, rate, seconds } => {
+            return slow_reader(&bench, pid, rate, seconds).await;
+        }
         Command::Group {
             pid,
             members,
             rate,
             seconds,
             chatter,
-        } => group(&bench, pid, members, rate, seconds, chatter).await,
-    }
+        } => return group(&bench, pid, members, rate, seconds, chatter).await,
+    };
+    println!("{report}");
+    Ok(())
+}
+
+/// Microseconds since the epoch (what the suite's texts carry).
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 async fn slow_reader(bench: &Bench, pid: u32, rate: u64, seconds: u64) -> anyhow::Result<()> {
@@ -264,132 +342,6 @@ async fn slow_reader(bench: &Bench, pid: u32, rate: u64, seconds: u64) -> anyhow
                 "holds_after_resume": holds,
                 "lost": total.saturating_sub(holds),
             },
-        })
-    );
-    Ok(())
-}
-
-async fn idle(bench: &Bench, pid: u32, n: usize) -> anyhow::Result<()> {
-    // Each user shares a direct room with a partner, so connections hold real subscriptions.
-    let pairs: Vec<usize> = (0..n).step_by(2).collect();
-    stream::iter(pairs)
-        .map(|i| async move {
-            let peer = bench.user(i + 1);
-            bench.client(&bench.user(i)).open_direct(&peer).await
-        })
-        .buffer_unordered(64)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
-    // Warm up: one connection open and closed, so lazily built state is counted in "before".
-    drop(bench.connect(&bench.client(&bench.user(0))).await?);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_kib(pid)?;
-    let started = Instant::now();
-    let conns: Vec<Connection> = stream::iter(0..n)
-        .map(|i| async move { bench.connect(&bench.client(&bench.user(i))).await })
-        .buffer_unordered(128)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-    let connect_secs = started.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = rss_kib(pid)?;
-    let per_conn = (after.saturating_sub(before) as f64 * 1024.0) / n as f64;
-    println!(
-        "{}",
-        serde_json::json!({
-            "connections": conns.len(),
-            "server_rss_before_kib": before,
-            "server_rss_after_kib": after,
-            "bytes_per_idle_connection": per_conn.round(),
-            "connect_seconds": (connect_secs * 100.0).round() / 100.0,
-        })
-    );
-    drop(conns);
-    Ok(())
-}
-
-async fn fanout(
-    bench: &Bench,
-    members: usize,
-    messages: usize,
-    pid: Option<u32>,
-) -> anyhow::Result<()> {
-    let names: Vec<String> = (0..members).map(|i| bench.user(i)).collect();
-    let others: Vec<&str> = names[1..].iter().map(String::as_str).collect();
-    let owner = bench.client(&names[0]);
-    let room = owner.create_group("fanout", &others).await?;
-    let conns: Vec<Connection> = stream::iter(names.iter())
-        .map(|name| async move { bench.connect(&bench.client(name)).await })
-        .buffer_unordered(128)
-        .collect::<Vec<_>>()
-        .await
-        .into_iter()
-        .collect::<Result<_, _>>()?;
-
-    let delivered = Arc::new(AtomicU64::new(0));
-    let expected = (members * messages) as u64;
-    let mut readers = Vec::new();
-    // The writing halves keep the sockets open; the first member is the sender.
-    let mut writers = Vec::new();
-    for conn in conns {
-        let (tx, mut rx) = conn.split();
-        writers.push(tx);
-        let delivered = delivered.clone();
-        readers.push(tokio::spawn(async move {
-            let mut latencies = Histogram::<u64>::new(3).expect("histogram");
-            let mut got = 0;
-            while got < messages {
-                match rx.event(Duration::from_secs(60)).await {
-                    Ok(ServerFrame::Message(m)) => {
-                        got += 1;
-                        delivered.fetch_add(1, Ordering::Relaxed);
-                        if let Some((_, stamp)) = m.text.rsplit_once(" @") {
-                            let now = chrono::Utc::now().timestamp_micros() as u64;
-                            let _ =
-                                latencies.record(now.saturating_sub(stamp.parse().unwrap_or(now)));
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(latencies)
-        }));
-    }
-    let sender = writers.first_mut().context("no sender")?;
-    let rss_before = pid.map(rss_kib).transpose()?;
-    let started = Instant::now();
-    for k in 0..messages {
-        sender
-            .send_message(
-                &room.id,
-                &format!("f{k}"),
-                &Session::stamp(&format!("fanout {k}")),
-            )
-            .await?;
-    }
-    let mut latencies = Histogram::<u64>::new(3)?;
-    for reader in readers {
-        latencies.add(reader.await??)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let rss_after = pid.map(rss_kib).transpose()?;
-    let ms = |q: f64| latencies.value_at_quantile(q) as f64 / 1000.0;
-    println!(
-        "{}",
-        serde_json::json!({
-            "members": members,
-            "messages": messages,
-            "deliveries": delivered.load(Ordering::Relaxed),
-            "expected": expected,
-            "seconds": (elapsed * 1000.0).round() / 1000.0,
-            "deliveries_per_second": (delivered.load(Ordering::Relaxed) as f64 / elapsed).round(),
-            "latency_ms": {"p50": ms(0.5), "p90": ms(0.9), "p99": ms(0.99), "max": latencies.max() as f64 / 1000.0},
-            "server_rss_kib": {"before": rss_before, "after": rss_after},
         })
     );
     Ok(())
