@@ -40,11 +40,13 @@ const BATCH: usize = 64;
 const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 type Outbox = mpsc::Sender<Utf8Bytes>;
+/// A room's connections, by connection id.
+type Members = Arc<Vec<(u64, Outbox)>>;
 
 /// Rooms to their connections, copied on write: a broadcast clones one `Arc`.
 #[derive(Default)]
 struct Rooms {
-    by_name: RwLock<HashMap<String, Arc<Vec<(u64, Outbox)>>>>,
+    by_name: RwLock<HashMap<String, Members>>,
 }
 
 impl Rooms {
@@ -68,7 +70,7 @@ impl Rooms {
         }
     }
 
-    fn members(&self, room: &str) -> Arc<Vec<(u64, Outbox)>> {
+    fn members(&self, room: &str) -> Members {
         let rooms = self.by_name.read().expect("rooms lock");
         rooms.get(room).cloned().unwrap_or_default()
     }
@@ -96,6 +98,8 @@ async fn serve(stream: tokio::net::TcpStream, id: u64, rooms: Arc<Rooms>) {
         .read_buffer_size(2048)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(WRITE_BUFFER_BYTES + 1024 * 1024);
+    // The callback's error type is tungstenite's (an HTTP response), large or not.
+    #[allow(clippy::result_large_err)]
     let accepted = tokio_tungstenite::accept_hdr_async_with_config(
         stream,
         |request: &Request, response| {
