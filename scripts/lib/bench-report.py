@@ -3,9 +3,10 @@
 
   bench-report.py --p99-over RUNS TARGET SCENARIO MS
       exit 0 when that scenario's last run had p99 over MS (or fell behind), else 1
-  bench-report.py --write RUNS JSON_OUT MARKDOWN COMMIT STORE QUICK
-      writes every run and the medians to JSON_OUT, and the table between
-      <!-- bench:begin --> and <!-- bench:end --> in MARKDOWN
+  bench-report.py --write RUNS JSON_OUT MARKDOWN COMMIT STORE QUICK PARTS
+      writes every run to JSON_OUT, and the table of medians between
+      <!-- bench:begin --> and <!-- bench:end --> in MARKDOWN; when PARTS is only "node" or
+      only "cluster", the other part's runs are kept from the JSON_OUT of an earlier run
 """
 
 import datetime
@@ -158,8 +159,16 @@ def table(runs, store):
     return "\n".join(rows), failed
 
 
-def write(runs_path, json_out, markdown, commit, store, quick):
+PART_TARGETS = {"node": ("bare", "chatd-1"), "cluster": ("chatd-3",)}
+
+
+def write(runs_path, json_out, markdown, commit, store, quick, parts):
     runs = load(runs_path)
+    kept = [p for p in PART_TARGETS if p not in parts.split()]
+    if kept and os.path.exists(json_out):
+        earlier = json.load(open(json_out))
+        keep = {t for p in kept for t in PART_TARGETS[p]}
+        runs += [dict(r, earlier=earlier["date"]) for r in earlier["runs"] if r["target"] in keep]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"
     with open(json_out, "w") as f:
@@ -172,6 +181,9 @@ def write(runs_path, json_out, markdown, commit, store, quick):
             f"each scenario; every run in docs/benchmarks.json.")
     if failed:
         note += " Failed runs: " + ", ".join(failed) + "."
+    earlier = sorted({r["earlier"] for r in runs if "earlier" in r})
+    if earlier:
+        note += f" The {' and '.join(kept)} rows come from the run of {', '.join(earlier)}."
     section = f"<!-- bench:begin -->\n{note}\n\n{body}\n<!-- bench:end -->"
     text = open(markdown).read()
     start, end = text.find("<!-- bench:begin -->"), text.find("<!-- bench:end -->")
@@ -188,4 +200,4 @@ if __name__ == "__main__":
         _, _, path, target, scenario, ms = sys.argv
         sys.exit(0 if p99_over(load(path), target, scenario, float(ms)) else 1)
     if sys.argv[1] == "--write":
-        write(*sys.argv[2:8])
+        write(*sys.argv[2:9])
