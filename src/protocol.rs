@@ -6,7 +6,8 @@ use axum::extract::ws::Utf8Bytes;
 
 pub use chatd_protocol::{
     ClientAction, ClientFrame, CloseReason, ErrorCode, ErrorFrame, FrameError, MAX_RESUME_ROOMS,
-    PROTOCOL_VERSION, ResumeFrame, ResumedRoom, SUBPROTOCOL, ServerFrame, parse_client_frame,
+    PROTOCOL_VERSION, ResumeFrame, ResumedRoom, SUBPROTOCOL, SendFrame, ServerFrame,
+    parse_client_frame,
 };
 
 /// Serializes once; the bytes are shared (reference-counted) by every recipient.

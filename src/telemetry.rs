@@ -249,7 +249,7 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         "chatd_store_append_seconds",
         Kind::Histogram,
         Unit::Seconds,
-        "Time to store a message.",
+        "Time to store a message (sends pipelined on one connection: their batch, timed once).",
         &[&[]],
     ),
     (

@@ -1,7 +1,7 @@
 //! Writing to a room's log: messages (with replies) and the changes to them (edit, delete,
 //! react), who may make each, and reading messages in their current state.
 //!
-//! Every write takes the one pipeline of `Chat::append_and_announce` (store, then cache, then
+//! Every write takes the one pipeline of `Chat::append_all` (store, then cache, then
 //! bus), so changes get their own seq, idempotency by clientMsgId and the same delivery,
 //! resume and gap filling as messages. The current state is the protocol crate's fold
 //! (`chatd_protocol::state`), the same rules every client applies.
@@ -23,6 +23,14 @@ pub const MAX_EMOJI_BYTES: usize = 32;
 pub const MAX_REACTIONS_PER_USER: usize = 20;
 /// Different emojis one message may carry: the state every reader gets stays small.
 pub const MAX_EMOJIS_PER_MESSAGE: usize = 50;
+
+/// One write as a client asked for it: where, under which clientMsgId, and what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending<'a> {
+    pub room: &'a str,
+    pub client_msg_id: &'a str,
+    pub write: Write<'a>,
+}
 
 /// What a user asks to add to a room's log.
 #[derive(Debug, Clone, PartialEq)]
@@ -75,12 +83,54 @@ impl Chat {
         client_msg_id: &str,
         write: Write<'_>,
     ) -> ChatResult<Appended> {
-        let room = parse_room(room)?;
-        validate_client_msg_id(client_msg_id)?;
-        self.validate(&write)?;
+        let one = Pending {
+            room,
+            client_msg_id,
+            write,
+        };
+        let mut answers = self.write_all(user, std::slice::from_ref(&one)).await;
+        answers.pop().unwrap_or(Err(ChatError::RoomNotFound))
+    }
+
+    /// Several writes of one user, answered each as [`Chat::write`] would and in their
+    /// order: stored together (one transaction in the embedded store), then announced one
+    /// after the other. A change's target must be stored before the batch: its check reads
+    /// the store.
+    pub async fn write_all(
+        &self,
+        user: &UserId,
+        writes: &[Pending<'_>],
+    ) -> Vec<ChatResult<Appended>> {
+        let mut answers = Vec::with_capacity(writes.len());
+        let mut news = Vec::new();
+        for pending in writes {
+            match self.prepare(user, pending).await {
+                Ok(new) => {
+                    news.push(new);
+                    answers.push(None);
+                }
+                Err(e) => answers.push(Some(Err(e))),
+            }
+        }
+        let mut stored = self.append_all(news).await.into_iter();
+        answers
+            .into_iter()
+            .map(|refused| {
+                refused
+                    .or_else(|| stored.next())
+                    .unwrap_or(Err(ChatError::RoomNotFound))
+            })
+            .collect()
+    }
+
+    /// The entry to store for one write, once it is valid and allowed.
+    async fn prepare(&self, user: &UserId, pending: &Pending<'_>) -> ChatResult<NewMessage> {
+        let room = parse_room(pending.room)?;
+        validate_client_msg_id(pending.client_msg_id)?;
+        self.validate(&pending.write)?;
         self.require_member(&room, user).await?;
-        let new = self.authorize(user, &room, client_msg_id, &write).await?;
-        self.append_and_announce(new).await
+        self.authorize(user, &room, pending.client_msg_id, &pending.write)
+            .await
     }
 
     fn validate(&self, write: &Write<'_>) -> ChatResult<()> {

@@ -27,7 +27,7 @@ mod presence;
 mod receipts;
 mod rooms;
 
-pub use changes::{MAX_EMOJI_BYTES, Write};
+pub use changes::{MAX_EMOJI_BYTES, Pending, Write};
 pub use presence::{MemberPresence, RoomPresence};
 pub use receipts::{ReceiptBatcher, unread_counts};
 
@@ -218,20 +218,39 @@ impl Chat {
         self.write(sender, room, client_msg_id, message).await
     }
 
-    /// Store, then cache, then publish: the ack waits for all three.
-    async fn append_and_announce(&self, mut new: NewMessage) -> ChatResult<Appended> {
-        let room = new.room.clone();
-        // Marked in the same write, so no crash between storing and deciding loses it.
-        new.notify = new.kind == EntryKind::Message && self.push.enabled();
+    /// Store, then cache, then publish: each ack waits for all three. The entries are
+    /// stored in one batch and announced in their order.
+    async fn append_all(&self, mut news: Vec<NewMessage>) -> Vec<ChatResult<Appended>> {
+        if news.is_empty() {
+            return Vec::new();
+        }
+        for new in &mut news {
+            // Marked in the same write, so no crash between storing and deciding loses it.
+            new.notify = new.kind == EntryKind::Message && self.push.enabled();
+        }
         let started = std::time::Instant::now();
-        let appended = self.store.append(new, self.clock.now()).await?;
+        let stored = self.store.append_batch(news, self.clock.now()).await;
+        metrics::histogram!("chatd_store_append_seconds").record(started.elapsed());
+        let mut answers = Vec::with_capacity(stored.len());
+        for appended in stored {
+            let announced = match appended {
+                Ok(appended) => self.announce(&appended).await.map(|()| appended),
+                Err(e) => Err(e.into()),
+            };
+            answers.push(announced);
+        }
+        answers
+    }
+
+    /// Tells the cache and the bus of a stored entry (again, for a retry: its first attempt
+    /// may have failed right here).
+    async fn announce(&self, appended: &Appended) -> ChatResult<()> {
+        let room = appended.message.room.clone();
         if appended.message.is_message() && !appended.duplicate && self.push.enabled() {
             self.push.message_stored(&appended.message);
         }
-        metrics::histogram!("chatd_store_append_seconds").record(started.elapsed());
         metrics::counter!("chatd_messages_stored_total", "duplicate" => appended.duplicate.to_string())
             .increment(1);
-        // Cached and announced again on a retry: the first attempt may have failed right here.
         if let Some(recent) = &self.recent {
             let message = &appended.message;
             let cached = match (message.kind, message.target) {
@@ -278,7 +297,7 @@ impl Chat {
             target: "chatd::trace", hop = "published", room = %room, seq = message.seq,
             id = %message.id, trace = %trace.id, node = %trace.node, "message published"
         );
-        Ok(appended)
+        Ok(())
     }
 
     fn validate_text(&self, text: &str) -> ChatResult<()> {

@@ -2,8 +2,9 @@
 //! the user's rooms, then read frames until the client leaves, misbehaves, falls silent, its
 //! token expires, or the node shuts down.
 //!
-//! Frames of one connection are handled one at a time, so a client's sends are stored in the
-//! order it sent them. What a frame may cost is in `admission`, the resume in `resume`.
+//! Frames of one connection are handled in order, so a client's sends are stored in the
+//! order it sent them. Sends that arrive back to back are stored as one batch (see
+//! [`MAX_PIPELINED_SENDS`]). What a frame may cost is in `admission`, the resume in `resume`.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,17 +13,17 @@ use std::{
 };
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
-use futures_util::{StreamExt, stream::SplitStream};
+use futures_util::{FutureExt, StreamExt, stream::SplitStream};
 use tokio::{sync::mpsc, time::Instant};
 
 use super::{Admitted, Refusal, writer};
 use crate::{
-    chat::{ChatError, PublicError, Write},
+    chat::{ChatError, ChatResult, Pending, PublicError, Write},
     domain::{RoomId, UserId},
     hub::{ConnHandle, Outbound},
     protocol::{
-        ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, encode,
-        parse_client_frame,
+        ClientFrame, CloseReason, ErrorCode, ErrorFrame, PROTOCOL_VERSION, SendFrame, ServerFrame,
+        encode, parse_client_frame,
     },
     state::Node,
     store::Mark,
@@ -31,6 +32,12 @@ use crate::{
 
 /// How long the connection's own replies may wait for queue space.
 pub(super) const REPLY_PATIENCE: Duration = Duration::from_secs(5);
+
+/// The most sends stored as one batch. A client with many sends in flight (a bot, a burst
+/// after a reconnect) gets one store write and one wake-up of each receiver's writer per
+/// batch instead of one per message; a batch waits only for frames already read off the
+/// socket, never for more to come.
+pub(super) const MAX_PIPELINED_SENDS: usize = 64;
 
 pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitted, Refusal>) {
     // Shutdown waits for this connection until the token is dropped.
@@ -81,6 +88,7 @@ pub async fn serve(socket: WebSocket, node: Arc<Node>, admission: Result<Admitte
         bad_frames: 0,
         throttled: 0,
         live: LiveState::new(),
+        sends: Vec::new(),
     };
     session.run(stream, verified.valid_until).await;
     conn.close(CloseReason::Normal); // no-op if a reason was already given
@@ -152,6 +160,8 @@ pub(super) struct Session {
     pub(super) throttled: u32,
     /// Presence, typing and activity of this connection.
     pub(super) live: LiveState,
+    /// Sends read but not yet stored: the batch being gathered.
+    sends: Vec<SendFrame>,
 }
 
 /// What the connection tracks for presence and typing.
@@ -231,9 +241,9 @@ impl Session {
         loop {
             tokio::select! {
                 biased;
-                // Checked between frames only: the frame being handled is finished, nothing new
-                // is read, the writer flushes the replies queued so far and closes with 1012.
-                // However fast the client sends, the close follows within one frame.
+                // Checked between frames only: the frames being handled are finished, nothing
+                // new is read, the writer flushes the replies queued so far and closes with
+                // 1012. However fast the client sends, the close follows within one batch.
                 _ = shutdown.cancelled() => {
                     self.conn.close(CloseReason::ServiceRestart);
                     break;
@@ -254,19 +264,14 @@ impl Session {
                         self.conn.close(CloseReason::HeartbeatTimeout);
                         break;
                     }
-                    Ok(None) => break,
-                    Ok(Some(Err(e))) => {
-                        if let Some(reason) = close_reason_for(e) {
-                            self.conn.close(reason);
-                        }
-                        break;
-                    }
                     Ok(Some(Ok(message))) => {
-                        // Boxed: the handling future exists only while a frame is handled, so
-                        // an idle connection's task stays small (see docs/benchmarks.md).
-                        if !Box::pin(self.on_ws_message(message)).await {
+                        if !Box::pin(self.on_ws_messages(message, &mut stream)).await {
                             break;
                         }
+                    }
+                    Ok(end) => {
+                        self.stream_ended(end);
+                        break;
                     }
                 },
             }
@@ -439,7 +444,49 @@ impl Session {
         }
     }
 
-    /// Returns false when the connection should end.
+    /// Handles `message` and, while sends are gathering, the frames already read behind it;
+    /// then stores the gathered sends. Returns false when the connection should end.
+    ///
+    /// Boxed by the caller: the handling future exists only while frames are handled, so an
+    /// idle connection's task stays small (see docs/benchmarks.md).
+    async fn on_ws_messages(
+        &mut self,
+        message: WsMessage,
+        stream: &mut SplitStream<WebSocket>,
+    ) -> bool {
+        let mut go_on = self.on_ws_message(message).await;
+        let mut ended = None;
+        // Polled without waiting: only what has already arrived joins the batch. The loop
+        // ends at the latest when a full batch is stored (the sends are empty again).
+        while go_on && !self.sends.is_empty() {
+            match stream.next().now_or_never() {
+                Some(Some(Ok(message))) => go_on = self.on_ws_message(message).await,
+                Some(end) => {
+                    ended = Some(end);
+                    break;
+                }
+                None => break,
+            }
+        }
+        self.store_sends().await;
+        if let Some(end) = ended {
+            self.stream_ended(end);
+            return false;
+        }
+        go_on
+    }
+
+    /// The client's side ended: a clean end of the stream, or a read that failed.
+    fn stream_ended(&self, end: Option<Result<WsMessage, axum::Error>>) {
+        if let Some(Err(e)) = end
+            && let Some(reason) = close_reason_for(e)
+        {
+            self.conn.close(reason);
+        }
+    }
+
+    /// Returns false when the connection should end. A send joins the batch; everything
+    /// else first lets the batch be stored, so replies keep the order of the frames.
     async fn on_ws_message(&mut self, message: WsMessage) -> bool {
         match message {
             WsMessage::Text(text) => match parse_client_frame(&text) {
@@ -447,14 +494,25 @@ impl Session {
                     metrics::counter!("chatd_frames_in_total", "type" => frame.kind()).increment(1);
                     self.bad_frames = 0;
                     if let Err(refused) = self.admit(&frame) {
+                        self.store_sends().await;
                         return self.throttle(&frame, refused).await;
                     }
                     self.throttled = 0;
-                    self.on_frame(frame).await;
+                    match frame {
+                        ClientFrame::Send(send) => self.gather_send(send).await,
+                        frame => {
+                            self.store_sends().await;
+                            self.on_frame(frame).await;
+                        }
+                    }
                 }
-                Err(e) => return self.strike(e.code, &e.message).await,
+                Err(e) => {
+                    self.store_sends().await;
+                    return self.strike(e.code, &e.message).await;
+                }
             },
             WsMessage::Binary(_) => {
+                self.store_sends().await;
                 return self
                     .strike(
                         ErrorCode::BinaryUnsupported,
@@ -477,19 +535,50 @@ impl Session {
         true
     }
 
-    async fn on_frame(&mut self, frame: ClientFrame) {
-        match frame {
-            ClientFrame::Send(send) => {
-                self.note_activity().await;
-                // A sent message ends the typing that led to it.
-                if RoomId::parse(&send.room).is_ok_and(|r| self.live.typing.contains_key(&r)) {
-                    self.on_typing(&send.room, false).await;
-                }
-                let message = Write::Message {
+    /// A send joins the batch; a full batch is stored at once.
+    async fn gather_send(&mut self, send: SendFrame) {
+        self.note_activity().await;
+        // A sent message ends the typing that led to it.
+        if RoomId::parse(&send.room).is_ok_and(|r| self.live.typing.contains_key(&r)) {
+            self.on_typing(&send.room, false).await;
+        }
+        self.sends.push(send);
+        if self.sends.len() >= MAX_PIPELINED_SENDS {
+            self.store_sends().await;
+        }
+    }
+
+    /// Stores the gathered sends as one batch, in their order, and answers each.
+    async fn store_sends(&mut self) {
+        if self.sends.is_empty() {
+            return;
+        }
+        // Taken, not drained: an idle connection keeps no batch capacity.
+        let sends = std::mem::take(&mut self.sends);
+        let writes: Vec<Pending<'_>> = sends
+            .iter()
+            .map(|send| Pending {
+                room: &send.room,
+                client_msg_id: &send.client_msg_id,
+                write: Write::Message {
                     text: &send.text,
                     reply_to: send.reply_to,
-                };
-                self.write(&send.room, &send.client_msg_id, message).await;
+                },
+            })
+            .collect();
+        let answers = self.node.chat.write_all(&self.user, &writes).await;
+        for (send, answer) in sends.iter().zip(answers) {
+            self.answer_write(&send.room, &send.client_msg_id, answer)
+                .await;
+        }
+    }
+
+    async fn on_frame(&mut self, frame: ClientFrame) {
+        match frame {
+            // Gathered before (`gather_send`); here only if handed on directly.
+            ClientFrame::Send(send) => {
+                self.gather_send(send).await;
+                self.store_sends().await;
             }
             ClientFrame::Edit(edit) => {
                 self.note_activity().await;
@@ -544,6 +633,15 @@ impl Session {
             .chat
             .write(&self.user, room, client_msg_id, write)
             .await;
+        self.answer_write(room, client_msg_id, written).await;
+    }
+
+    async fn answer_write(
+        &self,
+        room: &str,
+        client_msg_id: &str,
+        written: ChatResult<crate::store::Appended>,
+    ) {
         match written {
             Ok(appended) => {
                 let m = appended.message;

@@ -10,6 +10,7 @@ use std::{future::Future, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 
 use super::{
     Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Store, StoreError,
@@ -53,6 +54,21 @@ impl DeadlineStore {
 impl Store for DeadlineStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
         self.within("append", self.inner.append(new, now)).await
+    }
+
+    /// One deadline for the batch: an entry answered late is answered `Unavailable`, like a
+    /// late single append (its retry finds it if it was stored).
+    async fn append_batch(
+        &self,
+        news: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let count = news.len();
+        let batch = self.inner.append_batch(news, now);
+        match self.within("append_batch", batch.map(Ok)).await {
+            Ok(answers) => answers,
+            Err(e) => vec![Err(e); count],
+        }
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {

@@ -320,6 +320,23 @@ pub trait Store: PushStore + Send + Sync + 'static {
     /// The caller has checked that the target exists.
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended>;
 
+    /// Appends several entries, in the given order: the answer for each, in that order, is
+    /// what [`Store::append`] of each in turn would give (a later entry of a room gets a
+    /// higher seq; a repeated clientMsgId answers `duplicate`). One failing entry fails
+    /// only itself. The embedded store writes them in one transaction; the default is one
+    /// append after the other.
+    async fn append_batch(
+        &self,
+        news: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let mut answers = Vec::with_capacity(news.len());
+        for new in news {
+            answers.push(self.append(new, now).await);
+        }
+        answers
+    }
+
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>>;
 
     /// The entry stored under (room, sender, clientMsgId), if any: a retry's first attempt.

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use chatd::domain::RoomId;
+use chatd::protocol::{ClientFrame, SendFrame};
 use chatd_client::ServerFrame;
 use serde_json::json;
 
@@ -210,4 +211,125 @@ async fn a_removed_member_cannot_send_once_their_node_hears_of_it() {
         .map(|m| m["text"].as_str().unwrap())
         .collect();
     assert_eq!(texts, ["before", "again"]);
+}
+
+/// The node's store calls so far, by method (`chatd_store_calls_total`).
+async fn store_calls(d: &Deployment, node: usize, call: &str) -> f64 {
+    let series = format!("chatd_store_calls_total{{call=\"{call}\"}}");
+    scrape(&d.base(node))
+        .await
+        .into_iter()
+        .find(|(name, _)| *name == series)
+        .map_or(0.0, |(_, n)| n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_stored_in_batches_and_answered_in_order_on_sqlite() {
+    pipelined_sends_are_stored_in_batches_and_answered_in_order(&Deployment::single(&[])).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_sends_are_stored_in_batches_and_answered_in_order_in_a_cluster() {
+    pipelined_sends_are_stored_in_batches_and_answered_in_order(&Deployment::cluster(2, &[])).await;
+}
+
+/// Sends written back to back on one connection: stored as a few batches rather than one
+/// write each, answered one by one in the order sent (a refused one among them included),
+/// and stored in that order.
+async fn pipelined_sends_are_stored_in_batches_and_answered_in_order(d: &Deployment) {
+    const N: usize = 200;
+    let (empty, stranger, repeat, repeated) = (50, 100, 150, 10);
+    let rooms = [
+        group(d, 0, "alice", &["bob"]).await,
+        group(d, 0, "alice", &["carol"]).await,
+    ];
+    let not_hers = group(d, 0, "bob", &["carol"]).await;
+    let mut alice = d.live(0, "alice").await;
+    let frames: Vec<ClientFrame> = (0..N)
+        .map(|i| {
+            let (room, id, text) = match i {
+                _ if i == empty => (&rooms[0], format!("p{i}"), " ".to_owned()),
+                _ if i == stranger => (&not_hers, format!("p{i}"), format!("m{i}")),
+                _ if i == repeat => (&rooms[0], format!("p{repeated}"), "again".to_owned()),
+                _ => (&rooms[i % 2], format!("p{i}"), format!("m{i}")),
+            };
+            ClientFrame::Send(SendFrame {
+                room: room.to_string(),
+                client_msg_id: id,
+                text,
+                reply_to: None,
+            })
+        })
+        .collect();
+    let batches_before = store_calls(d, 0, "append_batch").await;
+    alice.conn.send_frames(&frames).await.unwrap();
+    let mut answers = Vec::new();
+    while answers.len() < N {
+        let answer = alice
+            .next_matching(|f| matches!(f, ServerFrame::Ack { .. } | ServerFrame::Error(_)))
+            .await;
+        answers.push(answer);
+    }
+    let batches = store_calls(d, 0, "append_batch").await - batches_before;
+    assert!(
+        (1.0..(N / 4) as f64).contains(&batches),
+        "{batches} store writes for {N} pipelined sends"
+    );
+    let mut seqs: [Vec<u64>; 2] = Default::default();
+    for (i, answer) in answers.iter().enumerate() {
+        let wanted = if i == repeat { repeated } else { i };
+        match answer {
+            ServerFrame::Error(e) if i == empty || i == stranger => {
+                let code = if i == empty {
+                    "empty_text"
+                } else {
+                    "room_not_found"
+                };
+                assert_eq!(e.code.as_str(), code, "answer {i}");
+                assert_eq!(e.client_msg_id.as_deref(), Some(&*format!("p{i}")));
+            }
+            ServerFrame::Ack {
+                client_msg_id,
+                seq,
+                duplicate,
+                ..
+            } if i != empty && i != stranger => {
+                assert_eq!(
+                    *client_msg_id,
+                    format!("p{wanted}"),
+                    "answer {i} out of order"
+                );
+                assert_eq!(*duplicate, i == repeat, "answer {i}");
+                if i != repeat {
+                    seqs[i % 2].push(*seq);
+                }
+            }
+            other => panic!("answer {i}: {other:?}"),
+        }
+    }
+    for (room, seqs) in rooms.iter().zip(&seqs) {
+        assert_eq!(*seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+        let history = d
+            .get(0, "alice", &format!("/v1/rooms/{room}/messages?limit=200"))
+            .await;
+        let stored: Vec<&str> = history["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["clientMsgId"].as_str().unwrap())
+            .collect();
+        let sent: Vec<String> = (0..N)
+            .filter(|&i| i != empty && i != stranger && i != repeat)
+            .filter(|&i| frames_room(&frames[i]) == room.as_str())
+            .map(|i| format!("p{i}"))
+            .collect();
+        assert_eq!(stored, sent, "stored in the order sent");
+    }
+}
+
+fn frames_room(frame: &ClientFrame) -> &str {
+    match frame {
+        ClientFrame::Send(send) => &send.room,
+        other => panic!("{other:?}"),
+    }
 }

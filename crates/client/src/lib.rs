@@ -307,6 +307,10 @@ impl Connection {
         self.sender.send_frame(frame).await
     }
 
+    pub async fn send_frames(&mut self, frames: &[ClientFrame]) -> anyhow::Result<()> {
+        self.sender.send_frames(frames).await
+    }
+
     pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {
         self.sender.resume(rooms).await
     }
@@ -363,6 +367,18 @@ impl ConnSender {
     /// Any client frame (edits, deletes, reactions, replies...).
     pub async fn send_frame(&mut self, frame: &ClientFrame) -> anyhow::Result<()> {
         self.send_text(frame.to_json()).await
+    }
+
+    /// Several frames written back to back and flushed once: pipelined, the way a busy
+    /// client's frames reach the server.
+    pub async fn send_frames(&mut self, frames: &[ClientFrame]) -> anyhow::Result<()> {
+        for frame in frames {
+            self.sink
+                .feed(tungstenite::Message::text(frame.to_json()))
+                .await?;
+        }
+        self.sink.flush().await?;
+        Ok(())
     }
 
     pub async fn resume(&mut self, rooms: &BTreeMap<RoomId, Seq>) -> anyhow::Result<()> {

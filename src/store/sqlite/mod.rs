@@ -97,37 +97,68 @@ impl SqliteStore {
     }
 }
 
+/// [`Store::append`] inside the writer's transaction.
+fn append_in(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+    let stored = rows::message_by_client_msg_id(conn, &new.room, &new.sender, &new.client_msg_id)?;
+    if let Some(message) = stored {
+        return Ok(Appended {
+            message,
+            duplicate: true,
+        });
+    }
+    let mut message = new.stored_after(rows::newest(conn, &new.room)?, now);
+    match (message.kind, message.target) {
+        (EntryKind::Edit, Some(target)) if rows::is_deleted(conn, &new.room, target)? => {
+            message.text.clear();
+            message.deleted = true;
+        }
+        _ => {}
+    }
+    rows::insert_message(conn, &message, new.notify)?;
+    if let (EntryKind::Delete, Some(target)) = (message.kind, message.target) {
+        // In the same transaction: the text is gone once the delete is stored.
+        rows::scrub(conn, &new.room, target)?;
+    }
+    Ok(Appended {
+        message,
+        duplicate: false,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
-        self.write(move |conn| {
-            let stored =
-                rows::message_by_client_msg_id(conn, &new.room, &new.sender, &new.client_msg_id)?;
-            if let Some(message) = stored {
-                return Ok(Appended {
-                    message,
-                    duplicate: true,
-                });
-            }
-            let mut message = new.stored_after(rows::newest(conn, &new.room)?, now);
-            match (message.kind, message.target) {
-                (EntryKind::Edit, Some(target)) if rows::is_deleted(conn, &new.room, target)? => {
-                    message.text.clear();
-                    message.deleted = true;
-                }
-                _ => {}
-            }
-            rows::insert_message(conn, &message, new.notify)?;
-            if let (EntryKind::Delete, Some(target)) = (message.kind, message.target) {
-                // In the same transaction: the text is gone once the delete is stored.
-                rows::scrub(conn, &new.room, target)?;
-            }
-            Ok(Appended {
-                message,
-                duplicate: false,
+        self.write(move |conn| append_in(conn, &new, now)).await
+    }
+
+    /// One write job: the entries share the writer's transaction (one commit), each in its
+    /// own savepoint so that one failing entry leaves the others.
+    async fn append_batch(
+        &self,
+        news: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let count = news.len();
+        let written = self
+            .write(move |conn| {
+                let answers = news
+                    .iter()
+                    .map(|new| {
+                        conn.execute_batch("SAVEPOINT entry").map_err(sql_err)?;
+                        let answer = append_in(conn, new, now);
+                        let close = if answer.is_ok() {
+                            "RELEASE entry"
+                        } else {
+                            "ROLLBACK TO entry; RELEASE entry"
+                        };
+                        conn.execute_batch(close).map_err(sql_err)?;
+                        answer
+                    })
+                    .collect();
+                Ok(answers)
             })
-        })
-        .await
+            .await;
+        written.unwrap_or_else(|e| vec![Err(e); count])
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {

@@ -39,6 +39,8 @@ macro_rules! store_conformance {
             created_at_never_decreases_when_the_clock_goes_back,
             concurrent_appends_get_unique_consecutive_seqs,
             concurrent_retries_store_one_message,
+            a_batch_appends_as_one_append_after_the_other,
+            concurrent_batches_on_two_nodes_keep_each_batch_in_order,
             history_pages_by_seq_and_time_both_ways,
             last_seq_and_unread_counts,
             direct_rooms_are_idempotent_and_symmetric,
@@ -234,6 +236,114 @@ pub async fn concurrent_retries_store_one_message(f: &impl StoreFactory) {
     }
     assert_eq!((ids.len(), originals), (1, 1));
     assert_eq!(store.last_seq(&room).await.unwrap(), 1);
+}
+
+/// Rooms mixed, a repeat of an earlier entry and one of an entry in the same batch: each
+/// answer is what appending them one after the other gives.
+pub async fn a_batch_appends_as_one_append_after_the_other(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let a = room(&*store).await;
+    let b = store
+        .ensure_direct_room(&user("alice"), &user("carol"), now())
+        .await
+        .unwrap()
+        .id;
+    let earlier = store
+        .append(new_message(&a, "alice", "x"), now())
+        .await
+        .unwrap();
+    let batch = vec![
+        new_message(&a, "alice", "c1"),
+        new_message(&b, "alice", "c1"),
+        new_message(&a, "alice", "x"),
+        new_message(&a, "bob", "c2"),
+        new_message(&a, "alice", "c1"),
+        new_message(&b, "alice", "c2"),
+    ];
+    let answers: Vec<(RoomId, Seq, bool)> = store
+        .append_batch(batch, now())
+        .await
+        .into_iter()
+        .map(|a| {
+            let a = a.unwrap();
+            (a.message.room, a.message.seq, a.duplicate)
+        })
+        .collect();
+    assert_eq!(
+        answers,
+        [
+            (a.clone(), 2, false),
+            (b.clone(), 1, false),
+            (a.clone(), 1, true),
+            (a.clone(), 3, false),
+            (a.clone(), 2, true),
+            (b.clone(), 2, false),
+        ]
+    );
+    let stored = store
+        .history(&a, &HistoryQuery::after(0, 10))
+        .await
+        .unwrap();
+    let ids: Vec<&str> = stored.iter().map(|m| m.client_msg_id.as_str()).collect();
+    assert_eq!(ids, ["x", "c1", "c2"]);
+    assert_eq!(stored[0], earlier.message);
+    assert!(
+        stored
+            .windows(2)
+            .all(|w| w[0].created_at <= w[1].created_at)
+    );
+    assert!(store.append_batch(Vec::new(), now()).await.is_empty());
+}
+
+/// Two nodes appending batches to one room at once (and retrying one): every entry gets
+/// its own seq with none missing, and each batch's seqs rise in the batch's order.
+pub async fn concurrent_batches_on_two_nodes_keep_each_batch_in_order(f: &impl StoreFactory) {
+    const BATCHES: usize = 6;
+    const EACH: usize = 10;
+    let nodes = f.nodes(2).await;
+    let room = room(&*nodes[0]).await;
+    let tasks: Vec<_> = (0..BATCHES)
+        .map(|b| {
+            let (store, room) = (nodes[b % 2].clone(), room.clone());
+            tokio::spawn(async move {
+                let sender = if b % 2 == 0 { "alice" } else { "bob" };
+                let batch: Vec<NewMessage> = (0..EACH)
+                    .map(|i| new_message(&room, sender, &format!("b{b}-{i}")))
+                    .collect();
+                let first: Vec<Seq> = store
+                    .append_batch(batch.clone(), now())
+                    .await
+                    .into_iter()
+                    .map(|a| a.unwrap().message.seq)
+                    .collect();
+                let retried: Vec<Seq> = store
+                    .append_batch(batch, now())
+                    .await
+                    .into_iter()
+                    .map(|a| {
+                        let a = a.unwrap();
+                        assert!(a.duplicate);
+                        a.message.seq
+                    })
+                    .collect();
+                assert_eq!(
+                    first, retried,
+                    "a retried batch finds what the first stored"
+                );
+                first
+            })
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "out of order: {seqs:?}"
+        );
+        all.extend(seqs);
+    }
+    assert_eq!(all, (1..=(BATCHES * EACH) as Seq).collect());
 }
 
 pub async fn history_pages_by_seq_and_time_both_ways(f: &impl StoreFactory) {
