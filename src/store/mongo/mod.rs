@@ -260,6 +260,89 @@ impl MongoStore {
         )))
     }
 
+    /// Messages of one room in a row (plain messages: no scrub, no edit check): one
+    /// `insertMany` of the seqs after the remembered newest, in order. Where the store stops
+    /// it (a seq another node took, a repeated clientMsgId), the entries from there on are
+    /// appended one by one, which sorts out either case; what it inserted before stands.
+    async fn insert_run(
+        &self,
+        mut run: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let room = run[0].room.clone();
+        let mut answers = Vec::with_capacity(run.len());
+        if self.known_newest(&room).is_none() {
+            // The first one reads the room's newest (and remembers it); the rest follow it.
+            answers.push(self.append(run.remove(0), now).await);
+        }
+        let turn = self.append_lock(&room).lock().await;
+        let Some(mut previous) = self.known_newest(&room).filter(|_| !run.is_empty()) else {
+            drop(turn);
+            answers.extend(self.append_each(run, now).await);
+            return answers;
+        };
+        let messages: Vec<Message> = run
+            .iter()
+            .map(|new| {
+                let message = new.stored_after(Some(previous), now);
+                previous = (message.seq, message.created_at);
+                message
+            })
+            .collect();
+        let docs = run
+            .iter()
+            .zip(&messages)
+            .map(|(new, message)| MessageDoc::from_message(message, new.notify));
+        let inserted = match self.messages.insert_many(docs).ordered(true).await {
+            Ok(_) => messages.len(),
+            Err(e) => match e.kind.as_ref() {
+                // Ordered: everything before the first failing entry is in.
+                mongodb::error::ErrorKind::InsertMany(failure)
+                    if failure.write_concern_error.is_none() =>
+                {
+                    let first_failed = failure
+                        .write_errors
+                        .as_ref()
+                        .and_then(|errors| errors.iter().map(|w| w.index).min());
+                    first_failed.unwrap_or(0).min(messages.len())
+                }
+                // Unknown how far it got: a retry with the same clientMsgIds finds out.
+                _ => {
+                    let error = store_err(e);
+                    answers.extend(run.iter().map(|_| Err(error.clone())));
+                    return answers;
+                }
+            },
+        };
+        if let Some(last) = messages[..inserted].last() {
+            self.remember_newest(&room, (last.seq, last.created_at), true);
+        }
+        drop(turn);
+        answers.extend(messages.into_iter().take(inserted).map(|message| {
+            Ok(Appended {
+                message,
+                duplicate: false,
+            })
+        }));
+        answers.extend(
+            self.append_each(run.into_iter().skip(inserted).collect(), now)
+                .await,
+        );
+        answers
+    }
+
+    async fn append_each(
+        &self,
+        news: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let mut answers = Vec::with_capacity(news.len());
+        for new in news {
+            answers.push(self.append(new, now).await);
+        }
+        answers
+    }
+
     /// Removes the text of the message at `target`, then of its edits.
     async fn scrub(&self, room: &RoomId, target: Seq) -> StoreResult<()> {
         let removed = doc! {"$set": {"text": "", "deleted": true}};
@@ -394,6 +477,32 @@ impl Store for MongoStore {
             _ => {}
         }
         Ok(appended)
+    }
+
+    /// Plain messages to one room in a row go in as one `insertMany` (see `insert_run`);
+    /// everything else one append after the other.
+    async fn append_batch(
+        &self,
+        news: Vec<NewMessage>,
+        now: DateTime<Utc>,
+    ) -> Vec<StoreResult<Appended>> {
+        let mut answers = Vec::with_capacity(news.len());
+        let mut news = news.into_iter().peekable();
+        while let Some(first) = news.next() {
+            let mut run = vec![first];
+            while run[0].kind == EntryKind::Message
+                && let Some(next) =
+                    news.next_if(|n| n.kind == EntryKind::Message && n.room == run[0].room)
+            {
+                run.push(next);
+            }
+            if run.len() == 1 {
+                answers.extend(self.append_each(run, now).await);
+            } else {
+                answers.extend(self.insert_run(run, now).await);
+            }
+        }
+        answers
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
