@@ -19,42 +19,41 @@ impl Chat {
         user: &UserId,
         rooms: &BTreeMap<String, Seq>,
     ) -> ChatResult<Resumption> {
-        // Reads in proportion to the rooms named (never the user's whole membership list).
+        // Two store reads whatever the number of rooms named (and never the user's whole
+        // membership list): which are the user's, then every replay at once. One read of
+        // the store beats a cache read and a last-seq read per room.
         let mut resumption = Resumption::default();
+        let named: Vec<RoomId> = rooms
+            .keys()
+            .filter_map(|name| RoomId::parse(name).ok())
+            .collect();
+        let theirs: std::collections::HashSet<RoomId> = self
+            .store
+            .memberships_among(user, &named)
+            .await?
+            .into_iter()
+            .map(|m| m.room)
+            .collect();
+        let mut from = Vec::with_capacity(theirs.len());
         for (name, &after) in rooms {
-            let room = match RoomId::parse(name) {
-                Ok(room) if self.store.membership(&room, user).await?.is_some() => room,
-                _ => {
-                    resumption.unknown.push(name.clone());
-                    continue;
-                }
-            };
-            resumption.replays.push(self.replay(room, after).await?);
+            match RoomId::parse(name) {
+                Ok(room) if theirs.contains(&room) => from.push((room, after)),
+                _ => resumption.unknown.push(name.clone()),
+            }
+        }
+        let limit = self.limits.resume_max_per_room;
+        let histories = self.store.histories_after(&from, limit + 1).await?;
+        for ((room, _), mut messages) in from.into_iter().zip(histories) {
+            let more = messages.len() > limit;
+            messages.truncate(limit);
+            metrics::histogram!("chatd_resume_replayed_messages").record(messages.len() as f64);
+            resumption.replays.push(Replay {
+                room,
+                messages,
+                more,
+            });
         }
         Ok(resumption)
-    }
-
-    async fn replay(&self, room: RoomId, after: Seq) -> ChatResult<Replay> {
-        let limit = self.limits.resume_max_per_room;
-        let mut messages = match self
-            .cached(&room, &HistoryQuery::after(after, limit + 1))
-            .await?
-        {
-            Some(messages) => messages,
-            None => {
-                self.store
-                    .history(&room, &HistoryQuery::after(after, limit + 1))
-                    .await?
-            }
-        };
-        let more = messages.len() > limit;
-        messages.truncate(limit);
-        metrics::histogram!("chatd_resume_replayed_messages").record(messages.len() as f64);
-        Ok(Replay {
-            room,
-            messages,
-            more,
-        })
     }
 
     pub async fn history(

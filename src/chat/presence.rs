@@ -1,8 +1,6 @@
 //! What members see of each other besides messages: presence (who may see whom), typing,
 //! and the user's settings.
 
-use futures_util::{StreamExt, TryStreamExt};
-
 use super::{Chat, ChatError, ChatResult};
 use crate::{
     bus::{BusEvent, Topic},
@@ -10,8 +8,9 @@ use crate::{
     store::UserSettings,
 };
 
-/// Rooms read at once when gathering a user's contacts.
-const ROOM_READ_CONCURRENCY: usize = 16;
+/// Rooms read in one store call when gathering a user's contacts: one call for most users,
+/// and a bound on the members one answer carries (groups have up to 1,000).
+const ROOMS_PER_READ: usize = 100;
 
 /// A room's presence as its members may see it.
 #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
@@ -57,16 +56,15 @@ impl Chat {
     /// most `presence.max_contacts`, by user id.
     pub async fn contacts(&self, user: &UserId, rooms: &[RoomId]) -> ChatResult<Vec<UserId>> {
         let roster_max = self.presence_settings.roster_max_members;
-        let mut contacts: Vec<UserId> = futures_util::stream::iter(rooms.iter().cloned())
-            .map(|room| async move { self.store.room(&room).await })
-            .buffer_unordered(ROOM_READ_CONCURRENCY)
-            .try_fold(Vec::new(), |mut all, room| async move {
-                if let Some(room) = room.filter(|r| r.members.len() <= roster_max) {
-                    all.extend(room.members);
+        // One read for all the rooms, in chunks that bound what one answer holds.
+        let mut contacts: Vec<UserId> = Vec::new();
+        for chunk in rooms.chunks(ROOMS_PER_READ) {
+            for room in self.store.rooms(chunk).await? {
+                if room.members.len() <= roster_max {
+                    contacts.extend(room.members);
                 }
-                Ok(all)
-            })
-            .await?;
+            }
+        }
         contacts.sort();
         contacts.dedup();
         contacts.retain(|c| c != user);

@@ -169,6 +169,31 @@ impl Store for DeadlineStore {
             .await
     }
 
+    async fn rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<Room>> {
+        self.within("rooms", self.inner.rooms(ids)).await
+    }
+
+    async fn memberships_among(
+        &self,
+        user: &UserId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Membership>> {
+        self.within(
+            "memberships_among",
+            self.inner.memberships_among(user, rooms),
+        )
+        .await
+    }
+
+    async fn histories_after(
+        &self,
+        from: &[(RoomId, Seq)],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<Message>>> {
+        self.within("histories_after", self.inner.histories_after(from, limit))
+            .await
+    }
+
     async fn memberships_page(
         &self,
         user: &UserId,

@@ -398,6 +398,48 @@ pub trait Store: PushStore + Send + Sync + 'static {
 
     async fn memberships_of(&self, user: &UserId) -> StoreResult<Vec<Membership>>;
 
+    // Reads for many rooms at once: what a reconnect costs stays constant in store calls,
+    // however many rooms the user is in. The defaults read room by room.
+
+    /// Those of `ids` that exist, in `ids`' order.
+    async fn rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<Room>> {
+        let mut rooms = Vec::with_capacity(ids.len());
+        for id in ids {
+            rooms.extend(self.room(id).await?);
+        }
+        Ok(rooms)
+    }
+
+    /// `user`'s memberships among `rooms`, in `rooms`' order.
+    async fn memberships_among(
+        &self,
+        user: &UserId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Membership>> {
+        let mut memberships = Vec::with_capacity(rooms.len());
+        for room in rooms {
+            memberships.extend(self.membership(room, user).await?);
+        }
+        Ok(memberships)
+    }
+
+    /// For each (room, seq): the room's entries after that seq, oldest first, at most
+    /// `limit`; one list per pair, in their order (a resume's replay).
+    async fn histories_after(
+        &self,
+        from: &[(RoomId, Seq)],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<Message>>> {
+        let mut histories = Vec::with_capacity(from.len());
+        for (room, after) in from {
+            histories.push(
+                self.history(room, &HistoryQuery::after(*after, limit))
+                    .await?,
+            );
+        }
+        Ok(histories)
+    }
+
     /// Up to `limit` of the user's memberships with a room id greater than `after`, by room id.
     async fn memberships_page(
         &self,

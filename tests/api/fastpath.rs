@@ -351,3 +351,68 @@ fn frames_room(frame: &ClientFrame) -> &str {
         other => panic!("{other:?}"),
     }
 }
+
+/// Every store call of the node so far, by method.
+async fn all_store_calls(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
+    scrape(&d.base(node))
+        .await
+        .into_iter()
+        .filter_map(|(series, n)| {
+            let call = series
+                .strip_prefix("chatd_store_calls_total{call=\"")?
+                .strip_suffix("\"}")?;
+            Some((call.to_owned(), n))
+        })
+        .collect()
+}
+
+/// What connecting and resuming every room cost `user` in store calls, by method. The
+/// user's other device is live meanwhile, so the node follows the rooms already (a room's
+/// first connection on a node also reads its last seq, once per node rather than per client).
+async fn reconnect_cost(d: &Deployment, user: &str, rooms: &[RoomId]) -> BTreeMap<String, f64> {
+    let _other_device = d.live(0, user).await;
+    let before = all_store_calls(d, 0).await;
+    let mut conn = d.client(0, user).connect().await.unwrap();
+    let held: BTreeMap<RoomId, u64> = rooms.iter().map(|r| (r.clone(), 1)).collect();
+    conn.resume(&held).await.unwrap();
+    let mut replayed = 0;
+    loop {
+        match conn.event(crate::helpers::WAIT).await.unwrap() {
+            ServerFrame::Message(_) => replayed += 1,
+            ServerFrame::Resumed { rooms: resumed } => {
+                assert_eq!(resumed.len(), rooms.len());
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(replayed, rooms.len(), "one message missed per room");
+    moved(&before, &all_store_calls(d, 0).await)
+}
+
+/// A reconnect storm's cost per client: the same store calls for a user in one room as for
+/// a user in twenty (the rooms, memberships and replays are read for all rooms at once), on
+/// SQLite and on MongoDB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconnect_costs_the_same_store_calls_in_one_room_as_in_twenty() {
+    for d in [Deployment::single(&[]), Deployment::cluster(2, &[])] {
+        let mut rooms_of = Vec::new();
+        for (user, count) in [("solo", 1), ("busy", 20)] {
+            let mut rooms = Vec::new();
+            for i in 0..count {
+                let room = group(&d, 0, user, &[&format!("peer{i}")]).await;
+                let sender = d.client(0, user);
+                sender.post_message(&room, "m1", "first").await.unwrap();
+                sender.post_message(&room, "m2", "second").await.unwrap();
+                rooms.push(room);
+            }
+            rooms_of.push((user, rooms));
+        }
+        // One after the other: the counters are the node's.
+        let mut costs = Vec::new();
+        for (user, rooms) in &rooms_of {
+            costs.push(reconnect_cost(&d, user, rooms).await);
+        }
+        assert_eq!(costs[0], costs[1], "one room, then twenty");
+    }
+}

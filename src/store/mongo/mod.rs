@@ -659,6 +659,95 @@ impl Store for MongoStore {
             .collect()
     }
 
+    /// Two queries: the rooms, then all their members.
+    async fn rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<Room>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<&str> = ids.iter().map(RoomId::as_str).collect();
+        let docs = collect(self.rooms.find(doc! {"_id": {"$in": &names}})).await?;
+        let members = collect(
+            self.members
+                .find(doc! {"roomId": {"$in": &names}})
+                .sort(doc! {"roomId": 1, "userId": 1}),
+        )
+        .await?;
+        let mut members_of: HashMap<String, Vec<MemberDoc>> = HashMap::new();
+        for member in members {
+            members_of
+                .entry(member.room_id.clone())
+                .or_default()
+                .push(member);
+        }
+        let mut docs: HashMap<String, RoomDoc> =
+            docs.into_iter().map(|d| (d.id.clone(), d)).collect();
+        ids.iter()
+            .filter_map(|id| docs.remove(id.as_str()).map(|doc| (id, doc)))
+            .map(|(id, doc)| {
+                let members = members_of.get(id.as_str()).map_or(&[][..], Vec::as_slice);
+                doc.into_room(id.clone(), members)
+            })
+            .collect()
+    }
+
+    async fn memberships_among(
+        &self,
+        user: &UserId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Membership>> {
+        if rooms.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = rooms.iter().map(|room| member_id(room, user)).collect();
+        let mut found: HashMap<String, Membership> = HashMap::new();
+        for doc in collect(self.members.find(doc! {"_id": {"$in": &ids}})).await? {
+            found.insert(doc.id.clone(), doc.into_membership()?);
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    /// One query: seqs have no holes, so "after `a`, at most `limit`" is the seq range
+    /// (a, a + limit] of each room.
+    async fn histories_after(
+        &self,
+        from: &[(RoomId, Seq)],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<Message>>> {
+        if from.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ranges: Vec<_> = from
+            .iter()
+            .map(|(room, after)| {
+                let last = after.saturating_add(limit as Seq).min(super::MAX_SEQ);
+                doc! {"chatRoomId": room.as_str(), "seq": {"$gt": seq_to_i64(*after), "$lte": seq_to_i64(last)}}
+            })
+            .collect();
+        let find = self
+            .messages
+            .find(doc! {"$or": ranges})
+            .sort(doc! {"chatRoomId": 1, "seq": 1});
+        let mut by_room: HashMap<String, Vec<Message>> = HashMap::new();
+        for doc in collect(find).await? {
+            let message = doc.into_message()?;
+            by_room
+                .entry(message.room.as_str().to_owned())
+                .or_default()
+                .push(message);
+        }
+        // By range rather than by room alone: a room may be named twice.
+        Ok(from
+            .iter()
+            .map(|(room, after)| {
+                let in_range = |m: &&Message| m.seq > *after && m.seq - after <= limit as Seq;
+                by_room
+                    .get(room.as_str())
+                    .map(|all| all.iter().filter(in_range).cloned().collect())
+                    .unwrap_or_default()
+            })
+            .collect())
+    }
+
     async fn memberships_page(
         &self,
         user: &UserId,

@@ -125,6 +125,60 @@ fn append_in(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> StoreRe
     })
 }
 
+/// One history read on a reading connection.
+fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult<Vec<Message>> {
+    let order = match q.order {
+        Order::Asc => "ASC",
+        Order::Desc => "DESC",
+    };
+    // Literal conditions, so that the planner picks the partial index that matches.
+    let entries = match q.entries {
+        Entries::All => "",
+        Entries::Messages => "AND kind = 'message'",
+        Entries::Standing => "AND kind = 'message' AND deleted = 0",
+    };
+    // Absent bounds become bounds that exclude nothing, so one cached statement serves all.
+    let sql = format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
+           {entries}
+         ORDER BY seq {order} LIMIT ?6"
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    let rows = stmt
+        .query_map(
+            params![
+                room.as_str(),
+                seq_to_i64(q.after.unwrap_or(0)),
+                q.before.map_or(i64::MAX, seq_to_i64),
+                q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
+                q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
+                q.limit as i64
+            ],
+            message_from_row,
+        )
+        .map_err(sql_err)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+}
+
+/// One membership read on a reading connection.
+fn membership_in(
+    conn: &Connection,
+    room: &RoomId,
+    user: &UserId,
+) -> StoreResult<Option<Membership>> {
+    conn.prepare_cached(&format!(
+        "SELECT {MEMBERSHIP_COLUMNS} FROM members WHERE room_id = ?1 AND user_id = ?2"
+    ))
+    .and_then(|mut s| {
+        s.query_row([room.as_str(), user.as_str()], |r| {
+            membership_from_row(user, r)
+        })
+        .optional()
+    })
+    .map_err(sql_err)
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
@@ -162,41 +216,20 @@ impl Store for SqliteStore {
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>> {
-        let room = room.clone();
-        let q = query.clone();
+        let (room, query) = (room.clone(), query.clone());
+        self.read(move |conn| history_in(conn, &room, &query)).await
+    }
+
+    async fn histories_after(
+        &self,
+        from: &[(RoomId, Seq)],
+        limit: usize,
+    ) -> StoreResult<Vec<Vec<Message>>> {
+        let from = from.to_vec();
         self.read(move |conn| {
-            let order = match q.order {
-                Order::Asc => "ASC",
-                Order::Desc => "DESC",
-            };
-            // Literal conditions, so that the planner picks the partial index that matches.
-            let entries = match q.entries {
-                Entries::All => "",
-                Entries::Messages => "AND kind = 'message'",
-                Entries::Standing => "AND kind = 'message' AND deleted = 0",
-            };
-            // Absent bounds become bounds that exclude nothing, so one cached statement serves all.
-            let sql = format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
-                   {entries}
-                 ORDER BY seq {order} LIMIT ?6"
-            );
-            let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
-            let rows = stmt
-                .query_map(
-                    params![
-                        room.as_str(),
-                        seq_to_i64(q.after.unwrap_or(0)),
-                        q.before.map_or(i64::MAX, seq_to_i64),
-                        q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
-                        q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
-                        q.limit as i64
-                    ],
-                    message_from_row,
-                )
-                .map_err(sql_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
+            from.iter()
+                .map(|(room, after)| history_in(conn, room, &HistoryQuery::after(*after, limit)))
+                .collect()
         })
         .await
     }
@@ -325,17 +358,34 @@ impl Store for SqliteStore {
 
     async fn membership(&self, room: &RoomId, user: &UserId) -> StoreResult<Option<Membership>> {
         let (room, user) = (room.clone(), user.clone());
+        self.read(move |conn| membership_in(conn, &room, &user))
+            .await
+    }
+
+    async fn memberships_among(
+        &self,
+        user: &UserId,
+        rooms: &[RoomId],
+    ) -> StoreResult<Vec<Membership>> {
+        let (user, rooms) = (user.clone(), rooms.to_vec());
         self.read(move |conn| {
-            conn.prepare_cached(&format!(
-                "SELECT {MEMBERSHIP_COLUMNS} FROM members WHERE room_id = ?1 AND user_id = ?2"
-            ))
-            .and_then(|mut s| {
-                s.query_row([room.as_str(), user.as_str()], |r| {
-                    membership_from_row(&user, r)
-                })
-                .optional()
-            })
-            .map_err(sql_err)
+            let mut memberships = Vec::with_capacity(rooms.len());
+            for room in &rooms {
+                memberships.extend(membership_in(conn, room, &user)?);
+            }
+            Ok(memberships)
+        })
+        .await
+    }
+
+    async fn rooms(&self, ids: &[RoomId]) -> StoreResult<Vec<Room>> {
+        let ids = ids.to_vec();
+        self.read(move |conn| {
+            let mut rooms = Vec::with_capacity(ids.len());
+            for id in &ids {
+                rooms.extend(load_room(conn, id)?);
+            }
+            Ok(rooms)
         })
         .await
     }

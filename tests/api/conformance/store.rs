@@ -51,6 +51,7 @@ macro_rules! store_conformance {
             rooms_are_independent,
             messages_read_back_exactly,
             unknown_rooms_are_empty,
+            reads_for_many_rooms_answer_what_reads_room_by_room_do,
             memberships_page_by_room_id_and_count,
             seqs_at_the_top_of_the_range_do_not_wrap,
             changes_are_entries_and_a_delete_removes_text,
@@ -719,6 +720,90 @@ pub async fn messages_read_back_exactly(f: &impl StoreFactory) {
         0,
         "millisecond precision"
     );
+}
+
+/// The batched reads of a reconnect (rooms, memberships, replays) give what one read per
+/// room gives, in the order asked, leaving out unknown rooms and the user's non-rooms.
+pub async fn reads_for_many_rooms_answer_what_reads_room_by_room_do(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let direct = room(&*store).await;
+    let group = NewGroup {
+        id: RoomId::new_group(),
+        name: "g".into(),
+        created_by: user("alice"),
+        members: vec![user("alice"), user("bob"), user("carol")],
+    };
+    let group = store.create_group(group, now()).await.unwrap().id;
+    let not_hers = store
+        .ensure_direct_room(&user("bob"), &user("carol"), now())
+        .await
+        .unwrap()
+        .id;
+    let nowhere = RoomId::new_group();
+    for (room, n) in [(&direct, 5), (&group, 3), (&not_hers, 2)] {
+        for i in 0..n {
+            let sender = if room == &not_hers { "bob" } else { "alice" };
+            store
+                .append(new_message(room, sender, &format!("m{i}")), now())
+                .await
+                .unwrap();
+        }
+    }
+    let asked = [
+        direct.clone(),
+        nowhere.clone(),
+        not_hers.clone(),
+        group.clone(),
+    ];
+    let rooms = store.rooms(&asked).await.unwrap();
+    let one_by_one = [
+        store.room(&direct).await.unwrap().unwrap(),
+        store.room(&not_hers).await.unwrap().unwrap(),
+        store.room(&group).await.unwrap().unwrap(),
+    ];
+    assert_eq!(rooms, one_by_one);
+    let memberships = store
+        .memberships_among(&user("alice"), &asked)
+        .await
+        .unwrap();
+    let one_by_one = [
+        store
+            .membership(&direct, &user("alice"))
+            .await
+            .unwrap()
+            .unwrap(),
+        store
+            .membership(&group, &user("alice"))
+            .await
+            .unwrap()
+            .unwrap(),
+    ];
+    assert_eq!(memberships, one_by_one);
+    let from = [
+        (direct.clone(), 2),
+        (group.clone(), 0),
+        (nowhere.clone(), 0),
+        (group.clone(), 3),
+        (direct.clone(), 4),
+    ];
+    let histories = store.histories_after(&from, 2).await.unwrap();
+    let mut one_by_one = Vec::new();
+    for (room, after) in &from {
+        one_by_one.push(
+            store
+                .history(room, &HistoryQuery::after(*after, 2))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(histories, one_by_one);
+    let seqs: Vec<Vec<Seq>> = histories
+        .iter()
+        .map(|h| h.iter().map(|m| m.seq).collect())
+        .collect();
+    assert_eq!(seqs, [vec![3, 4], vec![1, 2], vec![], vec![], vec![5]]);
+    assert!(store.rooms(&[]).await.unwrap().is_empty());
+    assert!(store.histories_after(&[], 5).await.unwrap().is_empty());
 }
 
 pub async fn unknown_rooms_are_empty(f: &impl StoreFactory) {
