@@ -264,10 +264,14 @@ impl Session {
                     if std::mem::take(&mut outgoing.stamp) {
                         outgoing.text = Self::stamp(&outgoing.text);
                     }
-                    tx.send_message(&outgoing.room, &outgoing.client_msg_id, &outgoing.text).await?;
+                    // Unacked before it is written: a write that fails (the node closed the
+                    // socket) leaves it to be sent again after the reconnect, not dropped.
+                    let (room, id, text) =
+                        (outgoing.room.clone(), outgoing.client_msg_id.clone(), outgoing.text.clone());
+                    self.unacked.insert(id.clone(), outgoing);
                     self.stats.sent += 1;
                     tally.sent.fetch_add(1, Ordering::Relaxed);
-                    self.unacked.insert(outgoing.client_msg_id.clone(), outgoing);
+                    tx.send_message(&room, &id, &text).await?;
                 }
                 _ = check.tick() => {
                     self.fill_gaps().await?;
