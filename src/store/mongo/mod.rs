@@ -193,6 +193,13 @@ impl MongoStore {
     /// a room it does not remember yet is added (its own appends); without, only rooms it
     /// already remembers move (what it sees other nodes store: no growth from rooms it only
     /// reads).
+    /// After a failed write: the store may have changed under the node (a failover can roll
+    /// back what a former primary acknowledged), so the next append reads the newest again
+    /// rather than risk a seq past a hole.
+    fn forget_newest(&self, room: &RoomId) {
+        self.newest_known.lock().expect("newest lock").remove(room);
+    }
+
     fn remember_newest(&self, room: &RoomId, newest: (Seq, DateTime<Utc>), add: bool) {
         let mut known = self.newest_known.lock().expect("newest lock");
         if let Some(entry) = known.get_mut(room) {
@@ -250,6 +257,7 @@ impl MongoStore {
                 Err(e) => {
                     // The insert may have happened (e.g. the reply was lost): a retry with the
                     // same clientMsgId will find it.
+                    self.forget_newest(&new.room);
                     return Err(store_err(e));
                 }
             }
@@ -308,6 +316,7 @@ impl MongoStore {
                 }
                 // Unknown how far it got: a retry with the same clientMsgIds finds out.
                 _ => {
+                    self.forget_newest(&room);
                     let error = store_err(e);
                     answers.extend(run.iter().map(|_| Err(error.clone())));
                     return answers;
