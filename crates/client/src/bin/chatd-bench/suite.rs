@@ -171,20 +171,26 @@ fn ws_base(url: &str) -> String {
     url.replacen("http", "ws", 1)
 }
 
-/// 127.0.0.1 for the first connections, then 127.0.0.2, …: one source address runs out of
-/// ports near 28,000 connections to one server port.
-fn source_address(user: usize) -> IpAddr {
+/// None (the kernel's choice, 127.0.0.1) for the first connections, then 127.0.0.2, …: one
+/// source address runs out of ports near 28,000 connections to one server port.
+fn source_address(user: usize) -> Option<IpAddr> {
     let step = u8::try_from(user / SOURCES_PER_ADDRESS).unwrap_or(200);
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + step))
+    (step > 0).then(|| IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + step)))
 }
 
-async fn open(url: &str, source: IpAddr) -> anyhow::Result<Ws> {
+async fn open(url: &str, source: Option<IpAddr>) -> anyhow::Result<Ws> {
     let uri: tokio_tungstenite::tungstenite::http::Uri = url.parse()?;
     let host = uri.host().context("no host")?;
     let port = uri.port_u16().context("no port")?;
     let addr: SocketAddr = format!("{host}:{port}").parse()?;
     let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(source, 0))?;
+    // An explicit bind picks the port before the server is known, so it must not skip the
+    // ports that earlier runs left in TIME_WAIT; connecting unbound picks by the whole
+    // address pair, so the first address is left to connect.
+    if let Some(source) = source {
+        socket.set_reuseaddr(true)?;
+        socket.bind(SocketAddr::new(source, 0))?;
+    }
     let stream = tokio::time::timeout(STEP, socket.connect(addr))
         .await
         .context("connect timed out")??;
