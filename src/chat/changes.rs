@@ -280,19 +280,30 @@ impl Chat {
             .collect();
         let targets: Vec<Seq> = held.iter().chain(&answered).copied().collect();
         let answered: Vec<Seq> = answered.into_iter().collect();
-        let (changes, answered) = tokio::try_join!(
+        let (mut related, answered) = tokio::try_join!(
             self.store.changes(room, &targets),
             self.store.entries(room, &answered)
         )?;
-        let mut fold = Fold::new();
-        for entry in messages.iter().chain(&answered).chain(&changes) {
-            fold.apply(entry);
-        }
-        Ok(messages
-            .iter()
-            .filter_map(|m| fold.state(m.seq, viewer))
-            .collect())
+        related.extend(answered);
+        Ok(fold_states(&messages, &related, viewer))
     }
+}
+
+/// `messages` in their current state as `viewer` sees them, given `related`: their changes
+/// and the messages they answer (with those messages' changes).
+pub(super) fn fold_states(
+    messages: &[Message],
+    related: &[Message],
+    viewer: &UserId,
+) -> Vec<MessageState> {
+    let mut fold = Fold::new();
+    for entry in messages.iter().chain(related) {
+        fold.apply(entry);
+    }
+    messages
+        .iter()
+        .filter_map(|m| fold.state(m.seq, viewer))
+        .collect()
 }
 
 fn not_found(seq: Seq) -> ChatError {

@@ -3,14 +3,12 @@
 
 use std::collections::BTreeSet;
 
-use futures_util::{StreamExt, TryStreamExt};
-
 use super::{Chat, ChatError, ChatResult, MAX_GROUP_NAME, MAX_ROOM_PAGE, UNREAD_CAP};
 use crate::{
     bus::{BusEvent, Topic},
     domain::{Role, Room, RoomId, RoomKind, RoomSummary, UserId},
     protocol::ErrorCode,
-    store::{Entries, HistoryQuery, NewGroup},
+    store::NewGroup,
 };
 
 impl Chat {
@@ -244,37 +242,31 @@ impl Chat {
             memberships.truncate(limit);
             memberships.last().map(|m| m.room.clone())
         });
-        let summaries = memberships.into_iter().map(|m| async move {
-            let room = self
-                .store
-                .room(&m.room)
-                .await?
-                .ok_or(ChatError::RoomNotFound)?;
-            let standing = HistoryQuery {
-                entries: Entries::Standing,
-                ..HistoryQuery::latest(1)
-            };
-            let last_message = self.store.history(&m.room, &standing).await?;
-            let last_message = self.current(&m.room, last_message, user).await?.pop();
-            let last_seq = self.store.last_seq(&m.room).await?;
-            let unread = self
-                .store
-                .count_unread(&m.room, user, m.read_seq, UNREAD_CAP)
-                .await?;
-            Ok::<_, ChatError>(RoomSummary {
-                last_seq,
-                room,
-                last_message,
-                read_seq: m.read_seq,
-                unread,
+        // Two store calls for the page, whatever its size: the rooms, then their states.
+        let ids: Vec<RoomId> = memberships.iter().map(|m| m.room.clone()).collect();
+        let (rooms, states) = tokio::try_join!(
+            self.store.rooms(&ids),
+            self.store.room_states(&memberships, UNREAD_CAP)
+        )?;
+        let mut rooms: std::collections::HashMap<RoomId, Room> =
+            rooms.into_iter().map(|r| (r.id.clone(), r)).collect();
+        let summaries = memberships
+            .iter()
+            .zip(states)
+            .map(|(m, state)| {
+                let room = rooms.remove(&m.room).ok_or(ChatError::RoomNotFound)?;
+                let newest: Vec<_> = state.newest.into_iter().collect();
+                let last_message = super::changes::fold_states(&newest, &state.related, user).pop();
+                Ok(RoomSummary {
+                    last_seq: state.last_seq,
+                    room,
+                    last_message,
+                    read_seq: m.read_seq,
+                    unread: state.unread,
+                })
             })
-        });
-        // A few rooms at a time: a page costs the store a bounded number of reads at once.
-        let rooms = futures_util::stream::iter(summaries)
-            .buffered(16)
-            .try_collect()
-            .await?;
-        Ok((rooms, next.flatten()))
+            .collect::<ChatResult<Vec<_>>>()?;
+        Ok((summaries, next.flatten()))
     }
 
     /// The ids of the user's rooms (what a new connection subscribes to).

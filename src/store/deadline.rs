@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 
 use super::{
-    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Store, StoreError,
-    StoreResult, UserSettings,
+    Appended, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, RoomState, Store,
+    StoreError, StoreResult, UserSettings,
     push::{Device, JobKind, LedgerEntry, PushJob, PushStore, Registered},
 };
 use crate::domain::{Membership, Message, Role, Room, RoomId, Seq, UserId};
@@ -181,6 +181,18 @@ impl Store for DeadlineStore {
         self.within(
             "memberships_among",
             self.inner.memberships_among(user, rooms),
+        )
+        .await
+    }
+
+    async fn room_states(
+        &self,
+        memberships: &[Membership],
+        unread_cap: u64,
+    ) -> StoreResult<Vec<RoomState>> {
+        self.within(
+            "room_states",
+            self.inner.room_states(memberships, unread_cap),
         )
         .await
     }

@@ -201,6 +201,20 @@ impl NewMessage {
     }
 }
 
+/// What a room list shows of one room to one member ([`Store::room_states`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RoomState {
+    /// The room's newest message that is not deleted.
+    pub newest: Option<Message>,
+    /// What its current state needs: its changes, and the message it answers with that
+    /// message's changes.
+    pub related: Vec<Message>,
+    /// The log's last seq.
+    pub last_seq: Seq,
+    /// Others' standing messages after the member's read position, up to the cap.
+    pub unread: u64,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Appended {
     pub message: Message,
@@ -421,6 +435,45 @@ pub trait Store: PushStore + Send + Sync + 'static {
             memberships.extend(self.membership(room, user).await?);
         }
         Ok(memberships)
+    }
+
+    /// The state of each membership's room as a room list shows it, in their order. The
+    /// default reads room by room, a few rooms at a time.
+    async fn room_states(
+        &self,
+        memberships: &[Membership],
+        unread_cap: u64,
+    ) -> StoreResult<Vec<RoomState>> {
+        use futures_util::{StreamExt, TryStreamExt};
+        // Owned memberships: the futures then borrow nothing but the store.
+        let states = memberships.iter().cloned().map(|m| async move {
+            let standing = HistoryQuery {
+                entries: Entries::Standing,
+                ..HistoryQuery::latest(1)
+            };
+            let newest = self.history(&m.room, &standing).await?.pop();
+            let mut related = Vec::new();
+            if let Some(newest) = &newest {
+                let targets: Vec<Seq> =
+                    std::iter::once(newest.seq).chain(newest.reply_to).collect();
+                related = self.changes(&m.room, &targets).await?;
+                if let Some(answered) = newest.reply_to {
+                    related.extend(self.entries(&m.room, &[answered]).await?);
+                }
+            }
+            Ok::<_, StoreError>(RoomState {
+                newest,
+                related,
+                last_seq: self.last_seq(&m.room).await?,
+                unread: self
+                    .count_unread(&m.room, &m.user, m.read_seq, unread_cap)
+                    .await?,
+            })
+        });
+        futures_util::stream::iter(states)
+            .buffered(16)
+            .try_collect()
+            .await
     }
 
     /// For each (room, seq): the room's entries after that seq, oldest first, at most

@@ -392,9 +392,9 @@ async fn reconnect_cost(d: &Deployment, user: &str, rooms: &[RoomId]) -> BTreeMa
 
 /// A reconnect storm's cost per client: the same store calls for a user in one room as for
 /// a user in twenty (the rooms, memberships and replays are read for all rooms at once), on
-/// SQLite and on MongoDB.
+/// SQLite and on MongoDB; and the same for a page of the room list.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reconnect_costs_the_same_store_calls_in_one_room_as_in_twenty() {
+async fn a_reconnect_and_a_room_list_cost_the_same_store_calls_in_one_room_as_in_twenty() {
     for d in [Deployment::single(&[]), Deployment::cluster(2, &[])] {
         let mut rooms_of = Vec::new();
         for (user, count) in [("solo", 1), ("busy", 20)] {
@@ -414,5 +414,13 @@ async fn a_reconnect_costs_the_same_store_calls_in_one_room_as_in_twenty() {
             costs.push(reconnect_cost(&d, user, rooms).await);
         }
         assert_eq!(costs[0], costs[1], "one room, then twenty");
+        let mut listings = Vec::new();
+        for (user, rooms) in &rooms_of {
+            let before = all_store_calls(&d, 0).await;
+            let listed = d.get(0, user, "/v1/rooms").await;
+            assert_eq!(listed["rooms"].as_array().unwrap().len(), rooms.len());
+            listings.push(moved(&before, &all_store_calls(&d, 0).await));
+        }
+        assert_eq!(listings[0], listings[1], "room list: one room, then twenty");
     }
 }

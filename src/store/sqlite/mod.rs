@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Appended, Entries, HistoryQuery, Mark, Marked, MemberReceipt, NewGroup, NewMessage, Order,
-    Positions, Store, StoreError, StoreResult, UserSettings,
+    Positions, RoomState, Store, StoreError, StoreResult, UserSettings,
     rooms::{NewRoom, create_room},
     seq_from_i64, seq_to_i64, successor,
 };
@@ -161,6 +161,41 @@ fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }
 
+fn last_seq_in(conn: &Connection, room: &RoomId) -> StoreResult<Seq> {
+    conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
+        .and_then(|mut s| s.query_row([room.as_str()], |r| r.get::<_, i64>(0)))
+        .map(seq_from_i64)
+        .map_err(sql_err)
+}
+
+/// Others' standing messages after `after_seq`, counted up to `cap`.
+fn unread_in(
+    conn: &Connection,
+    room: &RoomId,
+    user: &UserId,
+    after_seq: Seq,
+    cap: u64,
+) -> StoreResult<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM messages
+         WHERE room_id = ?1 AND seq > ?2 AND sender != ?3
+           AND kind = 'message' AND deleted = 0 LIMIT ?4)",
+    )
+    .and_then(|mut s| {
+        s.query_row(
+            params![
+                room.as_str(),
+                seq_to_i64(after_seq),
+                user.as_str(),
+                i64::try_from(cap).unwrap_or(i64::MAX)
+            ],
+            |r| r.get::<_, i64>(0),
+        )
+    })
+    .map(|n| n as u64)
+    .map_err(sql_err)
+}
+
 /// One membership read on a reading connection.
 fn membership_in(
     conn: &Connection,
@@ -259,13 +294,7 @@ impl Store for SqliteStore {
 
     async fn last_seq(&self, room: &RoomId) -> StoreResult<Seq> {
         let room = room.clone();
-        self.read(move |conn| {
-            conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
-                .and_then(|mut s| s.query_row([room.as_str()], |r| r.get::<_, i64>(0)))
-                .map(seq_from_i64)
-                .map_err(sql_err)
-        })
-        .await
+        self.read(move |conn| last_seq_in(conn, &room)).await
     }
 
     async fn count_unread(
@@ -276,25 +305,43 @@ impl Store for SqliteStore {
         cap: u64,
     ) -> StoreResult<u64> {
         let (room, user) = (room.clone(), user.clone());
+        self.read(move |conn| unread_in(conn, &room, &user, after_seq, cap))
+            .await
+    }
+
+    /// One read job for the whole page.
+    async fn room_states(
+        &self,
+        memberships: &[Membership],
+        unread_cap: u64,
+    ) -> StoreResult<Vec<RoomState>> {
+        let memberships = memberships.to_vec();
         self.read(move |conn| {
-            conn.prepare_cached(
-                "SELECT COUNT(*) FROM (SELECT 1 FROM messages
-                 WHERE room_id = ?1 AND seq > ?2 AND sender != ?3
-                   AND kind = 'message' AND deleted = 0 LIMIT ?4)",
-            )
-            .and_then(|mut s| {
-                s.query_row(
-                    params![
-                        room.as_str(),
-                        seq_to_i64(after_seq),
-                        user.as_str(),
-                        i64::try_from(cap).unwrap_or(i64::MAX)
-                    ],
-                    |r| r.get::<_, i64>(0),
-                )
-            })
-            .map(|n| n as u64)
-            .map_err(sql_err)
+            let standing = HistoryQuery {
+                entries: Entries::Standing,
+                ..HistoryQuery::latest(1)
+            };
+            memberships
+                .iter()
+                .map(|m| {
+                    let newest = history_in(conn, &m.room, &standing)?.pop();
+                    let mut related = Vec::new();
+                    if let Some(newest) = &newest {
+                        let targets: Vec<Seq> =
+                            std::iter::once(newest.seq).chain(newest.reply_to).collect();
+                        related = rows::entries_where(conn, &m.room, "target", &targets)?;
+                        if let Some(answered) = newest.reply_to {
+                            related.extend(rows::entries_where(conn, &m.room, "seq", &[answered])?);
+                        }
+                    }
+                    Ok(RoomState {
+                        newest,
+                        related,
+                        last_seq: last_seq_in(conn, &m.room)?,
+                        unread: unread_in(conn, &m.room, &m.user, m.read_seq, unread_cap)?,
+                    })
+                })
+                .collect()
         })
         .await
     }

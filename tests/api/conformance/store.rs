@@ -10,7 +10,7 @@ use chatd::{
     domain::{EntryKind, Role, RoomId, RoomKind, Seq, UserId},
     store::{
         Entries, HistoryQuery, MAX_SEQ, Mark, MemberReceipt, NewGroup, NewMessage, Order,
-        Positions, Store, UserSettings,
+        Positions, RoomState, Store, UserSettings,
     },
 };
 use chrono::{DateTime, Duration, Utc};
@@ -52,6 +52,7 @@ macro_rules! store_conformance {
             messages_read_back_exactly,
             unknown_rooms_are_empty,
             reads_for_many_rooms_answer_what_reads_room_by_room_do,
+            room_states_show_the_newest_standing_message_with_what_its_state_needs,
             memberships_page_by_room_id_and_count,
             seqs_at_the_top_of_the_range_do_not_wrap,
             changes_are_entries_and_a_delete_removes_text,
@@ -804,6 +805,53 @@ pub async fn reads_for_many_rooms_answer_what_reads_room_by_room_do(f: &impl Sto
     assert_eq!(seqs, [vec![3, 4], vec![1, 2], vec![], vec![], vec![5]]);
     assert!(store.rooms(&[]).await.unwrap().is_empty());
     assert!(store.histories_after(&[], 5).await.unwrap().is_empty());
+}
+
+/// A room list's view of each room in one call: the newest message that is not deleted
+/// (here a reply), its changes and the message it answers with that one's changes, the
+/// log's last seq and the unread count; an empty room has none of them.
+pub async fn room_states_show_the_newest_standing_message_with_what_its_state_needs(
+    f: &impl StoreFactory,
+) {
+    let store = f.store().await;
+    let busy = room(&*store).await;
+    let empty = store
+        .ensure_direct_room(&user("alice"), &user("carol"), now())
+        .await
+        .unwrap()
+        .id;
+    let entries = [
+        new_message(&busy, "alice", "m1"),
+        NewMessage {
+            reply_to: Some(1),
+            ..new_message(&busy, "bob", "m2")
+        },
+        change(&busy, "alice", "e1", EntryKind::Edit, 1),
+        change(&busy, "bob", "r2", EntryKind::React, 2),
+        new_message(&busy, "bob", "m3"),
+        change(&busy, "bob", "d5", EntryKind::Delete, 5),
+    ];
+    for entry in entries {
+        store.append(entry, now()).await.unwrap();
+    }
+    let memberships = store
+        .memberships_among(&user("alice"), &[busy.clone(), empty.clone()])
+        .await
+        .unwrap();
+    let states = store.room_states(&memberships, 999).await.unwrap();
+    assert_eq!(states.len(), 2);
+    let newest = states[0].newest.as_ref().expect("a standing message");
+    assert_eq!((newest.seq, newest.client_msg_id.as_str()), (2, "m2"));
+    let mut related: Vec<Seq> = states[0].related.iter().map(|m| m.seq).collect();
+    related.sort_unstable();
+    assert_eq!(
+        related,
+        [1, 3, 4],
+        "the answered message, its edit, the reaction"
+    );
+    assert_eq!((states[0].last_seq, states[0].unread), (6, 1));
+    assert_eq!(states[1], RoomState::default());
+    assert!(store.room_states(&[], 999).await.unwrap().is_empty());
 }
 
 pub async fn unknown_rooms_are_empty(f: &impl StoreFactory) {
