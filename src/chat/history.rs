@@ -101,41 +101,26 @@ impl Chat {
         query: &HistoryQuery,
     ) -> ChatResult<Vec<Message>> {
         if *query == HistoryQuery::latest(query.limit)
-            && let Some(messages) = self.cached(room, query).await?
+            && let Some(messages) = self.cached_latest(room, query.limit).await?
         {
             return Ok(messages);
         }
         Ok(self.store.history(room, query).await?)
     }
 
-    /// What the recent cache holds for `query` (the newest page, or everything after a seq),
-    /// if it can prove that is what the store holds: contiguous (checked by the cache) and
-    /// reaching the store's last seq. The last check matters: a node that died between
-    /// storing a message and caching it leaves the store ahead of the cache.
-    async fn cached(
-        &self,
-        room: &RoomId,
-        query: &HistoryQuery,
-    ) -> ChatResult<Option<Vec<Message>>> {
+    /// The newest `limit` entries from the recent cache, if it can prove that is what the
+    /// store holds: contiguous (checked by the cache) and reaching the store's last seq. The
+    /// last check matters: a node that died between storing a message and caching it leaves
+    /// the store ahead of the cache.
+    async fn cached_latest(&self, room: &RoomId, limit: usize) -> ChatResult<Option<Vec<Message>>> {
         let Some(recent) = &self.recent else {
             return Ok(None);
         };
-        let (found, last_seq) = match query.after {
-            Some(after) => tokio::join!(
-                recent.after(room, after, query.limit),
-                self.store.last_seq(room)
-            ),
-            None => tokio::join!(recent.latest(room, query.limit), self.store.last_seq(room)),
-        };
+        let (found, last_seq) = tokio::join!(recent.latest(room, limit), self.store.last_seq(room));
         let (Some(found), last_seq) = (found, last_seq?) else {
             return Ok(None);
         };
-        let newest = match query.after {
-            Some(after) => found.last().map_or(after, |m| m.seq),
-            None => found.first().map_or(0, |m| m.seq),
-        };
-        // A page that is full may legitimately stop short of the last seq.
-        let complete = newest == last_seq || (query.after.is_some() && found.len() == query.limit);
+        let complete = found.first().map_or(0, |m| m.seq) == last_seq;
         metrics::counter!("chatd_recent_cache_reads_total", "hit" => complete.to_string())
             .increment(1);
         Ok(complete.then_some(found))

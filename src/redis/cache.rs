@@ -8,7 +8,7 @@ use redis::aio::ConnectionManager;
 
 use crate::{
     cache::{CacheError, RecentCache},
-    domain::{Message, RoomId, Seq},
+    domain::{Message, RoomId},
 };
 
 /// Rooms idle this long drop out of the cache.
@@ -86,32 +86,6 @@ impl RecentCache for RedisRecentCache {
             .await
             .map_err(|_| CacheError::Unavailable("write timed out".into()))?
             .map_err(|e| CacheError::Unavailable(format!("redis: {e}")))
-    }
-
-    async fn after(&self, room: &RoomId, after: Seq, limit: usize) -> Option<Vec<Message>> {
-        // Read from `after` itself: seeing it proves the cache covers the start of the range.
-        let mut cmd = redis::cmd("ZRANGE");
-        cmd.arg(self.key(room))
-            .arg(after.max(1))
-            .arg("+inf")
-            .arg("BYSCORE")
-            .arg("LIMIT")
-            .arg(0)
-            .arg(limit + 1);
-        let mut found = self.query(&cmd).await?;
-        let starts_right = match found.first() {
-            Some(first) if after == 0 => first.seq == 1,
-            Some(first) => first.seq == after,
-            None => false,
-        };
-        if !starts_right || !contiguous(&found, 1) {
-            return None;
-        }
-        if after > 0 {
-            found.remove(0);
-        }
-        found.truncate(limit);
-        Some(found)
     }
 
     async fn latest(&self, room: &RoomId, limit: usize) -> Option<Vec<Message>> {

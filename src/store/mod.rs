@@ -317,6 +317,20 @@ pub struct NewGroup {
     pub members: Vec<UserId>,
 }
 
+/// [`Store::append_batch`] as one append after the other: the default, and what a store's
+/// own batch falls back to for the entries it cannot write together.
+pub async fn append_one_by_one<S: Store + ?Sized>(
+    store: &S,
+    news: Vec<NewMessage>,
+    now: DateTime<Utc>,
+) -> Vec<StoreResult<Appended>> {
+    let mut answers = Vec::with_capacity(news.len());
+    for new in news {
+        answers.push(store.append(new, now).await);
+    }
+    answers
+}
+
 #[async_trait]
 pub trait Store: PushStore + Send + Sync + 'static {
     /// Stores a message, atomically with respect to every other append to the same room, on
@@ -344,11 +358,7 @@ pub trait Store: PushStore + Send + Sync + 'static {
         news: Vec<NewMessage>,
         now: DateTime<Utc>,
     ) -> Vec<StoreResult<Appended>> {
-        let mut answers = Vec::with_capacity(news.len());
-        for new in news {
-            answers.push(self.append(new, now).await);
-        }
-        answers
+        append_one_by_one(self, news, now).await
     }
 
     async fn history(&self, room: &RoomId, query: &HistoryQuery) -> StoreResult<Vec<Message>>;

@@ -16,18 +16,28 @@ use crate::{
     ops::scrape,
 };
 
-/// The node's MongoDB commands so far, by command name.
-async fn commands(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
+/// The node's counts of one labelled counter family so far, by the label's value
+/// (`family{label="value"}`).
+async fn counts(d: &Deployment, node: usize, family: &str, label: &str) -> BTreeMap<String, f64> {
+    let prefix = format!("{family}{{{label}=\"");
     scrape(&d.base(node))
         .await
         .into_iter()
         .filter_map(|(series, n)| {
-            let name = series
-                .strip_prefix("chatd_mongodb_commands_total{command=\"")?
-                .strip_suffix("\"}")?;
-            Some((name.to_owned(), n))
+            let value = series.strip_prefix(&prefix)?.strip_suffix("\"}")?;
+            Some((value.to_owned(), n))
         })
         .collect()
+}
+
+/// The node's MongoDB commands so far, by command name.
+async fn commands(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
+    counts(d, node, "chatd_mongodb_commands_total", "command").await
+}
+
+/// Every store call of the node so far, by method (`chatd_store_calls_total`).
+async fn all_store_calls(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
+    counts(d, node, "chatd_store_calls_total", "call").await
 }
 
 fn moved(before: &BTreeMap<String, f64>, after: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -213,14 +223,13 @@ async fn a_removed_member_cannot_send_once_their_node_hears_of_it() {
     assert_eq!(texts, ["before", "again"]);
 }
 
-/// The node's store calls so far, by method (`chatd_store_calls_total`).
+/// The node's calls of one store method so far.
 async fn store_calls(d: &Deployment, node: usize, call: &str) -> f64 {
-    let series = format!("chatd_store_calls_total{{call=\"{call}\"}}");
-    scrape(&d.base(node))
+    all_store_calls(d, node)
         .await
-        .into_iter()
-        .find(|(name, _)| *name == series)
-        .map_or(0.0, |(_, n)| n)
+        .get(call)
+        .copied()
+        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -350,20 +359,6 @@ fn frames_room(frame: &ClientFrame) -> &str {
         ClientFrame::Send(send) => &send.room,
         other => panic!("{other:?}"),
     }
-}
-
-/// Every store call of the node so far, by method.
-async fn all_store_calls(d: &Deployment, node: usize) -> BTreeMap<String, f64> {
-    scrape(&d.base(node))
-        .await
-        .into_iter()
-        .filter_map(|(series, n)| {
-            let call = series
-                .strip_prefix("chatd_store_calls_total{call=\"")?
-                .strip_suffix("\"}")?;
-            Some((call.to_owned(), n))
-        })
-        .collect()
 }
 
 /// What connecting and resuming every room cost `user` in store calls, by method. The

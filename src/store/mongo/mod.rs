@@ -286,7 +286,7 @@ impl MongoStore {
         let turn = self.append_lock(&room).lock().await;
         let Some(mut previous) = self.known_newest(&room).filter(|_| !run.is_empty()) else {
             drop(turn);
-            answers.extend(self.append_each(run, now).await);
+            answers.extend(super::append_one_by_one(self, run, now).await);
             return answers;
         };
         let messages: Vec<Message> = run
@@ -334,21 +334,8 @@ impl MongoStore {
             })
         }));
         answers.extend(
-            self.append_each(run.into_iter().skip(inserted).collect(), now)
-                .await,
+            super::append_one_by_one(self, run.into_iter().skip(inserted).collect(), now).await,
         );
-        answers
-    }
-
-    async fn append_each(
-        &self,
-        news: Vec<NewMessage>,
-        now: DateTime<Utc>,
-    ) -> Vec<StoreResult<Appended>> {
-        let mut answers = Vec::with_capacity(news.len());
-        for new in news {
-            answers.push(self.append(new, now).await);
-        }
         answers
     }
 
@@ -506,7 +493,7 @@ impl Store for MongoStore {
                 run.push(next);
             }
             if run.len() == 1 {
-                answers.extend(self.append_each(run, now).await);
+                answers.extend(super::append_one_by_one(self, run, now).await);
             } else {
                 answers.extend(self.insert_run(run, now).await);
             }
