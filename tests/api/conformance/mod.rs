@@ -98,6 +98,36 @@ mod sqlite_store {
 
     crate::store_conformance!();
 
+    /// Handles on one file close at the same time without waiting on each other forever.
+    /// SQLite 3.51.1 took two of its mutexes in opposite orders when two connections of one
+    /// file closed on two threads (a writer's close checks for other users of the WAL while
+    /// a reader's close unlinks itself), which hung a CI run; 3.51.3 fixed it.
+    #[test]
+    fn handles_on_one_file_close_together_without_hanging() {
+        use std::{sync::mpsc, time::Duration};
+        const ROUNDS: usize = 100;
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("closing.db");
+        let (done, finished) = mpsc::channel();
+        // On its own thread, so that a hang is a failure rather than a stuck test run.
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                let handles: Vec<SqliteStore> = (0..2)
+                    .map(|_| SqliteStore::open(&path, SqliteSynchronous::Normal).unwrap())
+                    .collect();
+                std::thread::scope(|s| {
+                    for handle in handles {
+                        s.spawn(move || drop(handle));
+                    }
+                });
+            }
+            done.send(()).unwrap();
+        });
+        finished
+            .recv_timeout(Duration::from_secs(120))
+            .expect("closing handles on one file hung");
+    }
+
     /// A file written by the first schema (read positions only) opens with every position
     /// where it was: an old read counts as delivered and as public.
     #[tokio::test]
