@@ -2,7 +2,8 @@
 //!
 //! Writes go to a single writer thread ([`writer`]) that owns the only writing connection and
 //! commits waiting jobs together, answering each only after the commit. Reads use a small pool
-//! of read-only connections, which WAL lets run beside the writer. The file's schema is in
+//! of read-only connections, which WAL lets run beside the writer, and a [`checkpointer`]
+//! thread copies the log back into the file so that no commit waits for that. The file's schema is in
 //! [`schema`], the mapping between rows and values in [`rows`].
 
 use std::path::Path;
@@ -24,6 +25,7 @@ use crate::{
     domain::{EntryKind, Membership, Message, Role, Room, RoomId, RoomKind, Seq, UserId},
 };
 
+mod checkpointer;
 mod push;
 mod rows;
 mod schema;
@@ -37,6 +39,7 @@ use rows::{
 pub struct SqliteStore {
     writer: writer::Writer,
     readers: r2d2::Pool<SqliteConnectionManager>,
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 /// A full disk, a locked or unreadable file: retry later. Anything else is a bug.
@@ -58,6 +61,7 @@ impl SqliteStore {
         Ok(Self {
             writer: writer::Writer::start(writer)?,
             readers,
+            _checkpointer: checkpointer::Checkpointer::start(path)?,
         })
     }
 

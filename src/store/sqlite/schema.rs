@@ -147,12 +147,13 @@ pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<C
     };
     let mut writer = Connection::open(path).map_err(sql_err)?;
     // secure_delete: the text a delete removes is overwritten in the file, not left in free
-    // space of its page.
+    // space of its page. wal_autocheckpoint = 0: the checkpointer thread copies the log back,
+    // not the commit that happens to grow it.
     writer
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON;"
+             PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(sql_err)?;
     migrate(&mut writer)?;

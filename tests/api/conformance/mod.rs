@@ -128,6 +128,39 @@ mod sqlite_store {
             .expect("closing handles on one file hung");
     }
 
+    /// What is committed reaches the database file itself soon after, with no further writes:
+    /// the checkpointer thread copies the log back (the writer's commits never do).
+    #[tokio::test]
+    async fn committed_messages_reach_the_database_file_without_more_writes() {
+        use std::time::{Duration, Instant};
+
+        let dir = TempDir::new().unwrap();
+        let path = dir.path().join("checkpointed.db");
+        let store = SqliteStore::open(&path, SqliteSynchronous::Normal).unwrap();
+        let room = super::store::room(&store).await;
+        for i in 0..20 {
+            let message = crate::helpers::new_message(&room, "alice", &format!("c{i}"));
+            store.append(message, super::store::now()).await.unwrap();
+        }
+        // The file alone (copied without its log) holds them once a checkpoint has run.
+        let copy = dir.path().join("copy.db");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            std::fs::copy(&path, &copy).unwrap();
+            let in_file = rusqlite::Connection::open(&copy)
+                .and_then(|c| c.query_row("SELECT COUNT(*) FROM messages", [], |r| r.get(0)))
+                .unwrap_or(0i64);
+            if in_file == 20 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{in_file} of 20 messages in the file after 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// A file written by the first schema (read positions only) opens with every position
     /// where it was: an old read counts as delivered and as public.
     #[tokio::test]
