@@ -47,6 +47,10 @@ struct Cli {
     /// The node's auth.jwt_secret (to mint tokens).
     #[arg(long, default_value = DEV_SECRET, global = true)]
     secret: String,
+    /// The most seconds a scenario may take, set-up included: past it the run fails (a
+    /// stalled server ends the run instead of holding the suite).
+    #[arg(long, default_value_t = 600, global = true)]
+    within: u64,
     #[command(subcommand)]
     command: Command,
 }
@@ -221,28 +225,37 @@ async fn main() -> anyhow::Result<()> {
             secret: cli.secret.clone(),
         }
     };
+    let within = Duration::from_secs(cli.within);
+    match tokio::time::timeout(within, run(&cli, &bench, &target)).await {
+        Ok(result) => result,
+        Err(_) => bail!("the scenario did not finish within {} s", cli.within),
+    }
+}
+
+/// Runs the scenario the command line names and prints its report.
+async fn run(cli: &Cli, bench: &Bench, target: &suite::Target) -> anyhow::Result<()> {
     let pace = |window: Option<usize>, rate: Option<u64>| match (window, rate) {
         (_, Some(rate)) => suite::Pace::Rate(rate),
         (window, None) => suite::Pace::Window(window.unwrap_or(64)),
     };
     let report = match cli.command {
-        Command::Idle { pid, connections } => suite::idle(&target, pid, connections).await?,
+        Command::Idle { pid, connections } => suite::idle(target, pid, connections).await?,
         Command::Fanout {
             members,
             messages,
             window,
             rate,
-        } => suite::fanout(&target, &cli.pids, members, messages, pace(window, rate)).await?,
+        } => suite::fanout(target, &cli.pids, members, messages, pace(window, rate)).await?,
         Command::Pairs {
             pairs,
             window,
             rate,
             seconds,
-        } => suite::pairs(&target, &cli.pids, pairs, pace(window, rate), seconds).await?,
-        Command::History { clients, seconds } => suite::history(&target, clients, seconds).await?,
-        Command::Storm { clients, groups } => suite::storm(&target, clients, groups).await?,
+        } => suite::pairs(target, &cli.pids, pairs, pace(window, rate), seconds).await?,
+        Command::History { clients, seconds } => suite::history(target, clients, seconds).await?,
+        Command::Storm { clients, groups } => suite::storm(target, clients, groups).await?,
         Command::SlowReader { pid, rate, seconds } => {
-            return slow_reader(&bench, pid, rate, seconds).await;
+            return slow_reader(bench, pid, rate, seconds).await;
         }
         Command::Group {
             pid,
@@ -250,7 +263,7 @@ async fn main() -> anyhow::Result<()> {
             rate,
             seconds,
             chatter,
-        } => return group(&bench, pid, members, rate, seconds, chatter).await,
+        } => return group(bench, pid, members, rate, seconds, chatter).await,
     };
     println!("{report}");
     Ok(())
