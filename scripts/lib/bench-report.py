@@ -168,7 +168,9 @@ def write(runs_path, json_out, markdown, commit, store, quick, parts):
     if kept and os.path.exists(json_out):
         earlier = json.load(open(json_out))
         keep = {t for p in kept for t in PART_TARGETS[p]}
-        runs += [dict(r, earlier=earlier["date"]) for r in earlier["runs"] if r["target"] in keep]
+        # A run kept once already keeps the date of the run that made it.
+        runs += [dict(r, earlier=r.get("earlier", earlier["date"]))
+                 for r in earlier["runs"] if r["target"] in keep]
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     machine = f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}"
     with open(json_out, "w") as f:
