@@ -45,12 +45,23 @@ impl Checkpointer {
 }
 
 fn run(conn: Connection, stopped: mpsc::Receiver<()>) {
+    let mut failing = false;
     // Nothing is ever sent: the channel only tells, by closing, that the store is gone.
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
         // PASSIVE copies what no reader still needs and never waits for the writer.
         let copied = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
-        if let Err(e) = copied {
-            tracing::warn!(error = %e, "sqlite checkpoint failed; the next one tries again");
+        // Told once when checkpoints start failing (the log then grows) and once when they
+        // work again, not five times a second.
+        match (copied, failing) {
+            (Err(e), false) => {
+                tracing::warn!(error = %e, "sqlite checkpoints fail; the write-ahead log grows until they work again");
+                failing = true;
+            }
+            (Ok(()), true) => {
+                tracing::info!("sqlite checkpoints work again");
+                failing = false;
+            }
+            _ => {}
         }
     }
 }
