@@ -130,6 +130,14 @@ impl Client {
         .await
     }
 
+    /// Adds members to a group (`POST /v1/rooms/{room}/members`; members already in it stay
+    /// as they are): the room.
+    pub async fn add_members(&self, room: &RoomId, members: &[&str]) -> anyhow::Result<Room> {
+        let url = format!("{}/v1/rooms/{room}/members", self.base);
+        self.call(self.http.post(url).json(&json!({ "members": members })))
+            .await
+    }
+
     /// Sends a message over REST (`POST /v1/rooms/{room}/messages`): the stored message.
     pub async fn post_message(
         &self,
