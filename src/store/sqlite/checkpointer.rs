@@ -33,8 +33,7 @@ impl Checkpointer {
     /// Starts the thread on its own connection to the file at `path`.
     pub fn start(path: &Path) -> StoreResult<Self> {
         let conn = Connection::open(path).map_err(sql_err)?;
-        conn.execute_batch("PRAGMA busy_timeout = 5000;")
-            .map_err(sql_err)?;
+        conn.busy_timeout(Duration::from_secs(5)).map_err(sql_err)?;
         let (stop, stopped) = mpsc::channel::<()>();
         thread::Builder::new()
             .name("sqlite-checkpointer".into())

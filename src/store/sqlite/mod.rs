@@ -3,8 +3,8 @@
 //! Writes go to a single writer thread ([`writer`]) that owns the only writing connection and
 //! commits waiting jobs together, answering each only after the commit. Reads use a small pool
 //! of read-only connections, which WAL lets run beside the writer, and a [`checkpointer`]
-//! thread copies the log back into the file so that no commit waits for that. The file's schema is in
-//! [`schema`], the mapping between rows and values in [`rows`].
+//! thread copies the log back into the file so that no commit waits for that. The file's
+//! schema is in [`schema`], the mapping between rows and values in [`rows`].
 
 use std::path::Path;
 

@@ -150,11 +150,11 @@ impl Target {
     }
 }
 
-/// Setting up retries what a busy store refuses for now (503, as a client would), up to 8
-/// times with growing pauses; other errors end the run.
 /// Members per request when the suite makes a group.
 const GROUP_STEP: usize = 100;
 
+/// Setting up retries what a busy store refuses for now (503, as a client would), up to 8
+/// times with growing pauses; other errors end the run.
 async fn retried<T, F: std::future::Future<Output = anyhow::Result<T>>>(
     mut call: impl FnMut() -> F,
 ) -> anyhow::Result<T> {
