@@ -73,6 +73,15 @@ impl SqliteStore {
         self.writer.write(f).await
     }
 
+    /// [`SqliteStore::write`] for a job that leaves nothing behind when it fails.
+    async fn write_atomic<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.writer.write_atomic(f).await
+    }
+
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -127,6 +136,23 @@ fn append_in(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> StoreRe
         message,
         duplicate: false,
     })
+}
+
+/// [`append_in`], leaving nothing behind when it fails: an entry is one `INSERT` (the reads
+/// before it write nothing), but a delete also scrubs its target, so it takes a savepoint.
+fn append_atomic(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
+    if new.kind != EntryKind::Delete {
+        return append_in(conn, new, now);
+    }
+    conn.execute_batch("SAVEPOINT entry").map_err(sql_err)?;
+    let answer = append_in(conn, new, now);
+    let close = if answer.is_ok() {
+        "RELEASE entry"
+    } else {
+        "ROLLBACK TO entry; RELEASE entry"
+    };
+    conn.execute_batch(close).map_err(sql_err)?;
+    answer
 }
 
 /// One history read on a reading connection.
@@ -221,11 +247,12 @@ fn membership_in(
 #[async_trait]
 impl Store for SqliteStore {
     async fn append(&self, new: NewMessage, now: DateTime<Utc>) -> StoreResult<Appended> {
-        self.write(move |conn| append_in(conn, &new, now)).await
+        self.write_atomic(move |conn| append_atomic(conn, &new, now))
+            .await
     }
 
-    /// One write job: the entries share the writer's transaction (one commit), each in its
-    /// own savepoint so that one failing entry leaves the others.
+    /// One write job: the entries share the writer's transaction (one commit), and one
+    /// failing entry leaves the others.
     async fn append_batch(
         &self,
         news: Vec<NewMessage>,
@@ -233,19 +260,16 @@ impl Store for SqliteStore {
     ) -> Vec<StoreResult<Appended>> {
         let count = news.len();
         let written = self
-            .write(move |conn| {
+            .write_atomic(move |conn| {
                 let answers = news
                     .iter()
                     .map(|new| {
-                        conn.execute_batch("SAVEPOINT entry").map_err(sql_err)?;
-                        let answer = append_in(conn, new, now);
-                        let close = if answer.is_ok() {
-                            "RELEASE entry"
-                        } else {
-                            "ROLLBACK TO entry; RELEASE entry"
-                        };
-                        conn.execute_batch(close).map_err(sql_err)?;
-                        answer
+                        // SQLite may end the transaction on an I/O error: then what follows
+                        // would commit entry by entry; the writer fails the whole batch.
+                        if conn.is_autocommit() {
+                            return Err(StoreError::Unavailable("no write transaction".into()));
+                        }
+                        append_atomic(conn, new, now)
                     })
                     .collect();
                 Ok(answers)

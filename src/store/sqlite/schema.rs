@@ -132,6 +132,8 @@ CREATE INDEX push_ledger_age ON push_ledger (updated_at);
 ";
 
 const READ_POOL_SIZE: u32 = 4;
+/// The writer's page cache: at most this much memory (KiB), allocated as it is used.
+const WRITER_CACHE_KIB: u32 = 64 * 1024;
 
 /// Opens (creating if missing) the database file and its directory, in WAL mode, and
 /// migrates it: the connection the writer thread owns.
@@ -148,12 +150,16 @@ pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<C
     let mut writer = Connection::open(path).map_err(sql_err)?;
     // secure_delete: the text a delete removes is overwritten in the file, not left in free
     // space of its page. wal_autocheckpoint = 0: the checkpointer thread copies the log back,
-    // not the commit that happens to grow it.
+    // not the commit that happens to grow it. cache_size: a batch of a few hundred messages
+    // in as many rooms dirties a page of each index per message; with SQLite's 2 MB default
+    // the writer spilled pages to the log mid-batch and read them back. temp_store: the
+    // savepoints' statement journal stays in memory instead of a temporary file.
     writer
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;
-             PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;"
+             PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;
+             PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
         ))
         .map_err(sql_err)?;
     migrate(&mut writer)?;

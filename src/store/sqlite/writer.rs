@@ -1,7 +1,9 @@
 //! The writer thread: it owns the only writing connection and commits whatever jobs are
-//! waiting as one transaction (each in its own savepoint), so many concurrent sends cost one
-//! commit. It answers every job only after that commit: nobody is told "stored" before the
-//! data is durable.
+//! waiting as one transaction, so many concurrent sends cost one commit. A job that fails
+//! leaves the others: it runs in a savepoint, unless it leaves nothing behind by itself (one
+//! statement, or savepoints of its own; appends are, and a savepoint per message was a tenth
+//! of the writer's time). It answers every job only after that commit: nobody is told
+//! "stored" before the data is durable.
 
 use std::thread;
 
@@ -21,7 +23,13 @@ type Completion = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 /// A write: runs inside the batch transaction (or is told why there is none), reports whether
 /// it succeeded (so its savepoint is kept or rolled back) and how to answer its caller once the
 /// batch is committed.
-type WriteJob = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Completion) + Send>;
+type Run = Box<dyn FnOnce(Result<&Connection, &StoreError>) -> (bool, Completion) + Send>;
+
+struct WriteJob {
+    run: Run,
+    /// Whether the writer must undo the job's writes when it fails.
+    in_savepoint: bool,
+}
 
 /// The handle on the writer thread; the thread stops when the handle is dropped.
 pub struct Writer {
@@ -39,14 +47,33 @@ impl Writer {
         Ok(Self { jobs })
     }
 
-    /// Runs `f` in the next batch; answers once the batch is committed (or failed).
+    /// Runs `f` in the next batch, in a savepoint that undoes its writes if it fails; answers
+    /// once the batch is committed (or failed).
     pub async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// [`Writer::write`] for a job that leaves nothing behind when it fails (a single
+    /// statement, or savepoints of its own): it costs no savepoint.
+    pub async fn write_atomic<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, F>(&self, f: F, in_savepoint: bool) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: WriteJob = Box::new(move |conn| {
+        let run: Run = Box::new(move |conn| {
             let result = conn.map_err(Clone::clone).and_then(f);
             let ok = result.is_ok();
             let completion: Completion = Box::new(move |committed| {
@@ -55,7 +82,7 @@ impl Writer {
             (ok, completion)
         });
         self.jobs
-            .send(job)
+            .send(WriteJob { run, in_savepoint })
             .await
             .map_err(|_| StoreError::Internal("sqlite writer stopped".into()))?;
         rx.await
@@ -73,37 +100,151 @@ fn run(conn: Connection, mut inbox: mpsc::Receiver<WriteJob>) {
                 Err(_) => break,
             }
         }
-        let mut completions = Vec::with_capacity(batch.len());
-        let began = conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err);
-        if let Err(e) = began {
+        let (completions, ran) = match conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err) {
+            Ok(()) => run_in_transaction(&conn, batch),
             // Run nothing; every caller learns that nothing was written.
-            for job in batch {
-                let (_, done) = job(Err(&e));
-                done(Err(e.clone()));
-            }
-            continue;
-        }
-        for job in batch {
-            let savepoint = conn.execute_batch("SAVEPOINT job").map_err(sql_err);
-            let (ok, done) = job(savepoint.as_ref().map(|()| &conn));
-            if savepoint.is_ok() {
-                let closed = if ok {
-                    conn.execute_batch("RELEASE job")
-                } else {
-                    conn.execute_batch("ROLLBACK TO job; RELEASE job")
-                };
-                if let Err(e) = closed {
-                    tracing::error!(error = %e, "sqlite savepoint failed");
-                }
-            }
-            completions.push(done);
-        }
-        let committed = conn.execute_batch("COMMIT").map_err(sql_err);
-        if committed.is_err() {
+            Err(e) => (skip_all(batch, &e), Err(e)),
+        };
+        let committed = ran.and_then(|()| conn.execute_batch("COMMIT").map_err(sql_err));
+        if committed.is_err() && !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
         for done in completions {
             done(committed.clone());
         }
+    }
+}
+
+/// Runs the batch's jobs in the open transaction. When SQLite ends the transaction by
+/// itself (it may on a full disk or an I/O error), the jobs after that one are not run:
+/// each would commit on its own, while nothing before them is kept.
+fn run_in_transaction(
+    conn: &Connection,
+    batch: Vec<WriteJob>,
+) -> (Vec<Completion>, StoreResult<()>) {
+    let mut completions = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        let savepoint = if job.in_savepoint {
+            conn.execute_batch("SAVEPOINT job").map_err(sql_err)
+        } else {
+            Ok(())
+        };
+        let (ok, done) = (job.run)(savepoint.as_ref().map(|()| conn));
+        completions.push(done);
+        if conn.is_autocommit() {
+            tracing::error!("sqlite ended a write transaction by itself; its batch is not stored");
+            let e = StoreError::Unavailable("the write transaction was rolled back".into());
+            completions.extend(skip_all(jobs, &e));
+            return (completions, Err(e));
+        }
+        if job.in_savepoint && savepoint.is_ok() {
+            let closed = if ok {
+                conn.execute_batch("RELEASE job")
+            } else {
+                conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            };
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "sqlite savepoint failed");
+            }
+        }
+    }
+    (completions, Ok(()))
+}
+
+/// Tells each job that there is no transaction, without running it.
+fn skip_all(jobs: impl IntoIterator<Item = WriteJob>, e: &StoreError) -> Vec<Completion> {
+    jobs.into_iter().map(|job| (job.run)(Err(e)).1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn rows(path: &std::path::Path) -> Vec<i64> {
+        let conn = Connection::open(path).unwrap();
+        let mut stmt = conn.prepare("SELECT x FROM t ORDER BY x").unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    /// Waits until `queued` jobs wait for the writer thread, so that they form one batch.
+    async fn until_queued(writer: &Writer, queued: usize) {
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while WRITE_QUEUE - writer.jobs.capacity() < queued {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("jobs queued");
+    }
+
+    fn insert(x: i64) -> impl FnOnce(&Connection) -> StoreResult<()> + Send + 'static {
+        move |conn| {
+            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+                .map(drop)
+                .map_err(sql_err)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_ends_by_itself_fails_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
+            .unwrap();
+        let writer = std::sync::Arc::new(Writer::start(conn).unwrap());
+
+        // Hold the writer thread in a batch of its own while the next batch queues up.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (running, started) = oneshot::channel::<()>();
+        let holder = tokio::spawn({
+            let writer = writer.clone();
+            async move {
+                let hold = move |_: &Connection| {
+                    running.send(()).unwrap();
+                    held.recv().unwrap();
+                    Ok(())
+                };
+                writer.write_atomic(hold).await
+            }
+        });
+        started.await.unwrap();
+        let mut answers = Vec::new();
+        type Job = Box<dyn FnOnce(&Connection) -> StoreResult<()> + Send>;
+        let jobs: [Job; 3] = [
+            Box::new(insert(1)),
+            // What SQLite does by itself on some I/O errors: the transaction is gone.
+            Box::new(|conn: &Connection| conn.execute_batch("ROLLBACK").map_err(sql_err)),
+            Box::new(insert(3)),
+        ];
+        for (queued, job) in jobs.into_iter().enumerate() {
+            let submitter = writer.clone();
+            answers.push(tokio::spawn(
+                async move { submitter.write_atomic(job).await },
+            ));
+            until_queued(&writer, queued + 1).await;
+        }
+        release.send(()).unwrap();
+        holder.await.unwrap().unwrap();
+        for answer in answers {
+            assert!(
+                answer.await.unwrap().is_err(),
+                "nothing of the batch is stored"
+            );
+        }
+        assert_eq!(
+            rows(&path),
+            Vec::<i64>::new(),
+            "no job committed on its own"
+        );
+
+        writer.write(insert(4)).await.unwrap();
+        assert_eq!(rows(&path), vec![4], "the next batch works");
     }
 }
