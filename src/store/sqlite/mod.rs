@@ -146,12 +146,7 @@ fn append_atomic(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> Sto
     }
     conn.execute_batch("SAVEPOINT entry").map_err(sql_err)?;
     let answer = append_in(conn, new, now);
-    let close = if answer.is_ok() {
-        "RELEASE entry"
-    } else {
-        "ROLLBACK TO entry; RELEASE entry"
-    };
-    conn.execute_batch(close).map_err(sql_err)?;
+    writer::end_savepoint(conn, "entry", answer.is_ok())?;
     answer
 }
 
