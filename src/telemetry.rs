@@ -253,6 +253,13 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         &[&[]],
     ),
     (
+        "chatd_sqlite_wal_frames",
+        Kind::Gauge,
+        Unit::Count,
+        "Frames (4 KiB pages) in the SQLite write-ahead log at the last checkpoint; past 4,096 the writer makes it start over (SQLite store only).",
+        &[],
+    ),
+    (
         "chatd_bus_publish_seconds",
         Kind::Histogram,
         Unit::Seconds,

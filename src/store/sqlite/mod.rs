@@ -6,7 +6,7 @@
 //! thread copies the log back into the file so that no commit waits for that. The file's
 //! schema is in [`schema`], the mapping between rows and values in [`rows`].
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -58,10 +58,11 @@ impl SqliteStore {
     pub fn open(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<Self> {
         let writer = schema::open_writer(path, synchronous)?;
         let readers = schema::open_readers(path)?;
+        let catch_up = Arc::new(checkpointer::CatchUp::default());
         Ok(Self {
-            writer: writer::Writer::start(writer)?,
+            writer: writer::Writer::start(writer, catch_up.clone())?,
             readers,
-            _checkpointer: checkpointer::Checkpointer::start(path)?,
+            _checkpointer: checkpointer::Checkpointer::start(path, catch_up)?,
         })
     }
 

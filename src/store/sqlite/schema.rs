@@ -154,12 +154,16 @@ pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<C
     // in as many rooms dirties a page of each index per message; with SQLite's 2 MB default
     // the writer spilled pages to the log mid-batch and read them back. temp_store: the
     // savepoints' statement journal stays in memory instead of a temporary file.
+    // journal_size_limit: when the log starts over, a file that grew past twice the length
+    // the checkpointer lets it reach (while a reader held an old snapshot) is cut back.
+    let log_limit = 2 * super::checkpointer::RESTART_AFTER_FRAMES * 4096;
     writer
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
              PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;
              PRAGMA secure_delete = ON; PRAGMA wal_autocheckpoint = 0;
-             PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;"
+             PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA temp_store = MEMORY;
+             PRAGMA journal_size_limit = {log_limit};"
         ))
         .map_err(sql_err)?;
     migrate(&mut writer)?;

@@ -5,12 +5,12 @@
 //! 8% of the writer's time). It answers every job only after that commit: nobody is told
 //! "stored" before the data is durable.
 
-use std::thread;
+use std::{sync::Arc, thread};
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
-use super::sql_err;
+use super::{checkpointer::CatchUp, sql_err};
 use crate::store::{StoreError, StoreResult};
 
 /// Most jobs committed together; bounds the latency one commit adds to the first job.
@@ -37,12 +37,13 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread on `conn`.
-    pub fn start(conn: Connection) -> StoreResult<Self> {
+    /// Starts the writer thread on `conn`; between batches it checkpoints when `catch_up`
+    /// asks it to.
+    pub fn start(conn: Connection, catch_up: Arc<CatchUp>) -> StoreResult<Self> {
         let (jobs, inbox) = mpsc::channel::<WriteJob>(WRITE_QUEUE);
         thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run(conn, inbox))
+            .spawn(move || run(conn, inbox, &catch_up))
             .map_err(|e| StoreError::Internal(format!("cannot start writer thread: {e}")))?;
         Ok(Self { jobs })
     }
@@ -91,7 +92,7 @@ impl Writer {
 }
 
 /// The writer thread: batch what is waiting, commit once, then answer everyone.
-fn run(conn: Connection, mut inbox: mpsc::Receiver<WriteJob>) {
+fn run(conn: Connection, mut inbox: mpsc::Receiver<WriteJob>, catch_up: &CatchUp) {
     while let Some(first) = inbox.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -112,6 +113,8 @@ fn run(conn: Connection, mut inbox: mpsc::Receiver<WriteJob>) {
         for done in completions {
             done(committed.clone());
         }
+        // After the answers: the batch waiting meanwhile is the only one the checkpoint delays.
+        catch_up.run_if_asked(&conn);
     }
 }
 
@@ -197,14 +200,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_transaction_sqlite_ends_by_itself_fails_its_whole_batch() {
-        let dir = tempfile::tempdir().unwrap();
+    /// A database in `dir` in WAL mode with the table `t (x)`, and the writer's connection.
+    fn table_t(dir: &tempfile::TempDir) -> (std::path::PathBuf, Connection) {
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path).unwrap();
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
             .unwrap();
-        let writer = std::sync::Arc::new(Writer::start(conn).unwrap());
+        (path, conn)
+    }
+
+    #[tokio::test]
+    async fn a_transaction_sqlite_ends_by_itself_fails_its_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, conn) = table_t(&dir);
+        let writer = Arc::new(Writer::start(conn, Arc::default()).unwrap());
 
         // Hold the writer thread in a batch of its own while the next batch queues up.
         let (release, held) = std::sync::mpsc::channel::<()>();
@@ -252,5 +261,49 @@ mod tests {
 
         writer.write(insert(4)).await.unwrap();
         assert_eq!(rows(&path), vec![4], "the next batch works");
+    }
+
+    /// The frames in the log and how many of them are copied back, after a passive
+    /// checkpoint on a connection of its own.
+    fn checkpoint(path: &std::path::Path) -> (i64, i64) {
+        let conn = Connection::open(path).unwrap();
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get(1)?, r.get(2)?))
+        })
+        .unwrap()
+    }
+
+    /// Under steady writes a checkpoint of the checkpointer's never copies the whole log (the
+    /// writer commits meanwhile), so the log never starts over by itself. Asked to catch up,
+    /// the writer copies the rest between two batches and its next write starts the log over.
+    #[tokio::test]
+    async fn asked_to_catch_up_the_writer_makes_the_log_start_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, conn) = table_t(&dir);
+        let catch_up = Arc::new(CatchUp::default());
+        let writer = Writer::start(conn, catch_up.clone()).unwrap();
+        writer.write(insert(1)).await.unwrap();
+        // A reader holds the snapshot of row 1 while row 2 is committed: a checkpoint then
+        // copies only what that snapshot needs, like a pass the writer overtakes.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        writer.write(insert(2)).await.unwrap();
+        let (grown, copied) = checkpoint(&path);
+        assert!(copied < grown, "the checkpoint could not copy it all");
+        reader.execute_batch("COMMIT").unwrap();
+
+        catch_up.request();
+        writer.write(insert(3)).await.unwrap();
+        // The writer checkpointed after answering row 3, before it took this batch.
+        writer.write(insert(4)).await.unwrap();
+        let (frames, _) = checkpoint(&path);
+        assert!(
+            frames < grown,
+            "the log started over at row 4: {frames} frames, {grown} before"
+        );
+        assert_eq!(rows(&path), vec![1, 2, 3, 4]);
     }
 }
