@@ -33,7 +33,7 @@ enum Kind {
 
 /// Every metric family this node exposes: name, kind, unit, help, and the label sets that
 /// exist from the start (each exposed at zero before anything happened, so dashboards and
-/// alerts see the family on a fresh node).
+/// alerts see the family on a fresh node; none for a family only one store has).
 /// Labels of one series: (name, value) pairs.
 type Labels = &'static [(&'static str, &'static str)];
 
@@ -256,7 +256,7 @@ const FAMILIES: &[(&str, Kind, Unit, &str, &[Labels])] = &[
         "chatd_sqlite_wal_frames",
         Kind::Gauge,
         Unit::Count,
-        "Frames (4 KiB pages) in the SQLite write-ahead log at the last checkpoint; past 4,096 the writer makes it start over (SQLite store only).",
+        "Frames (a 4 KiB page each) in the SQLite write-ahead log at the last checkpoint; past 4,096 the writer makes it start over (SQLite store only).",
         &[],
     ),
     (

@@ -13,8 +13,8 @@
 //! it copies, and the log grew by every commit (about 18 MB/s at 500 messages/s; 222 MB
 //! after 12 s). So once the log is past [`RESTART_AFTER_FRAMES`], the checkpointer asks the
 //! writer to [`CatchUp`]: between two batches, when nothing else commits, the writer copies
-//! what is left (the few frames since this thread's last pass), and its next write starts
-//! the log over.
+//! what is left (what came since this thread's last pass), and its next write starts the log
+//! over (unless a reader still reads an old snapshot; then this thread asks again).
 
 use std::{
     path::Path,
@@ -36,7 +36,9 @@ use crate::store::{StoreError, StoreResult};
 /// read of the log's header.
 const EVERY: Duration = Duration::from_millis(200);
 
-/// A log longer than this (frames of a 4 KiB page each: 16 MiB) is made to start over.
+/// SQLite's default page size, which chatd keeps: a frame of the log holds one page.
+pub const PAGE_BYTES: i64 = 4096;
+/// A log longer than this (16 MiB of pages) is made to start over.
 pub const RESTART_AFTER_FRAMES: i64 = 4096;
 
 /// The checkpointer's request that the writer finish a checkpoint between two batches.
@@ -51,11 +53,15 @@ impl CatchUp {
     /// On the writer's connection between two batches: if asked, a checkpoint. Nothing can
     /// commit meanwhile, so it copies the whole log (unless a reader still reads an old
     /// snapshot; then the checkpointer asks again), and the next write starts the log over.
+    /// A checkpoint that found this thread's running is asked for again.
     pub fn run_if_asked(&self, conn: &Connection) {
-        if self.0.swap(false, Ordering::Relaxed)
-            && let Err(e) = passive_checkpoint(conn)
-        {
-            tracing::debug!(error = %e, "the writer's checkpoint failed");
+        if !self.0.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        match passive_checkpoint(conn) {
+            Ok(Some(_)) => {}
+            Ok(None) => self.request(),
+            Err(e) => tracing::debug!(error = %e, "the writer's checkpoint failed"),
         }
     }
 }
@@ -81,19 +87,24 @@ impl Checkpointer {
 }
 
 /// A passive checkpoint: copies what no reader still needs and never waits for the writer.
-/// Returns the frames in the log.
-fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get(1))
+/// Returns the frames in the log; `None` when another connection's checkpoint was running.
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        let busy: bool = row.get(0)?;
+        Ok(if busy { None } else { Some(row.get(1)?) })
+    })
 }
 
 fn run(conn: Connection, stopped: mpsc::Receiver<()>, catch_up: &CatchUp) {
     let mut failing = false;
     // Nothing is ever sent: the channel only tells, by closing, that the store is gone.
     while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(EVERY) {
-        let copied = passive_checkpoint(&conn).map(|frames| {
-            metrics::gauge!("chatd_sqlite_wal_frames").set(frames as f64);
-            if frames > RESTART_AFTER_FRAMES {
-                catch_up.request();
+        let copied = passive_checkpoint(&conn).map(|found| {
+            if let Some(frames) = found {
+                metrics::gauge!("chatd_sqlite_wal_frames").set(frames as f64);
+                if frames > RESTART_AFTER_FRAMES {
+                    catch_up.request();
+                }
             }
         });
         // Told once when checkpoints start failing (the log then grows) and once when they

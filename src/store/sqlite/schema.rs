@@ -156,7 +156,8 @@ pub fn open_writer(path: &Path, synchronous: SqliteSynchronous) -> StoreResult<C
     // savepoints' statement journal stays in memory instead of a temporary file.
     // journal_size_limit: when the log starts over, a file that grew past twice the length
     // the checkpointer lets it reach (while a reader held an old snapshot) is cut back.
-    let log_limit = 2 * super::checkpointer::RESTART_AFTER_FRAMES * 4096;
+    use super::checkpointer::{PAGE_BYTES, RESTART_AFTER_FRAMES};
+    let log_limit = 2 * RESTART_AFTER_FRAMES * PAGE_BYTES;
     writer
         .execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync};
