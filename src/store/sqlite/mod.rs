@@ -151,32 +151,54 @@ fn append_atomic(conn: &Connection, new: &NewMessage, now: DateTime<Utc>) -> Sto
     answer
 }
 
-/// One history read on a reading connection.
-fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult<Vec<Message>> {
-    let order = match q.order {
+/// The statement of a history read: parameters room, after, before, since, until, limit.
+/// Absent bounds become bounds that exclude nothing, so one cached statement serves all.
+fn history_sql(entries: Entries, order: Order) -> String {
+    let order = match order {
         Order::Asc => "ASC",
         Order::Desc => "DESC",
     };
     // Literal conditions, so that the planner picks the partial index that matches.
-    let entries = match q.entries {
+    let entries = match entries {
         Entries::All => "",
         Entries::Messages => "AND kind = 'message'",
         Entries::Standing => "AND kind = 'message' AND deleted = 0",
     };
-    // Absent bounds become bounds that exclude nothing, so one cached statement serves all.
-    let sql = format!(
+    format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages
          WHERE room_id = ?1 AND seq > ?2 AND seq < ?3 AND created_at >= ?4 AND created_at < ?5
            {entries}
          ORDER BY seq {order} LIMIT ?6"
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(sql_err)?;
+    )
+}
+
+/// One history read on a reading connection.
+fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult<Vec<Message>> {
+    // A time bound becomes a seq bound (the key is in time order, see
+    // `first_seq_stamped_from`), so the read is a range of the key; the conditions on
+    // created_at stay, exact whatever was appended since.
+    let mut after = q.after.unwrap_or(0);
+    let mut before = q.before;
+    if let Some(since) = q.since {
+        match first_seq_stamped_from(conn, room, since.timestamp_millis())? {
+            Some(first) => after = after.max(first.saturating_sub(1)),
+            None => return Ok(Vec::new()),
+        }
+    }
+    if let Some(until) = q.until
+        && let Some(first) = first_seq_stamped_from(conn, room, until.timestamp_millis())?
+    {
+        before = Some(before.map_or(first, |b| b.min(first)));
+    }
+    let mut stmt = conn
+        .prepare_cached(&history_sql(q.entries, q.order))
+        .map_err(sql_err)?;
     let rows = stmt
         .query_map(
             params![
                 room.as_str(),
-                seq_to_i64(q.after.unwrap_or(0)),
-                q.before.map_or(i64::MAX, seq_to_i64),
+                seq_to_i64(after),
+                before.map_or(i64::MAX, seq_to_i64),
                 q.since.map_or(i64::MIN, |t| t.timestamp_millis()),
                 q.until.map_or(i64::MAX, |t| t.timestamp_millis()),
                 q.limit as i64
@@ -187,12 +209,55 @@ fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }
 
+/// The first seq of `room` stamped at `at_ms` or later, if any. The append rule never lets
+/// createdAt decrease along a room's seqs, so "the first entry from position p on is stamped
+/// at `at_ms` or later" turns from false to true once as p grows, and bisecting the key finds
+/// it in a few dozen lookups: the schema keeps no index of times, which would cost every
+/// append a page more (schema version 5).
+fn first_seq_stamped_from(
+    conn: &Connection,
+    room: &RoomId,
+    at_ms: i64,
+) -> StoreResult<Option<Seq>> {
+    let Some((newest, _)) = rows::newest(conn, room)? else {
+        return Ok(None);
+    };
+    let mut first_from = conn
+        .prepare_cached(
+            "SELECT seq, created_at FROM messages WHERE room_id = ?1 AND seq >= ?2
+             ORDER BY seq LIMIT 1",
+        )
+        .map_err(sql_err)?;
+    // Positions, not seqs: a position with no entry stands for the next entry after it.
+    let mut first_entry_from = |position: Seq| {
+        first_from
+            .query_row(params![room.as_str(), seq_to_i64(position)], |r| {
+                Ok((seq_from_i64(r.get(0)?), r.get::<_, i64>(1)?))
+            })
+            .optional()
+            .map_err(sql_err)
+    };
+    let (mut low, mut high) = (0, newest + 1);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        match first_entry_from(middle)? {
+            Some((_, stamped)) if stamped < at_ms => low = middle + 1,
+            _ => high = middle,
+        }
+    }
+    Ok(first_entry_from(low)?.map(|(seq, _)| seq))
+}
+
 fn last_seq_in(conn: &Connection, room: &RoomId) -> StoreResult<Seq> {
     conn.prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM messages WHERE room_id = ?1")
         .and_then(|mut s| s.query_row([room.as_str()], |r| r.get::<_, i64>(0)))
         .map(seq_from_i64)
         .map_err(sql_err)
 }
+
+const UNREAD_SQL: &str = "SELECT COUNT(*) FROM (SELECT 1 FROM messages
+     WHERE room_id = ?1 AND seq > ?2 AND sender != ?3
+       AND kind = 'message' AND deleted = 0 LIMIT ?4)";
 
 /// Others' standing messages after `after_seq`, counted up to `cap`.
 fn unread_in(
@@ -202,24 +267,20 @@ fn unread_in(
     after_seq: Seq,
     cap: u64,
 ) -> StoreResult<u64> {
-    conn.prepare_cached(
-        "SELECT COUNT(*) FROM (SELECT 1 FROM messages
-         WHERE room_id = ?1 AND seq > ?2 AND sender != ?3
-           AND kind = 'message' AND deleted = 0 LIMIT ?4)",
-    )
-    .and_then(|mut s| {
-        s.query_row(
-            params![
-                room.as_str(),
-                seq_to_i64(after_seq),
-                user.as_str(),
-                i64::try_from(cap).unwrap_or(i64::MAX)
-            ],
-            |r| r.get::<_, i64>(0),
-        )
-    })
-    .map(|n| n as u64)
-    .map_err(sql_err)
+    conn.prepare_cached(UNREAD_SQL)
+        .and_then(|mut s| {
+            s.query_row(
+                params![
+                    room.as_str(),
+                    seq_to_i64(after_seq),
+                    user.as_str(),
+                    i64::try_from(cap).unwrap_or(i64::MAX)
+                ],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .map(|n| n as u64)
+        .map_err(sql_err)
 }
 
 /// One membership read on a reading connection.
@@ -674,5 +735,42 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_err))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every read of a room's entries searches an index by (room, seq) and sorts nothing:
+    /// the schema dropped the indexes it once had for times and standing messages.
+    #[test]
+    fn reads_of_a_room_search_its_key_and_sort_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn =
+            schema::open_writer(&dir.path().join("plan.db"), SqliteSynchronous::Normal).unwrap();
+        let mut reads = vec![UNREAD_SQL.to_string()];
+        for entries in [Entries::All, Entries::Messages, Entries::Standing] {
+            for order in [Order::Asc, Order::Desc] {
+                reads.push(history_sql(entries, order));
+            }
+        }
+        for sql in reads {
+            let mut explain = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let unbound = vec![rusqlite::types::Null; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(
+                plan.contains("SEARCH messages USING INDEX")
+                    && plan.contains("(room_id=? AND seq>?")
+                    && !plan.contains("TEMP B-TREE")
+                    && (!sql.contains("kind = 'message'") || plan.contains("messages_only")),
+                "{sql}\n=> {plan}"
+            );
+        }
     }
 }

@@ -42,6 +42,7 @@ macro_rules! store_conformance {
             a_batch_appends_as_one_append_after_the_other,
             concurrent_batches_on_two_nodes_keep_each_batch_in_order,
             history_pages_by_seq_and_time_both_ways,
+            time_bounds_hold_where_the_clock_went_back,
             last_seq_and_unread_counts,
             direct_rooms_are_idempotent_and_symmetric,
             groups_add_and_remove_members,
@@ -419,6 +420,50 @@ pub async fn history_pages_by_seq_and_time_both_ways(f: &impl StoreFactory) {
         .await,
         vec![7, 6]
     );
+}
+
+/// A clock that went back stamps its messages with the newest createdAt: several entries
+/// share one time, and a time bound takes all of them or none.
+pub async fn time_bounds_hold_where_the_clock_went_back(f: &impl StoreFactory) {
+    let store = f.store().await;
+    let room = room(&*store).await;
+    let empty = store
+        .ensure_direct_room(&user("alice"), &user("zed"), now())
+        .await
+        .unwrap()
+        .id;
+    let t0 = now();
+    for (i, offset) in [0, 5, 2, 3, 9].into_iter().enumerate() {
+        store
+            .append(
+                new_message(&room, "alice", &format!("c{i}")),
+                t0 + Duration::seconds(offset),
+            )
+            .await
+            .unwrap();
+    }
+    let at = |s| t0 + Duration::seconds(s);
+    let q = |room: RoomId, since: Option<i64>, until: Option<i64>| {
+        let store = store.clone();
+        async move {
+            let query = HistoryQuery {
+                since: since.map(at),
+                until: until.map(at),
+                limit: 10,
+                ..Default::default()
+            };
+            let got = store.history(&room, &query).await.unwrap();
+            got.into_iter().map(|m| m.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(q(room.clone(), Some(5), None).await, vec![2, 3, 4, 5]);
+    assert_eq!(q(room.clone(), Some(1), None).await, vec![2, 3, 4, 5]);
+    assert_eq!(q(room.clone(), None, Some(5)).await, vec![1]);
+    assert_eq!(q(room.clone(), Some(5), Some(9)).await, vec![2, 3, 4]);
+    assert_eq!(q(room.clone(), Some(0), Some(1)).await, vec![1]);
+    assert_eq!(q(room.clone(), Some(10), None).await, Vec::<Seq>::new());
+    assert_eq!(q(room.clone(), None, Some(0)).await, Vec::<Seq>::new());
+    assert_eq!(q(empty, Some(0), None).await, Vec::<Seq>::new());
 }
 
 pub async fn last_seq_and_unread_counts(f: &impl StoreFactory) {
