@@ -7,6 +7,13 @@ use chatd::{
 };
 use clap::{Parser, Subcommand};
 
+/// mimalloc: glibc's allocator took about a tenth of the node's CPU under load (its free
+/// lists shared by the tokio workers and the SQLite threads). Built without transparent huge
+/// pages (`no_thp`), which grew an idle connection's memory by half. docs/benchmarks.md has
+/// the comparison.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "chatd",
