@@ -179,16 +179,23 @@ fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult
     // created_at stay, exact whatever was appended since.
     let mut after = q.after.unwrap_or(0);
     let mut before = q.before;
-    if let Some(since) = q.since {
-        match first_seq_stamped_from(conn, room, since.timestamp_millis())? {
-            Some(first) => after = after.max(first.saturating_sub(1)),
-            None => return Ok(Vec::new()),
+    if q.since.is_some() || q.until.is_some() {
+        let Some((newest, _)) = rows::newest(conn, room)? else {
+            return Ok(Vec::new());
+        };
+        if let Some(since) = q.since {
+            match first_seq_stamped_from(conn, room, since.timestamp_millis(), after, newest)? {
+                Some(first) => after = after.max(first.saturating_sub(1)),
+                None => return Ok(Vec::new()),
+            }
         }
-    }
-    if let Some(until) = q.until
-        && let Some(first) = first_seq_stamped_from(conn, room, until.timestamp_millis())?
-    {
-        before = Some(before.map_or(first, |b| b.min(first)));
+        // Whatever `until` bounds lies past what `since` left.
+        if let Some(until) = q.until
+            && let Some(first) =
+                first_seq_stamped_from(conn, room, until.timestamp_millis(), after, newest)?
+        {
+            before = Some(before.map_or(first, |b| b.min(first)));
+        }
     }
     let mut stmt = conn
         .prepare_cached(&history_sql(q.entries, q.order))
@@ -209,19 +216,18 @@ fn history_in(conn: &Connection, room: &RoomId, q: &HistoryQuery) -> StoreResult
     rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_err)
 }
 
-/// The first seq of `room` stamped at `at_ms` or later, if any. The append rule never lets
-/// createdAt decrease along a room's seqs, so "the first entry from position p on is stamped
-/// at `at_ms` or later" turns from false to true once as p grows, and bisecting the key finds
-/// it in a few dozen lookups: the schema keeps no index of times, which would cost every
-/// append a page more (schema version 5).
+/// The first seq of `room` after `after` stamped at `at_ms` or later, if any, `newest` being
+/// the room's newest seq. The append rule never lets createdAt decrease along a room's seqs,
+/// so "the first entry from position p on is stamped at `at_ms` or later" turns from false to
+/// true once as p grows, and bisecting the key finds it in a few dozen lookups: the schema
+/// keeps no index of times, which would cost every append a page more (schema version 5).
 fn first_seq_stamped_from(
     conn: &Connection,
     room: &RoomId,
     at_ms: i64,
+    after: Seq,
+    newest: Seq,
 ) -> StoreResult<Option<Seq>> {
-    let Some((newest, _)) = rows::newest(conn, room)? else {
-        return Ok(None);
-    };
     let mut first_from = conn
         .prepare_cached(
             "SELECT seq, created_at FROM messages WHERE room_id = ?1 AND seq >= ?2
@@ -237,7 +243,7 @@ fn first_seq_stamped_from(
             .optional()
             .map_err(sql_err)
     };
-    let (mut low, mut high) = (0, newest + 1);
+    let (mut low, mut high) = (after + 1, newest.max(after) + 1);
     while low < high {
         let middle = low + (high - low) / 2;
         match first_entry_from(middle)? {
